@@ -1,0 +1,144 @@
+"""One settings model for broker, controller, device and CLI.
+
+Sources, highest priority first: explicit overrides (CLI flags), `FLEET_*` environment
+variables, a `.env` file in the working directory, a TOML config file (`FLEET_CONFIG`, else
+`./fleet.toml` when present), then the defaults, which make `fleet up` work with no
+configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import AnyUrl, Field, UrlConstraints, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from typing_extensions import Annotated
+
+from schemas.common import DEVICE_ID_PATTERN, GroupName
+
+ENV_PREFIX = "FLEET_"
+DEFAULT_CONFIG_FILE = "fleet.toml"
+# 1883 is the registered MQTT port; the embedded broker defaults to 1884 so it can run beside
+# a system Mosquitto, which usually holds 1883.
+DEFAULT_BROKER_PORT = 1884
+DEFAULT_API_PORT = 8080
+
+MqttUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["mqtt", "mqtts"], host_required=True)]
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("mqtt-fleet", appauthor=False))
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names it and says what is accepted."""
+
+
+class FleetSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # --- MQTT -------------------------------------------------------------------------------
+    mqtt_url: MqttUrl = Field(
+        AnyUrl(f"mqtt://127.0.0.1:{DEFAULT_BROKER_PORT}"),
+        description="broker URL: mqtt://[user:pass@]host[:port] or mqtts://… for TLS",
+    )
+    mqtt_ca_file: Path | None = Field(None, description="CA bundle to verify an mqtts:// broker (system CAs when unset)")
+    keepalive: int = Field(30, ge=2, le=3600, description="MQTT keepalive in seconds (2–3600)")
+    reconnect_min_delay: float = Field(1.0, gt=0, le=60, description="first reconnect delay, seconds")
+    reconnect_max_delay: float = Field(30.0, gt=0, le=3600, description="longest reconnect delay, seconds")
+    max_payload_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest task message a device accepts")
+
+    # --- embedded broker --------------------------------------------------------------------
+    broker_host: str = Field("127.0.0.1", description="address the embedded broker listens on")
+    broker_port: int = Field(DEFAULT_BROKER_PORT, ge=1, le=65535, description="TCP port of the embedded broker (1–65535)")
+    broker_session_expiry: int = Field(3600, ge=0, description="seconds a disconnected persistent session is kept")
+
+    # --- controller -------------------------------------------------------------------------
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/controller.db (e.g. postgresql+psycopg://…)"
+    )
+    api_host: str = Field("127.0.0.1", description="address the REST API listens on")
+    api_port: int = Field(DEFAULT_API_PORT, ge=1, le=65535, description="port of the REST API (1–65535)")
+    api_url: str | None = Field(None, description="REST API the CLI talks to; default http://<api_host>:<api_port>")
+    controller_client_id: str = Field("fleet-controller", min_length=1, max_length=64)
+
+    # --- device -----------------------------------------------------------------------------
+    device_id: str | None = Field(
+        None, pattern=DEVICE_ID_PATTERN, description="letters, digits, '.', '_', '-' (1–64); generated once when unset"
+    )
+    device_name: str | None = Field(None, max_length=200, description="display name; the host name when unset")
+    data_dir: Path = Field(default_factory=default_data_dir, description="where ids, journals and databases live")
+    groups: list[GroupName] = Field(default_factory=list, description="device groups (JSON list in env vars)")
+    accounts: list[str] = Field(default_factory=list, description="accounts this device serves (JSON list in env vars)")
+    max_concurrency: int = Field(2, ge=1, le=64, description="tasks a device runs at once (1–64)")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        if config_file.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        elif f"{ENV_PREFIX}CONFIG" in os.environ:
+            raise SettingsError(f"{ENV_PREFIX}CONFIG: config file {config_file} does not exist")
+        return tuple(sources)
+
+    # --- derived values ---------------------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
+
+    @property
+    def resolved_api_url(self) -> str:
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+        return (self.api_url or f"http://{host}:{self.api_port}").rstrip("/")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    info = FleetSettings.model_fields.get(field)
+    accepted = f" Accepted: {info.description}." if info is not None and info.description else ""
+    given = error.get("input")
+    shown = "" if isinstance(given, dict) or field == "mqtt_url" else f" (got {given!r})"
+    return f"{ENV_PREFIX}{field.upper()} ({field}): {error['msg']}{shown}.{accepted}"
+
+
+def load_settings(**overrides: Any) -> FleetSettings:
+    """Read settings, turning validation errors into one readable `SettingsError`.
+
+    The offending value of `mqtt_url` is never echoed, because it may carry a password.
+    """
+    try:
+        return FleetSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise SettingsError("invalid setting:\n  " + "\n  ".join(lines)) from None
+    except ValueError as exc:  # e.g. a TOML syntax error or a non-JSON list in an env var
+        raise SettingsError(f"invalid configuration: {exc}") from None

@@ -1,0 +1,136 @@
+"""REST request and response bodies of the controller's `/api/v1`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.common import DeviceId, GroupName, StrictModel, TaskId, TaskType, UtcDatetime
+from schemas.events import EventKind, TaskError, TaskStatus
+from schemas.status import DeviceFacts
+
+
+class TaskOptions(StrictModel):
+    account: str | None = Field(None, min_length=1, max_length=200, description="account the task acts for")
+    params: dict[str, Any] = Field(default_factory=dict, description="parameters of the task type")
+    expires_at: UtcDatetime | None = Field(None, description="never start the task after this time")
+    ttl: float | None = Field(None, gt=0, le=30 * 86_400, description="seconds from now; sets expires_at")
+    timeout: float | None = Field(None, gt=0, le=86_400, description="seconds the handler may run")
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> "TaskOptions":
+        if self.ttl is not None and self.expires_at is not None:
+            raise ValueError("give either ttl or expires_at, not both")
+        return self
+
+
+class TaskCreate(TaskOptions):
+    device_id: DeviceId
+    type: TaskType
+
+
+class BroadcastCreate(TaskOptions):
+    type: TaskType
+    group: GroupName | None = Field(None, description="only devices in this group; all devices when absent")
+    include_offline: bool = Field(
+        False, description="also queue the task for offline devices; they run it when they come back"
+    )
+
+
+class TaskEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    event: EventKind
+    seq: int
+    at: UtcDatetime
+    received_at: UtcDatetime
+    progress: int | None = None
+    message: str | None = None
+    result: dict[str, Any] | None = None
+    error: TaskError | None = None
+    replay: bool = False
+
+
+class TaskOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: TaskId
+    device_id: str
+    type: str
+    account: str | None
+    params: dict[str, Any]
+    status: TaskStatus
+    origin: Literal["api", "adhoc", "broadcast"]
+    broadcast_id: str | None
+    progress: int | None
+    message: str | None
+    result: dict[str, Any] | None
+    error: TaskError | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    dispatched_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    expires_at: UtcDatetime | None
+    timeout: float | None
+    dispatch_count: int
+
+
+class TaskDetail(TaskOut):
+    events: list[TaskEventOut]
+
+
+class TaskPage(BaseModel):
+    items: list[TaskOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class BroadcastOut(BaseModel):
+    id: TaskId
+    type: str
+    group: str | None
+    created_at: UtcDatetime
+    task_ids: list[TaskId] = Field(description="per-device runs, named '<broadcast id>:<device id>'")
+    status_counts: dict[str, int]
+
+
+class DeviceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: DeviceId
+    name: str | None
+    status: Literal["online", "offline"]
+    session_id: str | None
+    last_seen: UtcDatetime | None
+    online_since: UtcDatetime | None
+    facts: DeviceFacts | None
+    groups: list[str]
+
+
+class DevicePage(BaseModel):
+    items: list[DeviceOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ConnectionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    state: Literal["online", "offline"]
+    session_id: str
+    at: UtcDatetime
+    reason: str | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: bool
+    mqtt_connected: bool
+    version: str
+
+
+class ErrorBody(BaseModel):
+    detail: str

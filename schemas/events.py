@@ -1,0 +1,96 @@
+"""What a device reports on `devices/<id>/results`, and the task states the controller derives."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from schemas.common import DeviceId, StrictModel, TaskId, TaskType, UtcDatetime
+
+
+class EventKind(StrEnum):
+    ACCEPTED = "accepted"  # valid, journaled, waiting for a slot
+    STARTED = "started"  # the handler is running
+    PROGRESS = "progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"  # invalid input: never retried
+    CANCELED = "canceled"
+    TIMED_OUT = "timed_out"
+    EXPIRED = "expired"
+
+
+FINAL_EVENTS = frozenset(
+    {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.REJECTED, EventKind.CANCELED, EventKind.TIMED_OUT, EventKind.EXPIRED}
+)
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"  # committed in SQL, not yet published
+    DISPATCHED = "dispatched"  # published to the broker
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.REJECTED, TaskStatus.TIMED_OUT, TaskStatus.CANCELED, TaskStatus.EXPIRED}
+)
+
+STATUS_OF_EVENT: dict[EventKind, TaskStatus] = {
+    EventKind.ACCEPTED: TaskStatus.ACCEPTED,
+    EventKind.STARTED: TaskStatus.RUNNING,
+    EventKind.PROGRESS: TaskStatus.RUNNING,
+    EventKind.SUCCEEDED: TaskStatus.SUCCEEDED,
+    EventKind.FAILED: TaskStatus.FAILED,
+    EventKind.REJECTED: TaskStatus.REJECTED,
+    EventKind.CANCELED: TaskStatus.CANCELED,
+    EventKind.TIMED_OUT: TaskStatus.TIMED_OUT,
+    EventKind.EXPIRED: TaskStatus.EXPIRED,
+}
+
+
+class TaskError(StrictModel):
+    code: str = Field(max_length=64, description="machine-readable reason, e.g. invalid_json, unknown_type, interrupted")
+    message: str = Field(max_length=4000)
+
+
+class TaskSummary(StrictModel):
+    """The task as the device received it; lets the controller record ad hoc tasks it never created."""
+
+    type: str = Field(max_length=64, description="task type, or 'invalid' when the message could not be read")
+    account: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    broadcast_id: TaskId | None = None
+    created_at: UtcDatetime | None = None
+    expires_at: UtcDatetime | None = None
+    source_topic: str | None = None
+
+
+class TaskEvent(StrictModel):
+    task_id: TaskId
+    device_id: DeviceId
+    event: EventKind
+    seq: int = Field(ge=0, description="per-task counter, orders events of one task")
+    at: UtcDatetime
+    session_id: str = Field(max_length=64)
+    progress: int | None = Field(None, ge=0, le=100)
+    message: str | None = Field(None, max_length=4000, description="status detail or reason")
+    result: dict[str, Any] | None = None
+    error: TaskError | None = None
+    task: TaskSummary | None = Field(None, description="sent with accepted and rejected events")
+    replay: bool = Field(False, description="a recorded outcome re-sent for a redelivered task id")
+
+
+__all__ = ["EventKind", "TaskEvent", "TaskError", "TaskStatus", "TaskSummary", "TaskType"]

@@ -1,0 +1,40 @@
+"""The retained presence message on `devices/<id>/status`: the device's birth and its last will."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.common import DeviceId, GroupName, StrictModel, UtcDatetime
+
+
+class DeviceFacts(StrictModel):
+    """What a device tells about itself in its birth message."""
+
+    name: str = Field(max_length=200)
+    version: str = Field(max_length=64)
+    hostname: str = Field(max_length=255)
+    os: str = Field(max_length=200)
+    python: str = Field(max_length=64)
+    task_types: list[str] = Field(default_factory=list)
+    platforms: list[str] = Field(default_factory=list, description="social platforms this device can drive")
+    accounts: list[str] = Field(default_factory=list)
+    groups: list[GroupName] = Field(default_factory=list)
+    max_concurrency: int = Field(1, ge=1)
+    keepalive: int = Field(ge=1)
+
+
+class DeviceStatus(StrictModel):
+    """Birth (`online`, with facts) or last will (`offline`).
+
+    `session_id` names one connection of the daemon: a will whose session id is not the
+    device's current one is stale and must not mark the device offline.
+    """
+
+    device_id: DeviceId
+    state: Literal["online", "offline"]
+    session_id: str = Field(min_length=1, max_length=64)
+    at: UtcDatetime | None = Field(None, description="birth time; absent in a will (its publish time is unknown)")
+    reason: str | None = Field(None, max_length=200)
+    facts: DeviceFacts | None = None

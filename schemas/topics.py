@@ -1,0 +1,66 @@
+"""The MQTT topic names of the wire contract, and parsing of incoming topics.
+
+| topic                        | publisher             | payload            |
+|------------------------------|-----------------------|--------------------|
+| devices/<id>/tasks           | controller, operator  | TaskEnvelope       |
+| devices/<id>/results         | device                | TaskEvent          |
+| devices/<id>/status          | device birth, will    | DeviceStatus       |
+| fleet/broadcast/tasks        | controller, operator  | TaskEnvelope       |
+| fleet/groups/<group>/tasks   | controller, operator  | TaskEnvelope       |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas.common import DEVICE_ID_PATTERN, GROUP_PATTERN
+
+BROADCAST_TASKS = "fleet/broadcast/tasks"
+ALL_STATUS = "devices/+/status"
+ALL_RESULTS = "devices/+/results"
+
+_ID = DEVICE_ID_PATTERN.strip("^$")
+_GROUP = GROUP_PATTERN.strip("^$")
+_DEVICE_TOPIC = re.compile(rf"^devices/({_ID})/(tasks|results|status)$")
+_GROUP_TOPIC = re.compile(rf"^fleet/groups/({_GROUP})/tasks$")
+
+
+def device_tasks(device_id: str) -> str:
+    return f"devices/{device_id}/tasks"
+
+
+def device_results(device_id: str) -> str:
+    return f"devices/{device_id}/results"
+
+
+def device_status(device_id: str) -> str:
+    return f"devices/{device_id}/status"
+
+
+def group_tasks(group: str) -> str:
+    return f"fleet/groups/{group}/tasks"
+
+
+Channel = Literal["tasks", "results", "status"]
+
+
+@dataclass(frozen=True)
+class DeviceTopic:
+    device_id: str
+    channel: Channel
+
+
+def parse_device_topic(topic: str) -> DeviceTopic | None:
+    """`devices/<id>/<channel>` split into its parts, or None for any other topic."""
+    match = _DEVICE_TOPIC.match(topic)
+    if match is None:
+        return None
+    return DeviceTopic(device_id=match.group(1), channel=match.group(2))  # type: ignore[arg-type]
+
+
+def parse_group_topic(topic: str) -> str | None:
+    """The group name of `fleet/groups/<group>/tasks`, or None for any other topic."""
+    match = _GROUP_TOPIC.match(topic)
+    return match.group(1) if match else None
