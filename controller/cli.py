@@ -1,0 +1,330 @@
+"""The `fleet` command: run the broker, controller and device daemon, and operate the fleet
+from a terminal through the controller's REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from config.settings import ENV_PREFIX, FleetSettings, SettingsError, load_settings
+
+app = typer.Typer(help="Command a fleet of PCs over MQTT.", no_args_is_help=True, add_completion=False)
+task_app = typer.Typer(help="Create, inspect and cancel tasks.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+console = Console()
+err_console = Console(stderr=True)
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def _settings(**overrides: Any) -> FleetSettings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _setup_logging(settings: FleetSettings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":  # amqtt and uvicorn log every connection at INFO
+        for noisy in ("amqtt", "transitions", "uvicorn.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _until_interrupted(*jobs: Any, stop: asyncio.Event) -> None:
+    """Run coroutines until one ends or the user interrupts; then stop the rest."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError, RuntimeError):  # Windows has no add_signal_handler
+            loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # re-raise a failure of the job that ended first
+    finally:
+        stop.set()
+
+
+def _params(param: list[str], params_json: Optional[str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if params_json:
+        try:
+            loaded = json.loads(params_json)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"--params is not valid JSON ({exc.msg}); e.g. --params '{{\"seconds\": 2}}'")
+        if not isinstance(loaded, dict):
+            raise typer.BadParameter("--params must be a JSON object, e.g. --params '{\"seconds\": 2}'")
+        result.update(loaded)
+    for item in param:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--param {item!r} must look like key=value, e.g. --param seconds=2")
+        try:
+            result[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            result[key] = raw
+    return result
+
+
+def _api(method: str, path: str, **kwargs: Any) -> Any:
+    settings = _settings()
+    url = f"{settings.resolved_api_url}{path}"
+    try:
+        response = httpx.request(method, url, timeout=30, **kwargs)
+    except httpx.HTTPError as exc:
+        err_console.print(
+            f"[red]error:[/red] cannot reach the controller at {settings.resolved_api_url} ({exc.__class__.__name__}). "
+            f"Is `fleet controller` (or `fleet up`) running? Point the CLI elsewhere with {ENV_PREFIX}API_URL."
+        )
+        raise typer.Exit(1) from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        if isinstance(detail, list):  # FastAPI validation errors
+            detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
+        err_console.print(f"[red]error {response.status_code}:[/red] {detail}", highlight=False)
+        raise typer.Exit(1)
+    return response.json()
+
+
+def _print_task(task: dict[str, Any]) -> None:
+    console.print(f"[bold]{task['id']}[/bold]  {task['type']} on {task['device_id']}: [cyan]{task['status']}[/cyan]")
+    for event in task.get("events", []):
+        extra = event.get("message") or ""
+        if event.get("progress") is not None:
+            extra = f"{event['progress']}% {extra}"
+        console.print(f"  {event['at']}  {event['event']:<10} {extra}", highlight=False)
+    if task.get("result") is not None:
+        console.print_json(data=task["result"])
+    if task.get("error"):
+        console.print(f"  [red]{task['error']['code']}[/red]: {task['error']['message']}", highlight=False)
+
+
+FINAL = {"succeeded", "failed", "rejected", "timed_out", "canceled", "expired"}
+
+
+def _wait_final(task_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        task = _api("GET", f"/api/v1/tasks/{task_id}")
+        if task["status"] in FINAL or time.monotonic() > deadline:
+            return task
+        time.sleep(0.2)
+
+
+# ---- processes ------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    broker_port: Optional[int] = typer.Option(None, help="port of the embedded MQTT broker (default 1884)"),
+    api_port: Optional[int] = typer.Option(None, help="port of the REST API (default 8080)"),
+    data_dir: Optional[Path] = typer.Option(None, help="where databases, ids and journals live"),
+    no_broker: bool = typer.Option(False, "--no-broker", help=f"use the broker at {ENV_PREFIX}MQTT_URL instead"),
+    no_device: bool = typer.Option(False, "--no-device", help="do not start a local device"),
+) -> None:
+    """All in one, for a first look: embedded broker + controller + one local device."""
+    settings = _settings(broker_port=broker_port, api_port=api_port, data_dir=data_dir)
+    if not no_broker:
+        host = "127.0.0.1" if settings.broker_host in ("0.0.0.0", "::") else settings.broker_host
+        settings = settings.model_copy(update={"mqtt_url": f"mqtt://{host}:{settings.broker_port}"})
+    _setup_logging(settings)
+
+    from broker.embedded import EmbeddedBroker, PortInUseError
+    from controller.server import serve
+    from device.daemon import DeviceDaemon
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        jobs: list[Any] = []
+        if not no_broker:
+            embedded = EmbeddedBroker(settings)
+            await embedded.start()
+            jobs.append(_stop_on(stop, embedded.stop))
+        jobs.append(serve(settings, stop))
+        if not no_device:
+            jobs.append(DeviceDaemon(settings).run(stop))
+        _banner(settings, with_device=not no_device)
+        await _until_interrupted(*jobs, stop=stop)
+
+    try:
+        asyncio.run(main())
+    except PortInUseError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+async def _stop_on(stop: asyncio.Event, action: Any) -> None:
+    await stop.wait()
+    await action()
+
+
+def _banner(settings: FleetSettings, *, with_device: bool) -> None:
+    api = settings.resolved_api_url
+    console.print(f"[bold green]fleet is up[/bold green]  broker {settings.mqtt_url.host}:{settings.mqtt_url.port}  API {api}  docs {api}/docs")
+    console.print(f"  data in {settings.data_dir}")
+    if with_device:
+        console.print("  try:  fleet devices")
+        console.print("        fleet task send <device id> ping --wait")
+    console.print("  stop with Ctrl-C")
+
+
+@app.command()
+def broker(
+    host: Optional[str] = typer.Option(None, help="address to listen on (default 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="TCP port (default 1884)"),
+) -> None:
+    """Run the embedded MQTT broker (amqtt) on its own."""
+    settings = _settings(broker_host=host, broker_port=port)
+    _setup_logging(settings)
+    from broker.embedded import EmbeddedBroker, PortInUseError
+
+    async def main() -> None:
+        embedded = EmbeddedBroker(settings)
+        stop = asyncio.Event()
+        await embedded.start()
+        console.print(f"embedded MQTT broker listening on {embedded.url} (Ctrl-C stops it)")
+        await _until_interrupted(_stop_on(stop, embedded.stop), stop=stop)
+
+    try:
+        asyncio.run(main())
+    except PortInUseError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def controller(
+    api_host: Optional[str] = typer.Option(None, help="address of the REST API (default 127.0.0.1)"),
+    api_port: Optional[int] = typer.Option(None, help="port of the REST API (default 8080)"),
+) -> None:
+    """Run the controller: REST API, MQTT client and SQL store (FLEET_MQTT_URL, FLEET_DATABASE_URL)."""
+    settings = _settings(api_host=api_host, api_port=api_port)
+    _setup_logging(settings)
+    from controller.server import run_controller
+
+    run_controller(settings)
+
+
+@app.command()
+def device(
+    device_id: Optional[str] = typer.Option(None, "--id", help="device id (default: generated once and kept)"),
+    name: Optional[str] = typer.Option(None, help="display name (default: host name)"),
+) -> None:
+    """Run the device daemon: connect to the broker, announce presence, execute tasks."""
+    settings = _settings(device_id=device_id, device_name=name)
+    _setup_logging(settings)
+    from device.daemon import run_device
+
+    run_device(settings)
+
+
+# ---- operating the fleet through REST ------------------------------------------------------
+
+
+@app.command("devices")
+def list_devices(
+    status: Optional[str] = typer.Option(None, help="online or offline"),
+    group: Optional[str] = typer.Option(None, help="only devices in this group"),
+) -> None:
+    """List devices with their presence."""
+    query = {k: v for k, v in {"status": status, "group": group, "limit": 500}.items() if v is not None}
+    page = _api("GET", "/api/v1/devices", params=query)
+    table = Table("id", "name", "status", "last seen", "task types", "groups")
+    for item in page["items"]:
+        facts = item.get("facts") or {}
+        colour = "green" if item["status"] == "online" else "red"
+        table.add_row(
+            item["id"], item.get("name") or "", f"[{colour}]{item['status']}[/{colour}]", str(item.get("last_seen") or ""),
+            ",".join(facts.get("task_types", [])), ",".join(item.get("groups", [])),
+        )
+    console.print(table)
+    console.print(f"{page['total']} device(s)")
+
+
+@task_app.command("send")
+def task_send(
+    device_id: str = typer.Argument(..., help="target device id"),
+    task_type: str = typer.Argument(..., help="task type, e.g. ping, echo, sleep"),
+    param: list[str] = typer.Option([], "--param", "-p", help="a parameter as key=value (value may be JSON); repeatable"),
+    params_json: Optional[str] = typer.Option(None, "--params", help="all parameters as one JSON object"),
+    account: Optional[str] = typer.Option(None, help="account the task acts for"),
+    ttl: Optional[float] = typer.Option(None, help="seconds before an unstarted task expires"),
+    timeout: Optional[float] = typer.Option(None, help="seconds the task may run"),
+    wait: bool = typer.Option(False, "--wait", help="wait for the final status and print the timeline"),
+    wait_timeout: float = typer.Option(60, help="seconds to wait with --wait"),
+) -> None:
+    """Send a task to one device."""
+    body = {"device_id": device_id, "type": task_type, "params": _params(param, params_json)}
+    body |= {k: v for k, v in {"account": account, "ttl": ttl, "timeout": timeout}.items() if v is not None}
+    task = _api("POST", "/api/v1/tasks", json=body)
+    _print_task(_wait_final(task["id"], wait_timeout) if wait else task)
+
+
+@task_app.command("show")
+def task_show(task_id: str) -> None:
+    """Show a task with its event timeline."""
+    _print_task(_api("GET", f"/api/v1/tasks/{task_id}"))
+
+
+@task_app.command("list")
+def task_list(
+    device_id: Optional[str] = typer.Option(None, "--device", help="only tasks of this device"),
+    status: Optional[str] = typer.Option(None, help="only tasks in this status"),
+    limit: int = typer.Option(50, min=1, max=1000),
+) -> None:
+    """List tasks, newest first."""
+    query = {k: v for k, v in {"device_id": device_id, "status": status, "limit": limit}.items() if v is not None}
+    page = _api("GET", "/api/v1/tasks", params=query)
+    table = Table("id", "device", "type", "status", "created")
+    for item in page["items"]:
+        table.add_row(item["id"], item["device_id"], item["type"], item["status"], item["created_at"])
+    console.print(table)
+
+
+@task_app.command("cancel")
+def task_cancel(task_id: str) -> None:
+    """Cancel a task: a queued task never runs; a running one is told to stop."""
+    _print_task(_api("POST", f"/api/v1/tasks/{task_id}/cancel"))
+
+
+@app.command()
+def broadcast(
+    task_type: str = typer.Argument(..., help="task type run by every device"),
+    param: list[str] = typer.Option([], "--param", "-p", help="a parameter as key=value; repeatable"),
+    params_json: Optional[str] = typer.Option(None, "--params", help="all parameters as one JSON object"),
+    group: Optional[str] = typer.Option(None, help="only devices in this group"),
+    include_offline: bool = typer.Option(False, "--include-offline", help="offline devices run it when they return"),
+) -> None:
+    """Send a task to every device (or every device of a group)."""
+    body: dict[str, Any] = {"type": task_type, "params": _params(param, params_json), "include_offline": include_offline}
+    if group:
+        body["group"] = group
+    result = _api("POST", "/api/v1/broadcasts", json=body)
+    console.print(f"broadcast [bold]{result['id']}[/bold] to {len(result['task_ids'])} device(s)")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,81 @@
+"""Database engine and sessions for the controller (SQLite by default, PostgreSQL to scale out).
+
+Sync SQLAlchemy 2: REST routes are plain `def` run in FastAPI's threadpool and MQTT callbacks
+run in paho's network thread, so every unit of work opens its own short `Session`.
+
+SQLite gets WAL, a busy timeout and foreign keys on every connection. Its transactions start
+with `BEGIN IMMEDIATE`: the write lock is taken up front, so two threads that read a task and
+then update it run one after the other instead of failing with "database is locked" or
+losing an update. On PostgreSQL the services lock rows with `SELECT … FOR UPDATE`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.models import Base
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def safe_url(url: str) -> str:
+    """The database URL with its password masked, for logs and error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is shown by its scheme only
+        return url.split(":", 1)[0] + ":…"
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control away from the sqlite3 module; the "begin" hook below starts them.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for a SQLAlchemy URL; for a SQLite file its parent directory is created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    database = parsed.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def create_all(engine: Engine) -> None:
+    """Create the controller's tables that do not exist yet."""
+    Base.metadata.create_all(engine)
+
+
+def create_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def database_reachable(engine: Engine) -> bool:
+    """Whether a trivial query succeeds right now (for the health check)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False

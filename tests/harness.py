@@ -1,0 +1,258 @@
+"""Real processes for integration tests: brokers (amqtt via `fleet broker`, Mosquitto),
+the controller and device daemons, each on free ports with their own files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+
+from broker.connection import BrokerAddress, create_client
+from broker.mosquitto import mosquitto_conf
+
+REQUIRE_SERVICES = os.environ.get("FLEET_REQUIRE_SERVICES") == "1"
+
+
+def missing_service(message: str) -> None:
+    """Fail in CI (FLEET_REQUIRE_SERVICES=1), skip with the message elsewhere."""
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Process:
+    """A child process whose output goes to a log file; killed (-9) or stopped on demand."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        # cwd is the test's own directory, so no fleet.toml or .env of the checkout is read.
+        self.popen = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.log_path.parent
+        )
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, like a crash or a pulled plug."""
+        if self.running:
+            assert self.popen is not None
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.running:
+            assert self.popen is not None
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def fleet_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "controller.cli", *args]
+
+
+def base_env(**values: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_") or k == "FLEET_REQUIRE_SERVICES"}
+    env["PYTHONUNBUFFERED"] = "1"
+    for key, value in values.items():
+        env[f"FLEET_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+class Broker:
+    """A broker process of one kind ("amqtt" or "mosquitto") on a free port."""
+
+    def __init__(self, kind: str, work: Path) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        if kind == "mosquitto":
+            binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+            if binary is None:
+                missing_service("mosquitto is not installed (Debian: apt-get install mosquitto mosquitto-clients)")
+            conf = work / f"mosquitto-{self.port}.conf"
+            conf.write_text(mosquitto_conf(self.port))
+            argv = [str(binary), "-c", str(conf)]
+            env = None
+        else:
+            argv = fleet_argv("broker", "--port", str(self.port))
+            env = base_env()
+        self.process = Process(f"broker-{kind}", argv, work, env)
+
+    def start(self) -> None:
+        self.process.start()
+        wait_for(lambda: port_open(self.port) or not self.process.running, 15, what=f"{self.kind} broker on {self.port}")
+        assert self.process.running, f"{self.kind} broker died:\n{self.process.log_tail()}"
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+class Controller:
+    """`fleet controller` as a process, with its own SQLite database (or the given URL)."""
+
+    def __init__(self, broker: Broker, work: Path, database_url: str | None = None, **settings: Any) -> None:
+        self.port = free_port()
+        self.data_dir = work / "controller"
+        self.database_url = database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
+        env = base_env(
+            mqtt_url=broker.url, database_url=self.database_url, api_port=str(self.port),
+            data_dir=str(self.data_dir), controller_client_id=f"controller-{self.port}", **settings,
+        )
+        self.process = Process("controller", fleet_argv("controller"), work, env)
+        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+
+    def start(self) -> None:
+        self.process.start()
+
+        def healthy() -> bool:
+            assert self.process.running, f"controller died:\n{self.process.log_tail()}"
+            try:
+                return self.api.get("/healthz").json().get("mqtt_connected") is True
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 30, 0.1, "controller healthy and connected to the broker")
+
+    def device(self, device_id: str) -> dict[str, Any] | None:
+        response = self.api.get(f"/api/v1/devices/{device_id}")
+        return response.json() if response.status_code == 200 else None
+
+    def wait_device(self, device_id: str, status: str, timeout: float = 15) -> dict[str, Any]:
+        return wait_for(
+            lambda: (d := self.device(device_id)) is not None and d["status"] == status and d,
+            timeout, what=f"device {device_id} {status}",
+        )
+
+    def create_task(self, device_id: str, type_: str, **body: Any) -> dict[str, Any]:
+        response = self.api.post("/api/v1/tasks", json={"device_id": device_id, "type": type_, **body})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        response = self.api.get(f"/api/v1/tasks/{task_id}")
+        return response.json() if response.status_code == 200 else None
+
+    def wait_task(self, task_id: str, statuses: set[str] | None = None, timeout: float = 20) -> dict[str, Any]:
+        final = statuses or {"succeeded", "failed", "rejected", "timed_out", "canceled", "expired"}
+        return wait_for(
+            lambda: (t := self.task(task_id)) is not None and t["status"] in final and t,
+            timeout, what=f"task {task_id} in {sorted(final)}",
+        )
+
+
+class Device:
+    """`fleet device` as a process with its own data dir (device id file and journal)."""
+
+    def __init__(self, device_id: str, broker: Broker, work: Path, **settings: Any) -> None:
+        self.id = device_id
+        self.data_dir = work / f"device-{device_id}"
+        env = base_env(mqtt_url=broker.url, data_dir=str(self.data_dir), device_id=device_id, **settings)
+        self.process = Process(f"device-{device_id}", fleet_argv("device"), work, env)
+
+    def start(self) -> None:
+        self.process.start()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def executions(self, task_id: str) -> int:
+        """How many times the daemon started a handler for `task_id` (from its real journal file)."""
+        import sqlite3
+
+        path = self.data_dir / f"journal-{self.id}.sqlite3"
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT COUNT(*) FROM executions WHERE task_id = ?", (task_id,)).fetchone()[0]
+
+
+class MqttProbe:
+    """A plain MQTT client that records what it receives (the test's own eyes on the wire)."""
+
+    def __init__(self, broker: Broker, *topics: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = create_client(BrokerAddress.from_url(broker.url), f"probe-{free_port()}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", broker.port, keepalive=30)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "probe could not subscribe"
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload, msg.retain))
+
+    def json_messages(self, topic: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            items = list(self.messages)
+        out = []
+        for t, payload, _ in items:
+            if topic is None or t == topic:
+                try:
+                    out.append(json.loads(payload))
+                except ValueError:
+                    pass
+        return out
+
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

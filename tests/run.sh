@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run them: `bash tests/run.sh [pytest args]`.
+# System packages (Debian): mosquitto and mosquitto-clients. Python packages: a .venv with
+# the project and its test extras. PostgreSQL on 127.0.0.1:5432 is used when it runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="none"; fi
+  if [ "$sudo" = none ]; then
+    echo "tests/run.sh: please install: ${missing[*]} (apt-get install ${missing[*]})" >&2
+  else
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,78 @@
+"""The `fleet` command as a user runs it: `fleet up` end to end, clear start-up errors."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.harness import Broker, Process, base_env, fleet_argv, free_port, wait_for
+
+
+def run_fleet(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(fleet_argv(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_fleet_up_runs_broker_controller_and_device(tmp_path: Path) -> None:
+    broker_port, api_port = free_port(), free_port()
+    env = base_env(device_id="local-pc", api_port=str(api_port))
+    up = Process("fleet-up", fleet_argv("up", "--broker-port", str(broker_port), "--data-dir", str(tmp_path)), tmp_path, env)
+    up.start()
+    try:
+        api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=5)
+
+        def local_device_online() -> bool:
+            assert up.running, up.log_tail()
+            try:
+                return api.get("/api/v1/devices/local-pc").json().get("status") == "online"
+            except (httpx.HTTPError, ValueError):
+                return False
+
+        wait_for(local_device_online, 30, 0.1, "fleet up: local device online")
+        sent = run_fleet("task", "send", "local-pc", "echo", "-p", "message=hi", "--wait", env=env, cwd=tmp_path)
+        assert sent.returncode == 0, sent.stderr
+        assert "succeeded" in sent.stdout and "hi" in sent.stdout
+        listed = run_fleet("devices", env=env, cwd=tmp_path)
+        assert "local-pc" in listed.stdout and "online" in listed.stdout
+        assert (tmp_path / "controller.db").exists() and (tmp_path / "journal-local-pc.sqlite3").exists()
+    finally:
+        up.stop()
+
+
+def test_taken_broker_port_stops_with_a_clear_message(tmp_path: Path) -> None:
+    taken = Broker("amqtt", tmp_path)
+    taken.start()
+    try:
+        result = run_fleet("broker", "--port", str(taken.port), env=base_env(), cwd=tmp_path)
+        assert result.returncode == 2
+        assert f"{taken.port} is already in use" in result.stderr and "--broker-port" in result.stderr
+        up = run_fleet("up", "--broker-port", str(taken.port), env=base_env(api_port=str(free_port())), cwd=tmp_path)
+        assert up.returncode == 2 and "already in use" in up.stderr
+    finally:
+        taken.kill()
+
+
+def test_bad_setting_stops_start_up_naming_it(tmp_path: Path) -> None:
+    result = run_fleet("controller", env=base_env(api_port="eighty", log_level="loud"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "FLEET_API_PORT" in result.stderr and "FLEET_LOG_LEVEL" in result.stderr and "'INFO'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    secret_url = base_env(mqtt_url="http://user:hunter2@host")
+    result = run_fleet("device", env=secret_url, cwd=tmp_path)
+    assert result.returncode == 2 and "FLEET_MQTT_URL" in result.stderr and "hunter2" not in result.stderr
+
+
+def test_config_file_and_dotenv_are_read(tmp_path: Path) -> None:
+    (tmp_path / "fleet.toml").write_text('api_port = 9999\nmax_concurrency = 5\n')
+    (tmp_path / ".env").write_text("FLEET_MAX_CONCURRENCY=7\n")
+    code = "from config import load_settings; s = load_settings(); print(s.api_port, s.max_concurrency)"
+    result = subprocess.run(
+        [fleet_argv()[0], "-c", code], env=base_env(), cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.stdout.split() == ["9999", "7"], result.stderr
+
+    (tmp_path / "fleet.toml").write_text("api_port = [not toml\n")
+    result = run_fleet("controller", env=base_env(), cwd=tmp_path)
+    assert result.returncode == 2 and "invalid configuration" in result.stderr
