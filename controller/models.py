@@ -1,0 +1,145 @@
+"""SQLAlchemy tables of the controller: devices, their connection history, tasks, task events
+and broadcasts. SQL is the source of truth for every task (DESIGN promise 1)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from schemas.common import utcnow
+
+ID_LENGTH = 160
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp that always reads back as aware UTC.
+
+    SQLite has no time zones: values are stored as UTC and get their zone back on read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="offline", index=True)
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    last_seen: Mapped[datetime | None]
+    online_since: Mapped[datetime | None]
+    facts: Mapped[dict[str, Any] | None]
+    groups: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    connections: Mapped[list[DeviceConnection]] = relationship(
+        back_populates="device", order_by="DeviceConnection.id", cascade="all, delete-orphan"
+    )
+
+
+class DeviceConnection(Base):
+    """One presence change of a device: a birth (`online`) or a last will (`offline`)."""
+
+    __tablename__ = "device_connections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    session_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str | None] = mapped_column(String(200))
+
+    device: Mapped[Device] = relationship(back_populates="connections")
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_device_status", "device_id", "status"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    account: Mapped[str | None] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    origin: Mapped[str] = mapped_column(String(16))
+    broadcast_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    progress: Mapped[int | None]
+    message: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    timeout: Mapped[float | None] = mapped_column(Float)
+    dispatch_count: Mapped[int] = mapped_column(default=0)
+    last_seq: Mapped[int | None]
+
+    events: Mapped[list[TaskEventRecord]] = relationship(
+        back_populates="task", order_by="TaskEventRecord.id", cascade="all, delete-orphan"
+    )
+
+
+class TaskEventRecord(Base):
+    """One event of a task's timeline, in the order the controller received them."""
+
+    __tablename__ = "task_events"
+    __table_args__ = (Index("ix_task_events_task_seq", "task_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int]
+    at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    progress: Mapped[int | None]
+    message: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[dict[str, Any] | None]
+    replay: Mapped[bool] = mapped_column(default=False)
+
+    task: Mapped[Task] = relationship(back_populates="events")
+
+
+class Broadcast(Base):
+    """A task sent to many devices at once; each device's run is a `Task` named `<id>:<device>`."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str | None] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    group: Mapped[str | None] = mapped_column("group_name", String(64))
+    include_offline: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    timeout: Mapped[float | None] = mapped_column(Float)

@@ -1,0 +1,145 @@
+"""Device presence (births and last wills, DESIGN promise 4) and device look-ups."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Literal
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from controller.models import Device, DeviceConnection
+from controller.services.errors import NotFoundError
+from schemas.common import utcnow
+from schemas.status import DeviceStatus
+
+log = logging.getLogger(__name__)
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(kind: str, device_id: str, message: str, *args: object) -> None:
+    """Log a warning about a misbehaving device once per (kind, device), then stay quiet."""
+    with _warned_lock:
+        if (kind, device_id) in _warned:
+            return
+        _warned.add((kind, device_id))
+    log.warning(message, *args)
+
+
+def device_not_found(device_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"device {device_id!r} is not known; devices appear after their first connection to the broker "
+        "(start the device daemon, then check GET /api/v1/devices)"
+    )
+
+
+def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -> bool:
+    """Record a birth or last will from `devices/<topic_device_id>/status`.
+
+    Returns True when this was the birth of a new session, so the device's pending tasks must
+    be dispatched again. A will whose session id is not the device's current one is stale and
+    ignored: it never marks a live device offline.
+    """
+    if status.device_id != topic_device_id:
+        warn_once(
+            "status",
+            topic_device_id,
+            "ignored a status on devices/%s/status that names another device (%s)",
+            topic_device_id,
+            status.device_id,
+        )
+        return False
+    now = utcnow()
+    device = session.get(Device, topic_device_id, with_for_update=True)
+    if status.state == "online":
+        new_session = device is None or device.status != "online" or device.session_id != status.session_id
+        if device is None:
+            device = Device(id=topic_device_id, status="online", created_at=now)
+            session.add(device)
+        if new_session:
+            device.status = "online"
+            device.session_id = status.session_id
+            device.online_since = now
+            session.add(
+                DeviceConnection(device_id=device.id, state="online", session_id=status.session_id, at=now, reason=status.reason)
+            )
+            log.info("device %s is online (session %s)", device.id, status.session_id)
+        if status.facts is not None:
+            device.facts = status.facts.model_dump(mode="json")
+            device.name = status.facts.name
+            device.groups = list(status.facts.groups)
+        device.last_seen = now
+        session.commit()
+        return new_session
+
+    if device is None:
+        session.add(Device(id=topic_device_id, status="offline", session_id=status.session_id, created_at=now, last_seen=now))
+        session.add(
+            DeviceConnection(device_id=topic_device_id, state="offline", session_id=status.session_id, at=now, reason=status.reason)
+        )
+        session.commit()
+        return False
+    if device.session_id != status.session_id:
+        log.info(
+            "ignored a stale last will of device %s: session %s ended, the current session is %s",
+            device.id,
+            status.session_id,
+            device.session_id,
+        )
+        session.rollback()
+        return False
+    if device.status != "offline":
+        device.status = "offline"
+        device.online_since = None
+        session.add(
+            DeviceConnection(device_id=device.id, state="offline", session_id=status.session_id, at=now, reason=status.reason)
+        )
+        log.info("device %s is offline (session %s%s)", device.id, status.session_id, f", {status.reason}" if status.reason else "")
+    session.commit()
+    return False
+
+
+def get_device(session: Session, device_id: str) -> Device:
+    device = session.get(Device, device_id)
+    if device is None:
+        raise device_not_found(device_id)
+    return device
+
+
+def list_devices(
+    session: Session,
+    *,
+    status: Literal["online", "offline"] | None = None,
+    group: str | None = None,
+    q: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Device], int]:
+    """A page of devices ordered by id, and the total number that match."""
+    query = select(Device)
+    if status is not None:
+        query = query.where(Device.status == status)
+    if q:
+        query = query.where(or_(Device.id.icontains(q, autoescape=True), Device.name.icontains(q, autoescape=True)))
+    query = query.order_by(Device.id)
+    if group is not None:
+        # Groups live in a JSON list; fleets are small enough to filter them here.
+        members = [device for device in session.scalars(query) if group in (device.groups or [])]
+        return members[offset : offset + limit], len(members)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return list(session.scalars(query.limit(limit).offset(offset))), total
+
+
+def connections(session: Session, device_id: str, limit: int = 200) -> list[DeviceConnection]:
+    """The device's presence history, newest first."""
+    get_device(session, device_id)
+    query = (
+        select(DeviceConnection)
+        .where(DeviceConnection.device_id == device_id)
+        .order_by(DeviceConnection.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))

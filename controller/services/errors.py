@@ -1,0 +1,25 @@
+"""Errors raised by the services; each carries the HTTP status the REST API answers with."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request the services refuse; the message says what is wrong and how to fix it."""
+
+    status_code = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFoundError(ServiceError):
+    status_code = 404
+
+
+class ConflictError(ServiceError):
+    status_code = 409
+
+
+class InvalidRequestError(ServiceError):
+    status_code = 422
