@@ -119,7 +119,9 @@ class Journal:
         now = utcnow().isoformat()
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?", (TaskState.STARTED, now, task_id))
+            self._db.execute(
+                "UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?", (TaskState.STARTED, now, task_id)
+            )
             self._db.execute("INSERT INTO executions (task_id, started_at) VALUES (?, ?)", (task_id, now))
 
     def finish(self, task_id: str, event: TaskEvent) -> None:

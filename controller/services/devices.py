@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import func, or_, select
@@ -36,6 +37,12 @@ def device_not_found(device_id: str) -> NotFoundError:
     )
 
 
+def _record_connection(session: Session, device_id: str, status: DeviceStatus, at: datetime) -> None:
+    session.add(
+        DeviceConnection(device_id=device_id, state=status.state, session_id=status.session_id, at=at, reason=status.reason)
+    )
+
+
 def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -> bool:
     """Record a birth or last will from `devices/<topic_device_id>/status`.
 
@@ -63,9 +70,7 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
             device.status = "online"
             device.session_id = status.session_id
             device.online_since = now
-            session.add(
-                DeviceConnection(device_id=device.id, state="online", session_id=status.session_id, at=now, reason=status.reason)
-            )
+            _record_connection(session, device.id, status, now)
             log.info("device %s is online (session %s)", device.id, status.session_id)
         if status.facts is not None:
             device.facts = status.facts.model_dump(mode="json")
@@ -77,9 +82,7 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
 
     if device is None:
         session.add(Device(id=topic_device_id, status="offline", session_id=status.session_id, created_at=now, last_seen=now))
-        session.add(
-            DeviceConnection(device_id=topic_device_id, state="offline", session_id=status.session_id, at=now, reason=status.reason)
-        )
+        _record_connection(session, topic_device_id, status, now)
         session.commit()
         return False
     if device.session_id != status.session_id:
@@ -94,10 +97,8 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
     if device.status != "offline":
         device.status = "offline"
         device.online_since = None
-        session.add(
-            DeviceConnection(device_id=device.id, state="offline", session_id=status.session_id, at=now, reason=status.reason)
-        )
-        log.info("device %s is offline (session %s%s)", device.id, status.session_id, f", {status.reason}" if status.reason else "")
+        _record_connection(session, device.id, status, now)
+        log.info("device %s is offline (session %s, %s)", device.id, status.session_id, status.reason or "no reason given")
     session.commit()
     return False
 

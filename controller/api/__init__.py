@@ -1,0 +1,1 @@
+"""The controller's REST API: dependencies and thin route modules over `controller.services`."""

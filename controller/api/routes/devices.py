@@ -1,0 +1,38 @@
+"""`/api/v1/devices`: the devices that have connected, their facts and presence history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from controller.api.deps import SessionDep
+from controller.services import devices as service
+from schemas.api import ConnectionOut, DeviceOut, DevicePage, ErrorBody
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "unknown device"}}
+
+
+@router.get("", summary="List devices")
+def list_devices(
+    session: SessionDep,
+    status: Literal["online", "offline"] | None = None,
+    group: Annotated[str | None, Query(max_length=64, description="only members of this group")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="part of the id or name")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DevicePage:
+    items, total = service.list_devices(session, status=status, group=group, q=q, limit=limit, offset=offset)
+    return DevicePage(items=[DeviceOut.model_validate(d) for d in items], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{device_id}", summary="Get a device", responses=NOT_FOUND)
+def get_device(session: SessionDep, device_id: str) -> DeviceOut:
+    return DeviceOut.model_validate(service.get_device(session, device_id))
+
+
+@router.get("/{device_id}/connections", summary="Presence history of a device, newest first", responses=NOT_FOUND)
+def list_connections(session: SessionDep, device_id: str) -> list[ConnectionOut]:
+    return [ConnectionOut.model_validate(c) for c in service.connections(session, device_id)]

@@ -1,0 +1,59 @@
+"""`/api/v1/tasks`: create a task for one device, follow it, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from controller.api.deps import PublisherDep, SessionDep
+from controller.services import tasks as service
+from schemas.api import ErrorBody, TaskCreate, TaskDetail, TaskOut, TaskPage
+from schemas.events import TaskStatus
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a task for one device",
+    responses={404: {"model": ErrorBody, "description": "unknown device"}, 422: {"description": "invalid task"}},
+)
+def create_task(session: SessionDep, publisher: PublisherDep, body: TaskCreate) -> TaskOut:
+    """The task is stored first, then published to `devices/<id>/tasks`. A device that is
+    offline gets it when it comes back (unless it expired by then)."""
+    return TaskOut.model_validate(service.create_task(session, body, publisher))
+
+
+@router.get("", summary="List tasks, newest first")
+def list_tasks(
+    session: SessionDep,
+    device_id: Annotated[str | None, Query(max_length=64)] = None,
+    status: TaskStatus | None = None,
+    type: Annotated[str | None, Query(max_length=64)] = None,
+    broadcast_id: Annotated[str | None, Query(max_length=160)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> TaskPage:
+    items, total = service.list_tasks(
+        session, device_id=device_id, status=status, type=type, broadcast_id=broadcast_id, limit=limit, offset=offset
+    )
+    return TaskPage(items=[TaskOut.model_validate(t) for t in items], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{task_id}", summary="Get a task with its events", responses={404: {"model": ErrorBody}})
+def get_task(session: SessionDep, task_id: str) -> TaskDetail:
+    return TaskDetail.model_validate(service.get_task(session, task_id))
+
+
+@router.post(
+    "/{task_id}/cancel",
+    status_code=202,
+    summary="Cancel a task",
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody, "description": "the task already finished"}},
+)
+def cancel_task(session: SessionDep, publisher: PublisherDep, task_id: str) -> TaskOut:
+    """A task that has not started is canceled at once; a running one is told to stop and
+    reports `canceled` itself."""
+    return TaskOut.model_validate(service.cancel_task(session, task_id, publisher))

@@ -1,0 +1,84 @@
+"""The FastAPI application of the controller: wiring of settings, database, MQTT and routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from config.settings import FleetSettings
+from controller.api.routes import broadcasts, devices, health, tasks
+from controller.api.routes.health import package_version
+from controller.db import create_all, create_db_engine, create_sessionmaker, safe_url
+from controller.mqtt import ControllerMqtt
+from controller.services.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """
+Command a fleet of PCs over MQTT. Devices connect outbound to the broker; the controller
+stores every task in SQL before it publishes it, and records what devices report.
+
+* **devices** appear after their first connection, with their facts and presence history.
+* **tasks** go to one device: queued → dispatched → accepted → running → succeeded | failed |
+  rejected | timed_out | canceled | expired. A task for an offline device runs when it returns.
+* **broadcasts** send one task to every device, or to the members of a group.
+"""
+
+
+async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 body (a `detail` list with `loc`), minus the rejected input values:
+    they may hold secrets such as passwords in task params."""
+    assert isinstance(exc, RequestValidationError)
+    detail: list[dict[str, Any]] = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")} for err in exc.errors()
+    ]
+    return JSONResponse(status_code=422, content=jsonable_encoder({"detail": detail}))
+
+
+def create_app(settings: FleetSettings) -> FastAPI:
+    """The controller app. Its lifespan opens the database (creating missing tables) and
+    starts the MQTT client, which keeps retrying while the broker is down."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_db_engine(settings.resolved_database_url)
+        create_all(engine)
+        sessions = create_sessionmaker(engine)
+        mqtt = ControllerMqtt(settings, sessions)
+        app.state.engine = engine
+        app.state.sessions = sessions
+        app.state.mqtt = mqtt
+        log.info("controller database: %s", safe_url(settings.resolved_database_url))
+        mqtt.start()
+        try:
+            yield
+        finally:
+            mqtt.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="MQTT fleet controller",
+        description=DESCRIPTION,
+        version=package_version(),
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(health.router)
+    for module in (devices, tasks, broadcasts):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

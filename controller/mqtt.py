@@ -1,0 +1,163 @@
+"""The controller's MQTT client: subscribes to device status and results, routes each message
+to the services, and publishes task envelopes for them.
+
+It only routes: parsing with the schemas, one database session per message, and the call
+into `controller.services`. paho runs it in its own network thread and reconnects by itself,
+so the controller starts (and its REST API answers) even while the broker is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from broker.connection import BrokerAddress, create_client
+from config.settings import FleetSettings
+from controller.services import devices, tasks
+from schemas.events import TaskEvent
+from schemas.status import DeviceStatus
+from schemas.topics import ALL_RESULTS, ALL_STATUS, parse_device_topic
+
+log = logging.getLogger(__name__)
+
+QOS = 1
+
+
+def _describe_invalid(exc: ValidationError) -> str:
+    """The first problem of an invalid payload, without the payload (it may hold secrets)."""
+    errors = exc.errors(include_input=False, include_url=False)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "payload"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+class ControllerMqtt:
+    """The controller's connection to the broker (persistent session, QoS 1 everywhere)."""
+
+    def __init__(self, settings: FleetSettings, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._max_payload = settings.max_payload_bytes
+        self._address = BrokerAddress.from_url(str(settings.mqtt_url))
+        self._keepalive = settings.keepalive
+        self._client = create_client(
+            self._address,
+            client_id=settings.controller_client_id,
+            clean_session=False,
+            ca_file=settings.mqtt_ca_file,
+            reconnect_min_delay=settings.reconnect_min_delay,
+            reconnect_max_delay=settings.reconnect_max_delay,
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._connected = threading.Event()
+        self._unreachable_logged = False
+        self._stopping = False
+        # Devices whose status arrived since the last (re)connect: the first one per device
+        # re-dispatches its pending tasks even when the session is not new, which covers
+        # tasks committed but never published before a controller or broker restart.
+        self._seen: set[str] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho keeps retrying until the broker answers."""
+        log.info("connecting to the MQTT broker at %s", self._address)
+        self._client.connect_async(self._address.host, self._address.port, keepalive=self._keepalive)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def publish(self, topic: str, model: BaseModel) -> bool:
+        """Publish `model` as JSON (QoS 1, not retained); True when paho accepted it for sending."""
+        payload = model.model_dump_json(exclude_none=True)
+        info = self._client.publish(topic, payload, qos=QOS, retain=False)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    # ---- paho callbacks (network thread) ---------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, _properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("the MQTT broker at %s refused the connection: %s", self._address, reason)
+            return
+        self._seen.clear()
+        self._unreachable_logged = False
+        client.subscribe([(ALL_STATUS, QOS), (ALL_RESULTS, QOS)])
+        self._connected.set()
+        log.info("connected to the MQTT broker at %s (session present: %s)", self._address, flags.session_present)
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        if not self._unreachable_logged:
+            self._unreachable_logged = True
+            log.warning("the MQTT broker at %s is unreachable; retrying in the background", self._address)
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _properties: Any
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected and not self._stopping:
+            log.warning("disconnected from the MQTT broker at %s (%s); reconnecting", self._address, reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # An exception escaping a paho callback would stop the network thread: catch them all.
+        try:
+            self._route(message.topic, message.payload)
+        except Exception:
+            log.exception("failed to handle a message on %s; it was dropped", message.topic)
+
+    # ---- routing ---------------------------------------------------------------------------
+
+    def _route(self, topic: str, payload: bytes | bytearray) -> None:
+        parsed = parse_device_topic(topic)
+        if parsed is None or parsed.channel == "tasks":
+            return
+        if not payload:
+            return  # a cleared retained status
+        if len(payload) > self._max_payload:
+            log.warning("dropped a %d-byte message on %s: larger than max_payload_bytes", len(payload), topic)
+            return
+        if parsed.channel == "status":
+            try:
+                status = DeviceStatus.model_validate_json(payload)
+            except ValidationError as exc:
+                log.warning("dropped an invalid status message on %s: %s", topic, _describe_invalid(exc))
+                return
+            self._handle_status(parsed.device_id, status)
+        else:
+            try:
+                event = TaskEvent.model_validate_json(payload)
+            except ValidationError as exc:
+                log.warning("dropped an invalid task event on %s: %s", topic, _describe_invalid(exc))
+                return
+            with self._sessions() as session:
+                tasks.record_event(session, parsed.device_id, event)
+
+    def _handle_status(self, device_id: str, status: DeviceStatus) -> None:
+        with self._sessions() as session:
+            new_session = devices.apply_status(session, device_id, status)
+        first_seen = status.device_id == device_id and status.state == "online" and device_id not in self._seen
+        if first_seen:
+            self._seen.add(device_id)
+        if new_session or first_seen:
+            with self._sessions() as session:
+                tasks.redispatch_pending(session, device_id, self)

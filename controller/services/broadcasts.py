@@ -1,0 +1,134 @@
+"""Broadcasts: one task for many devices, published once on a fleet or group topic.
+
+Each target device gets its own `Task` named `<broadcast id>:<device id>` (devices derive the
+same name from the envelope), so every run has its own status and timeline. Offline targets
+(with `include_offline`) stay queued and get their run on their next birth.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from controller.models import Broadcast, Device, Task
+from controller.services.errors import InvalidRequestError, NotFoundError
+from controller.services.publisher import Publisher
+from controller.services.tasks import check_params, mark_dispatched, resolve_expiry
+from schemas.api import BroadcastCreate, BroadcastOut
+from schemas.common import new_id, utcnow
+from schemas.events import TaskStatus
+from schemas.tasks import BUILTIN_PARAMS, TaskEnvelope
+from schemas.topics import BROADCAST_TASKS, group_tasks
+
+log = logging.getLogger(__name__)
+
+
+def run_id(broadcast_id: str, device_id: str) -> str:
+    """The id of one device's run of a broadcast."""
+    return f"{broadcast_id}:{device_id}"
+
+
+def _targets(session: Session, body: BroadcastCreate) -> list[Device]:
+    query = select(Device).order_by(Device.id)
+    if not body.include_offline:
+        query = query.where(Device.status == "online")
+    devices = list(session.scalars(query))
+    if body.group is not None:
+        devices = [device for device in devices if body.group in (device.groups or [])]
+    return devices
+
+
+def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publisher) -> tuple[Broadcast, list[str]]:
+    """Commit the broadcast and one task per target device, then publish one envelope."""
+    if not check_params(body.type, body.params):
+        reported = {t for device in session.scalars(select(Device)) for t in (device.facts or {}).get("task_types") or []}
+        if body.type not in reported:
+            raise InvalidRequestError(
+                f"task type {body.type!r} is not built in and no known device supports it; "
+                f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}"
+                + (f"; types devices report: {', '.join(sorted(reported))}" if reported else "")
+            )
+    now = utcnow()
+    broadcast = Broadcast(
+        id=new_id(),
+        type=body.type,
+        account=body.account,
+        params=body.params,
+        group=body.group,
+        include_offline=body.include_offline,
+        created_at=now,
+        expires_at=resolve_expiry(body, now),
+        timeout=body.timeout,
+    )
+    targets = _targets(session, body)
+    session.add(broadcast)
+    for device in targets:
+        session.add(
+            Task(
+                id=run_id(broadcast.id, device.id),
+                device_id=device.id,
+                type=broadcast.type,
+                account=broadcast.account,
+                params=broadcast.params,
+                status=TaskStatus.QUEUED.value,
+                origin="broadcast",
+                broadcast_id=broadcast.id,
+                created_at=now,
+                updated_at=now,
+                expires_at=broadcast.expires_at,
+                timeout=broadcast.timeout,
+                dispatch_count=0,
+            )
+        )
+    task_ids = [run_id(broadcast.id, device.id) for device in targets]
+    online_ids = [run_id(broadcast.id, device.id) for device in targets if device.status == "online"]
+    session.commit()
+
+    envelope = TaskEnvelope(
+        id=broadcast.id,
+        type=broadcast.type,
+        account=broadcast.account,
+        params=broadcast.params,
+        created_at=broadcast.created_at,
+        expires_at=broadcast.expires_at,
+        timeout=broadcast.timeout,
+    )
+    topic = group_tasks(broadcast.group) if broadcast.group else BROADCAST_TASKS
+    if publisher.publish(topic, envelope):
+        mark_dispatched(session, online_ids)
+    else:
+        log.warning("broadcast %s stays queued: the MQTT client is not connected", broadcast.id)
+    log.info("broadcast %s (%s) to %s: %d device(s)", broadcast.id, broadcast.type, topic, len(task_ids))
+    return broadcast, task_ids
+
+
+def get_broadcast(session: Session, broadcast_id: str) -> BroadcastOut:
+    """A broadcast with its per-device runs and how many are in each status.
+
+    A broadcast an operator published by hand is known only by the runs devices reported.
+    """
+    counts = {
+        status: count
+        for status, count in session.execute(
+            select(Task.status, func.count()).where(Task.broadcast_id == broadcast_id).group_by(Task.status)
+        )
+    }
+    task_ids = list(session.scalars(select(Task.id).where(Task.broadcast_id == broadcast_id).order_by(Task.id)))
+    broadcast = session.get(Broadcast, broadcast_id)
+    if broadcast is not None:
+        return BroadcastOut(
+            id=broadcast.id,
+            type=broadcast.type,
+            group=broadcast.group,
+            created_at=broadcast.created_at,
+            task_ids=task_ids,
+            status_counts=counts,
+        )
+    first = session.scalars(select(Task).where(Task.broadcast_id == broadcast_id).order_by(Task.created_at).limit(1)).first()
+    if first is None:
+        raise NotFoundError(f"broadcast {broadcast_id!r} does not exist; create one with POST /api/v1/broadcasts")
+    return BroadcastOut(
+        id=broadcast_id, type=first.type, group=None, created_at=first.created_at, task_ids=task_ids, status_counts=counts
+    )

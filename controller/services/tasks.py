@@ -1,0 +1,382 @@
+"""The task lifecycle: create and dispatch, record device events, cancel, re-dispatch on birth.
+
+SQL is the source of truth: a task is committed before it is published (promise 1), and a
+task whose device is offline is published again on the device's next birth (promise 3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from controller.models import Device, DeviceConnection, Task, TaskEventRecord
+from controller.services.devices import device_not_found, warn_once
+from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError
+from controller.services.publisher import Publisher
+from schemas.api import TaskCreate, TaskOptions
+from schemas.common import new_id, utcnow
+from schemas.events import STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
+from schemas.tasks import BUILTIN_PARAMS, CANCEL_TYPE, TaskEnvelope
+from schemas.topics import device_tasks
+
+log = logging.getLogger(__name__)
+
+PENDING_STATUSES = (TaskStatus.QUEUED, TaskStatus.DISPATCHED)
+_RANK = {TaskStatus.QUEUED: 0, TaskStatus.DISPATCHED: 1, TaskStatus.ACCEPTED: 2, TaskStatus.RUNNING: 3}
+_FINAL_RANK = 4
+_UPDATE_CHUNK = 500
+
+
+def status_rank(status: TaskStatus) -> int:
+    """Position of a status in the forward-only order queued < dispatched < accepted < running < final."""
+    return _FINAL_RANK if status.is_final else _RANK[status]
+
+
+# ---- validation --------------------------------------------------------------------------
+
+
+def check_params(task_type: str, params: dict[str, Any]) -> bool:
+    """Validate `params` of a built-in task type; True when the type is built in.
+
+    The error names the offending field but never echoes its value (params may hold secrets).
+    """
+    model = BUILTIN_PARAMS.get(task_type)
+    if model is None:
+        return False
+    try:
+        model.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"params.{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" if err["loc"] else f"params: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        )
+        raise InvalidRequestError(f"invalid params for task type {task_type!r}: {problems}") from None
+    return True
+
+
+def supported_types(device: Device) -> list[str]:
+    return list((device.facts or {}).get("task_types") or [])
+
+
+def resolve_expiry(options: TaskOptions, now: datetime) -> datetime | None:
+    """`expires_at` from `ttl` or `expires_at`; an expiry in the past is refused."""
+    if options.ttl is not None:
+        return now + timedelta(seconds=options.ttl)
+    if options.expires_at is not None and options.expires_at <= now:
+        raise InvalidRequestError("expires_at is in the past; give a future time or a ttl in seconds")
+    return options.expires_at
+
+
+# ---- envelopes and dispatch --------------------------------------------------------------
+
+
+def envelope_for(task: Task) -> TaskEnvelope:
+    """The message that tells the task's device to run it."""
+    return TaskEnvelope(
+        id=task.id,
+        type=task.type,
+        account=task.account,
+        params=task.params,
+        created_at=task.created_at,
+        expires_at=task.expires_at,
+        timeout=task.timeout,
+        broadcast_id=task.broadcast_id,
+    )
+
+
+def mark_dispatched(session: Session, task_ids: Sequence[str]) -> None:
+    """Record a publish of these tasks: queued ones become dispatched, every count goes up by one.
+
+    A single UPDATE, so a device event recorded meanwhile (say `accepted`) is never moved back.
+    """
+    now = utcnow()
+    for start in range(0, len(task_ids), _UPDATE_CHUNK):
+        chunk = task_ids[start : start + _UPDATE_CHUNK]
+        session.execute(
+            update(Task)
+            .where(Task.id.in_(chunk))
+            .values(
+                status=case((Task.status == TaskStatus.QUEUED.value, TaskStatus.DISPATCHED.value), else_=Task.status),
+                dispatched_at=now,
+                dispatch_count=Task.dispatch_count + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()
+
+
+def _publish_to_device(task: Task, publisher: Publisher) -> bool:
+    accepted = publisher.publish(device_tasks(task.device_id), envelope_for(task))
+    if not accepted:
+        log.warning("task %s stays queued: the MQTT client is not connected; it is sent on the device's next birth", task.id)
+    return accepted
+
+
+# ---- create ------------------------------------------------------------------------------
+
+
+def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Task:
+    """Commit a new task for one device, then publish it and mark it dispatched."""
+    device = session.get(Device, body.device_id)
+    if device is None:
+        raise device_not_found(body.device_id)
+    if not check_params(body.type, body.params) and body.type not in supported_types(device):
+        known = ", ".join(supported_types(device)) or "none reported yet"
+        raise InvalidRequestError(
+            f"task type {body.type!r} is not built in and device {device.id!r} does not support it; "
+            f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}; types this device reports: {known}"
+        )
+    now = utcnow()
+    task = Task(
+        id=new_id(),
+        device_id=device.id,
+        type=body.type,
+        account=body.account,
+        params=body.params,
+        status=TaskStatus.QUEUED.value,
+        origin="api",
+        created_at=now,
+        updated_at=now,
+        expires_at=resolve_expiry(body, now),
+        timeout=body.timeout,
+        dispatch_count=0,
+    )
+    session.add(task)
+    session.commit()
+    log.info("task %s (%s) created for device %s", task.id, task.type, task.device_id)
+    if _publish_to_device(task, publisher):
+        mark_dispatched(session, [task.id])
+    session.refresh(task)
+    return task
+
+
+# ---- events from devices -----------------------------------------------------------------
+
+
+def _adhoc_task(session: Session, device_id: str, event: TaskEvent) -> Task:
+    """A task the controller never created (hand-written `mosquitto_pub`, broadcast run)."""
+    now = utcnow()
+    if session.get(Device, device_id) is None:
+        session.add(Device(id=device_id, status="online", session_id=event.session_id, online_since=now, created_at=now))
+        session.add(
+            DeviceConnection(
+                device_id=device_id, state="online", session_id=event.session_id, at=now, reason="first seen in a task event"
+            )
+        )
+    summary = event.task
+    task = Task(
+        id=event.task_id,
+        device_id=device_id,
+        type=summary.type if summary else "unknown",
+        account=summary.account if summary else None,
+        params=summary.params if summary else {},
+        status=TaskStatus.QUEUED.value,
+        origin="broadcast" if summary and summary.broadcast_id else "adhoc",
+        broadcast_id=summary.broadcast_id if summary else None,
+        created_at=(summary.created_at if summary and summary.created_at else now),
+        updated_at=now,
+        expires_at=summary.expires_at if summary else None,
+        dispatch_count=0,
+    )
+    session.add(task)
+    session.flush()
+    log.info("recorded %s task %s (%s) reported by device %s", task.origin, task.id, task.type, device_id)
+    return task
+
+
+def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Task | None:
+    """Append a device's event to its task's timeline and move the task's status forward.
+
+    Returns the task, or None when the event was ignored (it names another device).
+    """
+    if event.device_id != topic_device_id:
+        warn_once(
+            "event-device",
+            topic_device_id,
+            "ignored task events on devices/%s/results that name another device (%s)",
+            topic_device_id,
+            event.device_id,
+        )
+        return None
+    task = session.get(Task, event.task_id, with_for_update=True)
+    if task is None:
+        task = _adhoc_task(session, topic_device_id, event)
+    elif task.device_id != topic_device_id:
+        warn_once(
+            "event-task",
+            topic_device_id,
+            "ignored events from device %s about task %s, which belongs to device %s",
+            topic_device_id,
+            task.id,
+            task.device_id,
+        )
+        session.rollback()
+        return None
+
+    duplicate = session.scalar(
+        select(TaskEventRecord.id)
+        .where(TaskEventRecord.task_id == task.id, TaskEventRecord.seq == event.seq, TaskEventRecord.event == event.event.value)
+        .limit(1)
+    )
+    if duplicate is not None:
+        session.commit()
+        return task
+
+    now = utcnow()
+    error = event.error.model_dump(mode="json") if event.error else None
+    session.add(
+        TaskEventRecord(
+            task_id=task.id,
+            event=event.event.value,
+            seq=event.seq,
+            at=event.at,
+            received_at=now,
+            progress=event.progress,
+            message=event.message,
+            result=event.result,
+            error=error,
+            replay=event.replay,
+        )
+    )
+    current = TaskStatus(task.status)
+    new = STATUS_OF_EVENT[event.event]
+    if not current.is_final and status_rank(new) >= status_rank(current):
+        task.status = new.value
+        if event.progress is not None:
+            task.progress = event.progress
+        if event.message is not None:
+            task.message = event.message
+        if event.result is not None:
+            task.result = event.result
+        if error is not None:
+            task.error = error
+        if new.is_final:
+            task.finished_at = now
+    task.last_seq = event.seq if task.last_seq is None else max(task.last_seq, event.seq)
+    task.updated_at = now
+    session.execute(update(Device).where(Device.id == topic_device_id).values(last_seen=now))
+    session.commit()
+    return task
+
+
+# ---- cancel ------------------------------------------------------------------------------
+
+
+def _controller_event(task: Task, event: EventKind, message: str) -> TaskEventRecord:
+    """An event the controller itself adds to a task's timeline (seq continues the task's)."""
+    now = utcnow()
+    seq = 0 if task.last_seq is None else task.last_seq + 1
+    task.last_seq = seq
+    return TaskEventRecord(task_id=task.id, event=event.value, seq=seq, at=now, received_at=now, message=message)
+
+
+def cancel_task(session: Session, task_id: str, publisher: Publisher) -> Task:
+    """Stop a task. One that has not started is canceled at once; the device is told either way,
+    so a copy already delivered never runs. A running task reports `canceled` itself."""
+    task = session.get(Task, task_id, with_for_update=True)
+    if task is None:
+        raise NotFoundError(f"task {task_id!r} does not exist; list tasks with GET /api/v1/tasks")
+    status = TaskStatus(task.status)
+    if status.is_final:
+        session.rollback()
+        raise ConflictError(
+            f"task {task_id!r} is already {status.value} and cannot be canceled; "
+            "only queued, dispatched, accepted or running tasks can"
+        )
+    if status in PENDING_STATUSES:
+        now = utcnow()
+        message = "canceled by operator before it started"
+        task.status = TaskStatus.CANCELED.value
+        task.message = message
+        task.finished_at = now
+        task.updated_at = now
+        session.add(_controller_event(task, EventKind.CANCELED, message))
+    session.commit()
+    cancel = TaskEnvelope(id=new_id(), type=CANCEL_TYPE, params={"task_id": task.id}, created_at=utcnow())
+    if not publisher.publish(device_tasks(task.device_id), cancel):
+        log.warning("the cancel of task %s was not sent: the MQTT client is not connected", task.id)
+    log.info("cancel of task %s (%s) requested", task.id, status.value)
+    session.refresh(task)
+    return task
+
+
+# ---- re-dispatch on birth ----------------------------------------------------------------
+
+
+def redispatch_pending(session: Session, device_id: str, publisher: Publisher) -> list[str]:
+    """On a device's birth, publish again (in creation order) its tasks still queued or dispatched.
+
+    Tasks whose expiry passed become `expired` instead. The rows stay locked while they are
+    published, so a concurrent cancel is sent after the task it cancels. Returns the ids sent.
+    """
+    pending = session.scalars(
+        select(Task)
+        .where(Task.device_id == device_id, Task.status.in_([s.value for s in PENDING_STATUSES]))
+        .order_by(Task.created_at, Task.id)
+        .with_for_update()
+    ).all()
+    now = utcnow()
+    sent: list[str] = []
+    expired = 0
+    for task in pending:
+        if task.expires_at is not None and task.expires_at <= now:
+            expired += 1
+            message = "expired before its device came back online"
+            task.status = TaskStatus.EXPIRED.value
+            task.message = message
+            task.finished_at = now
+            task.updated_at = now
+            session.add(_controller_event(task, EventKind.EXPIRED, message))
+            continue
+        if not publisher.publish(device_tasks(task.device_id), envelope_for(task)):
+            log.warning("re-dispatch to device %s stopped: the MQTT client is not connected", device_id)
+            break
+        sent.append(task.id)
+    session.flush()
+    mark_dispatched(session, sent)
+    if pending:
+        log.info("device %s: re-dispatched %d pending task(s), %d expired", device_id, len(sent), expired)
+    return sent
+
+
+# ---- queries -----------------------------------------------------------------------------
+
+
+def get_task(session: Session, task_id: str) -> Task:
+    """A task with its events in the order they were received."""
+    task = session.get(Task, task_id, options=[selectinload(Task.events)])
+    if task is None:
+        raise NotFoundError(f"task {task_id!r} does not exist; list tasks with GET /api/v1/tasks")
+    return task
+
+
+def list_tasks(
+    session: Session,
+    *,
+    device_id: str | None = None,
+    status: TaskStatus | None = None,
+    type: str | None = None,
+    broadcast_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Task], int]:
+    """A page of tasks, newest first, and the total number that match."""
+    query = select(Task)
+    if device_id is not None:
+        query = query.where(Task.device_id == device_id)
+    if status is not None:
+        query = query.where(Task.status == status.value)
+    if type is not None:
+        query = query.where(Task.type == type)
+    if broadcast_id is not None:
+        query = query.where(Task.broadcast_id == broadcast_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.scalars(query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit).offset(offset))
+    return list(page), total

@@ -1,0 +1,175 @@
+"""The device daemon: wires identity, journal, MQTT link, intake and executor together, routes
+incoming messages, and shuts down gracefully (retained `offline` status with reason shutdown).
+
+`run_device(settings)` is the blocking entry point for the CLI; `DeviceDaemon.run` the async one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from pydantic import ValidationError
+
+from config import FleetSettings
+from device.executor import Executor
+from device.facts import build_facts
+from device.handlers.registry import HandlerRegistry, default_registry
+from device.identity import resolve_device_id
+from device.intake import CancelRequest, Rejection, read_task
+from device.journal import Journal, journal_path
+from device.link import MqttLink
+from device.presence import Presence
+from device.reporter import Reporter, task_error
+from schemas.status import DeviceStatus
+from schemas.topics import BROADCAST_TASKS, device_results, device_status, device_tasks, group_tasks
+
+log = logging.getLogger(__name__)
+
+
+class DeviceDaemon:
+    """One device: connects, keeps presence, runs tasks until stopped."""
+
+    def __init__(self, settings: FleetSettings, registry: HandlerRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else default_registry()
+        self.device_id = resolve_device_id(settings)
+        self.status_topic = device_status(self.device_id)
+        self.task_topics = frozenset(
+            [device_tasks(self.device_id), BROADCAST_TASKS, *(group_tasks(group) for group in settings.groups)]
+        )
+        self._stopping = False
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until `stop` is set or this coroutine is cancelled; then stop running tasks
+        (reported interrupted), publish the retained offline status and disconnect."""
+        stop = stop if stop is not None else asyncio.Event()
+        settings = self.settings
+        facts = build_facts(settings, self.registry.types())
+        presence = Presence(self.device_id, facts)
+        journal = Journal(journal_path(settings.data_dir, self.device_id))
+        link = MqttLink(
+            settings,
+            self.device_id,
+            presence,
+            subscriptions=[*sorted(self.task_topics), self.status_topic],
+            on_message=self._route,
+            loop=asyncio.get_running_loop(),
+        )
+        results_topic = device_results(self.device_id)
+        self._presence = presence
+        self._link = link
+        self._reporter = Reporter(
+            journal, self.device_id, lambda: presence.session_id, lambda payload: link.publish(results_topic, payload)
+        )
+        self._executor = Executor(
+            journal=journal,
+            reporter=self._reporter,
+            device_id=self.device_id,
+            data_dir=settings.data_dir,
+            facts=facts,
+            max_concurrency=settings.max_concurrency,
+        )
+        log.info("device %s starting (journal %s)", self.device_id, journal.path)
+        try:
+            interrupted = self._executor.fail_interrupted()
+            if interrupted:
+                log.info("%d task(s) interrupted by the previous run reported as failed", interrupted)
+            link.start()
+            await stop.wait()
+        finally:
+            log.info("device %s stopping", self.device_id)
+            self._stopping = True
+            try:
+                await self._executor.shutdown()
+                await link.close()
+            finally:
+                journal.close()
+
+    # --- incoming messages (event loop thread) ----------------------------------------------
+
+    def _route(self, topic: str, payload: bytes, retained: bool) -> None:
+        try:
+            if topic in self.task_topics:
+                self._on_task(topic, payload)
+            elif topic == self.status_topic:
+                self._on_status(payload, retained)
+            else:
+                log.debug("ignored a message on %s: not a subscribed topic", topic)
+        except Exception as exc:  # one bad message must never stop the daemon
+            log.error("handling a message on %s failed: %s", topic, type(exc).__name__)
+            log.debug("message handling traceback", exc_info=True)
+
+    def _on_task(self, topic: str, payload: bytes) -> None:
+        if self._stopping:
+            log.debug("ignored a task message on %s: shutting down", topic)
+            return
+        if not payload:
+            log.debug("ignored an empty message on %s (a retained message being cleared)", topic)
+            return
+        outcome = read_task(
+            topic,
+            payload,
+            device_id=self.device_id,
+            registry=self.registry,
+            max_payload_bytes=self.settings.max_payload_bytes,
+        )
+        if isinstance(outcome, Rejection):
+            self._reporter.reject(outcome.task_id, task_error(outcome.code, outcome.message), outcome.summary)
+            log.info("task %s (%s) rejected: %s", outcome.task_id, outcome.summary.type, outcome.code)
+        elif isinstance(outcome, CancelRequest):
+            self._executor.cancel(outcome.target_id)
+        else:
+            self._executor.submit(outcome)
+
+    def _on_status(self, payload: bytes, retained: bool) -> None:
+        """Answer a stale will with a new birth. A message with the retain flag was sent because
+        of our subscription, so it predates our birth, which already replaced it: ignore it.
+        (MQTT 3.1.1 clears the flag on messages forwarded live [MQTT-3.3.1-9]; amqtt does too.)"""
+        if retained:
+            return
+        try:
+            status = DeviceStatus.model_validate_json(payload)
+        except ValidationError:
+            log.debug("ignored an invalid message on %s", self.status_topic)
+            return
+        if status.device_id == self.device_id and self._presence.claim_rebirth(status):
+            log.info("stale offline status of session %s seen: birth republished", status.session_id)
+            self._link.republish_birth()
+
+
+def run_device(settings: FleetSettings) -> None:
+    """Run the daemon in the foreground until Ctrl-C / SIGTERM (Ctrl-Break on Windows)."""
+    _configure_logging(settings.log_level)
+    daemon = DeviceDaemon(settings)
+    try:
+        asyncio.run(_serve(daemon))
+    except KeyboardInterrupt:  # Ctrl-C where the loop has no signal handlers (Windows)
+        pass
+
+
+async def _serve(daemon: DeviceDaemon) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for name in ("SIGINT", "SIGTERM"):
+        try:
+            loop.add_signal_handler(getattr(signal, name), stop.set)
+        except (NotImplementedError, AttributeError, RuntimeError, ValueError):
+            pass  # Windows: asyncio.run turns Ctrl-C into cancelling this task, also a graceful stop
+    if hasattr(signal, "SIGBREAK"):  # Windows console Ctrl-Break / close
+
+        def on_break(_signum: int, _frame: Any) -> None:
+            loop.call_soon_threadsafe(stop.set)
+
+        signal.signal(signal.SIGBREAK, on_break)
+    await daemon.run(stop)
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:
+        root.setLevel(level)

@@ -1,0 +1,174 @@
+"""Turns a message received on a task topic into a runnable task, a cancel request or a rejection.
+
+Checks run in a fixed order and the first failure decides the rejection code:
+payload_too_large → invalid_json → invalid_task → unknown_type → invalid_params.
+Error messages name fields and limits, never the values received (params may hold secrets).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from device.handlers.base import TaskHandler
+from device.handlers.registry import HandlerRegistry
+from schemas.common import TASK_ID_PATTERN, TASK_TYPE_PATTERN, new_id
+from schemas.events import TaskSummary
+from schemas.tasks import CANCEL_TYPE, CancelParams, TaskEnvelope
+from schemas.topics import device_tasks
+
+INVALID_TYPE = "invalid"
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A valid task for this device; `envelope.id` is the task id it runs under."""
+
+    envelope: TaskEnvelope
+    handler: TaskHandler[Any]
+    params: BaseModel
+    summary: TaskSummary
+
+    @property
+    def task_id(self) -> str:
+        assert self.envelope.id is not None
+        return self.envelope.id
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """Stop task `target_id` (a `cancel` message; handled by the daemon, reports nothing itself)."""
+
+    target_id: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    task_id: str
+    code: str
+    message: str
+    summary: TaskSummary
+
+
+Intake = TaskRequest | CancelRequest | Rejection
+
+
+def read_task(
+    topic: str, payload: bytes, *, device_id: str, registry: HandlerRegistry, max_payload_bytes: int
+) -> Intake:
+    """Validate `payload` received on the task topic `topic` (this device's own, broadcast or group).
+
+    A task from a broadcast or group topic runs as `<id>:<device_id>` with `broadcast_id=<id>`.
+    A hand-written task without an id gets a fresh id on the device's own topic; on a broadcast
+    or group topic its id is derived from the message, so that every device names the broadcast
+    alike (an identical message sent again is therefore the same broadcast: it is answered from
+    the journal, not run again; change any field, e.g. `created_at`, or give an id to repeat it).
+    """
+    fan_out = topic != device_tasks(device_id)
+    bare = TaskSummary(type=INVALID_TYPE, source_topic=topic)
+    if len(payload) > max_payload_bytes:
+        message = f"task message is {len(payload)} bytes; this device accepts at most {max_payload_bytes} bytes"
+        return Rejection(new_id(), "payload_too_large", message, bare)
+
+    data = _json_object(payload)
+    if isinstance(data, str):
+        return Rejection(new_id(), "invalid_json", data, bare)
+
+    raw_id, raw_type = data.get("id"), data.get("type")
+    readable = TaskSummary(
+        type=raw_type if isinstance(raw_type, str) and re.fullmatch(TASK_TYPE_PATTERN, raw_type) else INVALID_TYPE,
+        source_topic=topic,
+    )
+    try:
+        envelope = TaskEnvelope.model_validate(data)
+    except ValidationError as exc:
+        task_id, broadcast_id = new_id(), None
+        if isinstance(raw_id, str) and re.fullmatch(TASK_ID_PATTERN, raw_id):
+            run_id, run_broadcast_id = _run_id(raw_id, device_id, fan_out, None)
+            if re.fullmatch(TASK_ID_PATTERN, run_id):
+                task_id, broadcast_id = run_id, run_broadcast_id
+        summary = readable.model_copy(update={"broadcast_id": broadcast_id})
+        return Rejection(task_id, "invalid_task", "invalid task: " + describe_errors(exc), summary)
+
+    # Without an id every delivery is a new task; an operator who wants a broadcast grouped
+    # and idempotent gives it an id.
+    given_id = envelope.id or new_id()
+    task_id, broadcast_id = _run_id(given_id, device_id, fan_out, envelope.broadcast_id)
+    if not re.fullmatch(TASK_ID_PATTERN, task_id):
+        message = f"invalid task: id: too long to name this device's run '<id>:{device_id}' (at most 128 characters)"
+        return Rejection(new_id(), "invalid_task", message, readable)
+    envelope = envelope.model_copy(update={"id": task_id, "broadcast_id": broadcast_id})
+    summary = TaskSummary(
+        type=envelope.type,
+        account=envelope.account,
+        params=envelope.params,
+        broadcast_id=broadcast_id,
+        created_at=envelope.created_at,
+        expires_at=envelope.expires_at,
+        source_topic=topic,
+    )
+
+    if envelope.type == CANCEL_TYPE:
+        try:
+            cancel = CancelParams.model_validate(envelope.params)
+        except ValidationError as exc:
+            return Rejection(task_id, "invalid_params", "invalid params: " + describe_errors(exc, "params"), summary)
+        target = cancel.task_id
+        if fan_out and not target.endswith(f":{device_id}"):
+            target = f"{target}:{device_id}"  # a broadcast's cancel stops this device's run of it
+        if not re.fullmatch(TASK_ID_PATTERN, target):
+            return Rejection(task_id, "invalid_params", "invalid params: params.task_id: too long", summary)
+        return CancelRequest(target)
+
+    handler = registry.get(envelope.type)
+    if handler is None:
+        supported = ", ".join([*registry.types(), CANCEL_TYPE])
+        message = f"this device has no handler for task type {envelope.type!r}; it supports: {supported}"
+        return Rejection(task_id, "unknown_type", message, summary)
+    try:
+        params = handler.params_model.model_validate(envelope.params)
+    except ValidationError as exc:
+        return Rejection(task_id, "invalid_params", "invalid params: " + describe_errors(exc, "params"), summary)
+    return TaskRequest(envelope=envelope, handler=handler, params=params, summary=summary)
+
+
+def describe_errors(exc: ValidationError, prefix: str | None = None) -> str:
+    """`field: problem` for each pydantic error, without the offending values."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(part) for part in ((prefix,) if prefix else ()) + tuple(error["loc"]))
+        parts.append(f"{loc or '(message)'}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | str:
+    """The payload as a JSON object, or the reason it is not one."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"task message is not UTF-8 text (bad byte at offset {exc.start})"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"task message is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    except RecursionError:
+        return "task message is not valid JSON: nested too deeply"
+    if not isinstance(data, dict):
+        return f"task message must be a JSON object, got a JSON {_json_kind(data)}"
+    return data
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _run_id(task_id: str, device_id: str, fan_out: bool, broadcast_id: str | None) -> tuple[str, str | None]:
+    """(id this device runs the task under, its broadcast id)."""
+    if not fan_out:
+        return task_id, broadcast_id
+    return f"{task_id}:{device_id}", task_id

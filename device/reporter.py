@@ -1,0 +1,108 @@
+"""Builds and publishes task events on `devices/<id>/results`, numbering them from the journal.
+
+A final event is recorded in the journal before it is published, so a crash between the two
+loses nothing: a redelivery of the task id is answered from the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from device.journal import Journal
+from schemas.common import utcnow
+from schemas.events import FINAL_EVENTS, EventKind, TaskError, TaskEvent, TaskSummary
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 4000
+MAX_CODE = 64
+
+Publish = Callable[[bytes], object]
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def task_error(code: str, message: str) -> TaskError:
+    return TaskError(code=clip(code, MAX_CODE), message=clip(message))
+
+
+class Reporter:
+    """Every event of this device goes through here: numbered, stamped, journaled, published."""
+
+    def __init__(self, journal: Journal, device_id: str, session_id: Callable[[], str], publish: Publish) -> None:
+        self._journal = journal
+        self._device_id = device_id
+        self._session_id = session_id
+        self._publish = publish
+
+    def event(
+        self,
+        task_id: str,
+        kind: EventKind,
+        *,
+        progress: int | None = None,
+        message: str | None = None,
+        result: dict[str, Any] | None = None,
+        error: TaskError | None = None,
+        task: TaskSummary | None = None,
+        replay: bool = False,
+        seq: int | None = None,
+    ) -> TaskEvent:
+        """A new event of a task, numbered with the journal's next seq unless `seq` is given."""
+        return TaskEvent(
+            task_id=task_id,
+            device_id=self._device_id,
+            event=kind,
+            seq=self._journal.next_seq(task_id) if seq is None else seq,
+            at=utcnow(),
+            session_id=self._session_id(),
+            progress=progress,
+            message=None if message is None else clip(message),
+            result=result,
+            error=error,
+            task=task,
+            replay=replay,
+        )
+
+    def emit(self, task_id: str, kind: EventKind, **fields: Any) -> TaskEvent:
+        """Publish a non-final event."""
+        assert kind not in FINAL_EVENTS, "final events go through finish()"
+        event = self.event(task_id, kind, **fields)
+        self.publish(event)
+        return event
+
+    def finish(self, task_id: str, kind: EventKind, *, publish: bool = True, **fields: Any) -> TaskEvent:
+        """Record the final event in the journal, then publish it (unless `publish` is False)."""
+        event = self.event(task_id, kind, **fields)
+        self._journal.finish(task_id, event)
+        if publish:
+            self.publish(event)
+        return event
+
+    def replay(self, recorded: TaskEvent, task: TaskSummary) -> TaskEvent:
+        """Re-send a recorded final event for a redelivered task id."""
+        event = self.event(
+            recorded.task_id,
+            recorded.event,
+            message=recorded.message,
+            result=recorded.result,
+            error=recorded.error,
+            task=recorded.task or task,
+            replay=True,
+        )
+        self.publish(event)
+        return event
+
+    def reject(self, task_id: str, error: TaskError, task: TaskSummary) -> TaskEvent:
+        """Publish a rejection. Never journaled: it answers one message, not a task's life,
+        so it has seq 0 and a later valid delivery of the same id still runs."""
+        event = self.event(task_id, EventKind.REJECTED, error=error, task=task, seq=0)
+        self.publish(event)
+        return event
+
+    def publish(self, event: TaskEvent) -> None:
+        self._publish(event.model_dump_json(exclude_none=True).encode())
