@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import time
 from contextlib import suppress
@@ -17,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from config.logging import configure_logging
 from config.settings import ENV_PREFIX, FleetSettings, SettingsError, load_settings
 
 app = typer.Typer(help="Command a fleet of PCs over MQTT.", no_args_is_help=True, add_completion=False)
@@ -35,13 +35,6 @@ def _settings(**overrides: Any) -> FleetSettings:
     except SettingsError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
-
-
-def _setup_logging(settings: FleetSettings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "DEBUG":  # amqtt and uvicorn log every connection at INFO
-        for noisy in ("amqtt", "transitions", "uvicorn.access"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def _until_interrupted(*jobs: Any, stop: asyncio.Event) -> None:
@@ -145,12 +138,20 @@ def up(
     settings = _settings(broker_port=broker_port, api_port=api_port, data_dir=data_dir)
     if not no_broker:
         host = "127.0.0.1" if settings.broker_host in ("0.0.0.0", "::") else settings.broker_host
-        settings = settings.model_copy(update={"mqtt_url": f"mqtt://{host}:{settings.broker_port}"})
-    _setup_logging(settings)
+        settings = _settings(
+            broker_port=broker_port, api_port=api_port, data_dir=data_dir, mqtt_url=f"mqtt://{host}:{settings.broker_port}"
+        )
+    configure_logging(settings.log_level)
 
     from broker.embedded import EmbeddedBroker, PortInUseError
-    from controller.server import serve
+    from controller.server import ControllerStartupError, serve
     from device.daemon import DeviceDaemon
+
+    try:
+        local_device = None if no_device else DeviceDaemon(settings)
+    except ValueError as exc:  # an unreadable device id file
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -160,14 +161,14 @@ def up(
             await embedded.start()
             jobs.append(_stop_on(stop, embedded.stop))
         jobs.append(serve(settings, stop))
-        if not no_device:
-            jobs.append(DeviceDaemon(settings).run(stop))
-        _banner(settings, with_device=not no_device)
+        if local_device is not None:
+            jobs.append(local_device.run(stop))
+        _banner(settings, device_id=local_device.device_id if local_device else None)
         await _until_interrupted(*jobs, stop=stop)
 
     try:
         asyncio.run(main())
-    except PortInUseError as exc:
+    except (PortInUseError, ControllerStartupError) as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
@@ -179,13 +180,14 @@ async def _stop_on(stop: asyncio.Event, action: Any) -> None:
     await action()
 
 
-def _banner(settings: FleetSettings, *, with_device: bool) -> None:
+def _banner(settings: FleetSettings, *, device_id: str | None) -> None:
     api = settings.resolved_api_url
     console.print(f"[bold green]fleet is up[/bold green]  broker {settings.mqtt_url.host}:{settings.mqtt_url.port}  API {api}  docs {api}/docs")
     console.print(f"  data in {settings.data_dir}")
-    if with_device:
+    if device_id:
+        console.print(f"  local device: {device_id}")
         console.print("  try:  fleet devices")
-        console.print("        fleet task send <device id> ping --wait")
+        console.print(f"        fleet task send {device_id} ping --wait")
     console.print("  stop with Ctrl-C")
 
 
@@ -196,7 +198,7 @@ def broker(
 ) -> None:
     """Run the embedded MQTT broker (amqtt) on its own."""
     settings = _settings(broker_host=host, broker_port=port)
-    _setup_logging(settings)
+    configure_logging(settings.log_level)
     from broker.embedded import EmbeddedBroker, PortInUseError
 
     async def main() -> None:
@@ -222,7 +224,7 @@ def controller(
 ) -> None:
     """Run the controller: REST API, MQTT client and SQL store (FLEET_MQTT_URL, FLEET_DATABASE_URL)."""
     settings = _settings(api_host=api_host, api_port=api_port)
-    _setup_logging(settings)
+    configure_logging(settings.log_level)
     from controller.server import run_controller
 
     run_controller(settings)
@@ -235,10 +237,14 @@ def device(
 ) -> None:
     """Run the device daemon: connect to the broker, announce presence, execute tasks."""
     settings = _settings(device_id=device_id, device_name=name)
-    _setup_logging(settings)
+    configure_logging(settings.log_level)
     from device.daemon import run_device
 
-    run_device(settings)
+    try:
+        run_device(settings)
+    except ValueError as exc:  # an unreadable device id file
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 # ---- operating the fleet through REST ------------------------------------------------------

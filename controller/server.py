@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
+from config.logging import configure_logging
 from config.settings import FleetSettings
 from controller.app import create_app
 from controller.db import create_all, create_db_engine, safe_url
@@ -119,13 +120,6 @@ async def serve(settings: FleetSettings, stop: asyncio.Event | None = None) -> N
         if watcher is not None:
             watcher.cancel()
         sock.close()
-
-
-def configure_logging(level: str) -> None:
-    """Plain timestamped log lines on stderr, unless the caller configured logging already."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def run_controller(settings: FleetSettings) -> None:

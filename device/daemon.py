@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from config import FleetSettings
+from config.logging import configure_logging
 from device.executor import Executor
 from device.facts import build_facts
 from device.handlers.registry import HandlerRegistry, default_registry
@@ -142,7 +143,7 @@ class DeviceDaemon:
 
 def run_device(settings: FleetSettings) -> None:
     """Run the daemon in the foreground until Ctrl-C / SIGTERM (Ctrl-Break on Windows)."""
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     daemon = DeviceDaemon(settings)
     try:
         asyncio.run(_serve(daemon))
@@ -165,11 +166,3 @@ async def _serve(daemon: DeviceDaemon) -> None:
 
         signal.signal(signal.SIGBREAK, on_break)
     await daemon.run(stop)
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    else:
-        root.setLevel(level)

@@ -181,7 +181,8 @@ def test_bad_input_on_the_task_topic_is_rejected_and_the_device_keeps_serving(
         watcher.publish("devices/pc-06/tasks", payload)
 
     def rejections() -> dict[str, dict]:
-        found = {m["error"]["code"]: m for m in watcher.json_messages("devices/pc-05/results") if m["event"] == "rejected"}
+        results = watcher.json_messages("devices/pc-06/results")
+        found = {m["error"]["code"]: m for m in results if m["event"] == "rejected"}
         return found if set(found) >= set(bad) else {}
 
     found = wait_for(rejections, 10, what="one rejected event per bad message")
