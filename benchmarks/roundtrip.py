@@ -5,7 +5,7 @@ sends N `echo` tasks through REST one after another, and reports the time from t
 creation to its final result being recorded in SQL (`finished_at - created_at`, both set by
 the controller), plus the client-observed time until REST shows it succeeded.
 
-    .venv/bin/python benchmarks/roundtrip.py --tasks 200
+    .venv/bin/python -m benchmarks.roundtrip --tasks 200
 
 Writes benchmarks/results/roundtrip.md (a table) and, when matplotlib is installed,
 benchmarks/results/roundtrip.png.

@@ -116,7 +116,7 @@ def base_env(**values: Any) -> dict[str, str]:
 class Broker:
     """A broker process of one kind ("amqtt" or "mosquitto") on a free port."""
 
-    def __init__(self, kind: str, work: Path) -> None:
+    def __init__(self, kind: str, work: Path, password_file: Path | None = None) -> None:
         self.kind = kind
         self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
@@ -125,7 +125,10 @@ class Broker:
             if binary is None:
                 missing_service("mosquitto is not installed (Debian: apt-get install mosquitto mosquitto-clients)")
             conf = work / f"mosquitto-{self.port}.conf"
-            conf.write_text(mosquitto_conf(self.port))
+            text = mosquitto_conf(self.port, password_file=password_file)
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                text += "user root\n"  # else it drops to user mosquitto, who cannot read pytest's tmp dir
+            conf.write_text(text)
             argv = [str(binary), "-c", str(conf)]
             env = None
         else:
@@ -145,12 +148,14 @@ class Broker:
 class Controller:
     """`fleet controller` as a process, with its own SQLite database (or the given URL)."""
 
-    def __init__(self, broker: Broker, work: Path, database_url: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self, broker: Broker, work: Path, database_url: str | None = None, mqtt_url: str | None = None, **settings: Any
+    ) -> None:
         self.port = free_port()
         self.data_dir = work / "controller"
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
         env = base_env(
-            mqtt_url=broker.url, database_url=self.database_url, api_port=str(self.port),
+            mqtt_url=mqtt_url or broker.url, database_url=self.database_url, api_port=str(self.port),
             data_dir=str(self.data_dir), controller_client_id=f"controller-{self.port}", **settings,
         )
         self.process = Process("controller", fleet_argv("controller"), work, env)
@@ -201,7 +206,8 @@ class Device:
     def __init__(self, device_id: str, broker: Broker, work: Path, **settings: Any) -> None:
         self.id = device_id
         self.data_dir = work / f"device-{device_id}"
-        env = base_env(mqtt_url=broker.url, data_dir=str(self.data_dir), device_id=device_id, **settings)
+        settings.setdefault("mqtt_url", broker.url)
+        env = base_env(data_dir=str(self.data_dir), device_id=device_id, **settings)
         self.process = Process(f"device-{device_id}", fleet_argv("device"), work, env)
 
     def start(self) -> None:
