@@ -155,16 +155,18 @@ def up(
 
     async def main() -> None:
         stop = asyncio.Event()
-        jobs: list[Any] = []
-        if not no_broker:
-            embedded = EmbeddedBroker(settings)
+        embedded = None if no_broker else EmbeddedBroker(settings)
+        if embedded is not None:
             await embedded.start()
-            jobs.append(_stop_on(stop, embedded.stop))
-        jobs.append(serve(settings, stop))
+        jobs: list[Any] = [serve(settings, stop)]
         if local_device is not None:
             jobs.append(local_device.run(stop))
         _banner(settings, device_id=local_device.device_id if local_device else None)
-        await _until_interrupted(*jobs, stop=stop)
+        try:
+            await _until_interrupted(*jobs, stop=stop)
+        finally:
+            if embedded is not None:  # last, so the device's offline status still goes out
+                await embedded.stop()
 
     try:
         asyncio.run(main())

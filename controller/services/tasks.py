@@ -269,12 +269,17 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
 # ---- cancel ------------------------------------------------------------------------------
 
 
-def _controller_event(task: Task, event: EventKind, message: str) -> TaskEventRecord:
-    """An event the controller itself adds to a task's timeline (seq continues the task's)."""
+def _finish_unstarted(session: Session, task: Task, event: EventKind, message: str) -> None:
+    """Close a task the device never started (canceled, expired) and add the controller's own
+    event to its timeline (seq continues the task's)."""
     now = utcnow()
     seq = 0 if task.last_seq is None else task.last_seq + 1
+    task.status = STATUS_OF_EVENT[event].value
+    task.message = message
+    task.finished_at = now
+    task.updated_at = now
     task.last_seq = seq
-    return TaskEventRecord(task_id=task.id, event=event.value, seq=seq, at=now, received_at=now, message=message)
+    session.add(TaskEventRecord(task_id=task.id, event=event.value, seq=seq, at=now, received_at=now, message=message))
 
 
 def cancel_task(session: Session, task_id: str, publisher: Publisher) -> Task:
@@ -291,13 +296,7 @@ def cancel_task(session: Session, task_id: str, publisher: Publisher) -> Task:
             "only queued, dispatched, accepted or running tasks can"
         )
     if status in PENDING_STATUSES:
-        now = utcnow()
-        message = "canceled by operator before it started"
-        task.status = TaskStatus.CANCELED.value
-        task.message = message
-        task.finished_at = now
-        task.updated_at = now
-        session.add(_controller_event(task, EventKind.CANCELED, message))
+        _finish_unstarted(session, task, EventKind.CANCELED, "canceled by operator before it started")
     session.commit()
     cancel = TaskEnvelope(id=new_id(), type=CANCEL_TYPE, params={"task_id": task.id}, created_at=utcnow())
     if not publisher.publish(device_tasks(task.device_id), cancel):
@@ -328,12 +327,7 @@ def redispatch_pending(session: Session, device_id: str, publisher: Publisher) -
     for task in pending:
         if task.expires_at is not None and task.expires_at <= now:
             expired += 1
-            message = "expired before its device came back online"
-            task.status = TaskStatus.EXPIRED.value
-            task.message = message
-            task.finished_at = now
-            task.updated_at = now
-            session.add(_controller_event(task, EventKind.EXPIRED, message))
+            _finish_unstarted(session, task, EventKind.EXPIRED, "expired before its device came back online")
             continue
         if not publisher.publish(device_tasks(task.device_id), envelope_for(task)):
             log.warning("re-dispatch to device %s stopped: the MQTT client is not connected", device_id)
