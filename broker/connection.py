@@ -85,3 +85,33 @@ def create_client(
     client.max_queued_messages_set(0)  # no cap: a burst of task events must never be dropped
     client.max_inflight_messages_set(100)
     return client
+
+
+def diagnose_unreachable(address: BrokerAddress, ca_file: Path | None = None, timeout: float = 2.0) -> str:
+    """Why a connection to the broker fails, with what to do about it.
+
+    paho reports a failed attempt without its cause, so this probes once more: TCP first,
+    then the TLS handshake with the same trust settings the client uses.
+    """
+    try:
+        raw = socket.create_connection((address.host, address.port), timeout=timeout)
+    except ConnectionRefusedError:
+        return f"connection refused: no broker listens on {address.host}:{address.port} (check FLEET_MQTT_URL)"
+    except socket.gaierror as exc:
+        return f"cannot resolve host {address.host!r} ({exc.strerror})"
+    except OSError as exc:
+        return f"cannot connect to {address.host}:{address.port} ({exc.strerror or exc.__class__.__name__})"
+    with raw:
+        if not address.tls:
+            return "the broker accepted TCP but the MQTT connection failed"
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        try:
+            with context.wrap_socket(raw, server_hostname=address.host):
+                return "the TLS handshake succeeded but the MQTT connection failed"
+        except ssl.SSLCertVerificationError as exc:
+            return (
+                f"the broker's TLS certificate is not trusted ({exc.verify_message}); "
+                "give its CA bundle with FLEET_MQTT_CA_FILE"
+            )
+        except (ssl.SSLError, OSError) as exc:
+            return f"TLS handshake with the broker failed ({exc}); is it a TLS (mqtts://) listener?"

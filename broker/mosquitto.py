@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS listener: the CA that signed the server certificate, and the server's pair."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+
+
 def mosquitto_conf(
-    port: int, host: str = "127.0.0.1", *, persistence_dir: Path | None = None, password_file: Path | None = None
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    persistence_dir: Path | None = None,
+    password_file: Path | None = None,
+    tls: TlsFiles | None = None,
 ) -> str:
     """A mosquitto.conf for a fleet broker.
 
@@ -18,6 +33,8 @@ def mosquitto_conf(
         "set_tcp_nodelay true",
         "max_keepalive 3600",
     ]
+    if tls is not None:
+        lines += [f"cafile {tls.cafile.as_posix()}", f"certfile {tls.certfile.as_posix()}", f"keyfile {tls.keyfile.as_posix()}"]
     if password_file is None:
         lines.append("allow_anonymous true")
     else:

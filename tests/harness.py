@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.connection import BrokerAddress, create_client
-from broker.mosquitto import mosquitto_conf
+from broker.mosquitto import TlsFiles, mosquitto_conf
 
 REQUIRE_SERVICES = os.environ.get("FLEET_REQUIRE_SERVICES") == "1"
 
@@ -116,16 +116,16 @@ def base_env(**values: Any) -> dict[str, str]:
 class Broker:
     """A broker process of one kind ("amqtt" or "mosquitto") on a free port."""
 
-    def __init__(self, kind: str, work: Path, password_file: Path | None = None) -> None:
+    def __init__(self, kind: str, work: Path, password_file: Path | None = None, tls: TlsFiles | None = None) -> None:
         self.kind = kind
         self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
         if kind == "mosquitto":
             binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
             if binary is None:
                 missing_service("mosquitto is not installed (Debian: apt-get install mosquitto mosquitto-clients)")
             conf = work / f"mosquitto-{self.port}.conf"
-            text = mosquitto_conf(self.port, password_file=password_file)
+            text = mosquitto_conf(self.port, password_file=password_file, tls=tls)
             if hasattr(os, "geteuid") and os.geteuid() == 0:
                 text += "user root\n"  # else it drops to user mosquitto, who cannot read pytest's tmp dir
             conf.write_text(text)

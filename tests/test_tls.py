@@ -1,0 +1,51 @@
+"""Controller and device reach a broker over TLS (`mqtts://`) and verify its certificate."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from broker.mosquitto import TlsFiles
+from tests.harness import Broker, Controller, Device, missing_service
+
+
+def make_certificates(directory: Path) -> TlsFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with the openssl tool."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        missing_service("openssl is not installed (Debian: apt-get install openssl)")
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    for argv in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=fleet test CA", "-keyout", ca_key, "-out", ca],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert],
+    ):
+        subprocess.run([openssl, *map(str, argv)], check=True, capture_output=True, timeout=60)
+    return TlsFiles(cafile=ca, certfile=cert, keyfile=key)
+
+
+def test_mqtts_with_the_ca_file_verifies_the_broker_and_works(tmp_path: Path) -> None:
+    tls = make_certificates(tmp_path)
+    broker = Broker("mosquitto", tmp_path, tls=tls)
+    broker.start()
+    controller = Controller(broker, tmp_path, mqtt_ca_file=str(tls.cafile))
+    device = Device("pc-tls", broker, tmp_path, mqtt_ca_file=str(tls.cafile), keepalive="5")
+    untrusting = Device("pc-untrusting", broker, tmp_path, keepalive="5")  # system CAs only
+    try:
+        controller.start()
+        device.start()
+        untrusting.start()
+        controller.wait_device("pc-tls", "online")
+        assert controller.wait_task(controller.create_task("pc-tls", "ping")["id"])["status"] == "succeeded"
+
+        time.sleep(1.5)  # the device that does not trust the CA has tried (and failed) by now
+        assert controller.device("pc-untrusting") is None
+        log = untrusting.process.log_path.read_text()
+        assert "certificate is not trusted" in log and "FLEET_MQTT_CA_FILE" in log
+    finally:
+        for process in (untrusting.process, device.process, controller.process, broker.process):
+            process.kill()
