@@ -103,8 +103,8 @@ class Executor:
             log.info("task %s: cancel ignored, the task is %s", target_id, entry.state)
 
     async def shutdown(self) -> None:
-        """Stop every task; each is reported failed/interrupted (retried by the controller where
-        its type is safe to retry). Handlers that ignore cancellation get SHUTDOWN_GRACE seconds."""
+        """Stop every task; each is reported failed/interrupted. Handlers that ignore
+        cancellation get SHUTDOWN_GRACE seconds."""
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
