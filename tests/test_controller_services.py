@@ -3,7 +3,6 @@ in-memory stand-in for the MQTT publish side only, and REST checks through `crea
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from schemas.common import utcnow
 from schemas.events import EventKind, TaskEvent, TaskSummary
 from schemas.status import DeviceFacts, DeviceStatus
 from schemas.tasks import TaskEnvelope
+from tests.harness import missing_service
 
 
 class FakePublisher:
@@ -432,16 +432,15 @@ def test_rest_task_lifecycle(client: TestClient) -> None:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh database on the local PostgreSQL, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg  # in the `test` extra, so an absence fails loudly
     admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
     name = f"fleet_test_{uuid.uuid4().hex[:12]}"
     try:
         connection = psycopg.connect(admin, autocommit=True)
     except psycopg.OperationalError as exc:
-        message = f"PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres ({exc}); install and start it to run this test"
-        if os.environ.get("FLEET_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_service(
+            f"PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres ({exc}); install and start it to run this test"
+        )
     with connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     try:
