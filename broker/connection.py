@@ -6,6 +6,7 @@ trip took 44–88 ms on loopback instead of about 1 ms (see DESIGN.md).
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from dataclasses import dataclass
@@ -115,3 +116,24 @@ def diagnose_unreachable(address: BrokerAddress, ca_file: Path | None = None, ti
             )
         except (ssl.SSLError, OSError) as exc:
             return f"TLS handshake with the broker failed ({exc}); is it a TLS (mqtts://) listener?"
+
+
+class ConnectFailureLog:
+    """Logs why connecting to the broker fails: one warning per distinct cause, not one per retry."""
+
+    def __init__(self, address: BrokerAddress, ca_file: Path | None, logger: logging.Logger) -> None:
+        self._address = address
+        self._ca_file = ca_file
+        self._logger = logger
+        self._last: str | None = None
+
+    def failed(self) -> None:
+        """Call from paho's `on_connect_fail`."""
+        reason = diagnose_unreachable(self._address, self._ca_file)
+        if reason != self._last:
+            self._last = reason
+            self._logger.warning("cannot reach the MQTT broker at %s: %s; retrying", self._address, reason)
+
+    def connected(self) -> None:
+        """Call on a successful connection, so the next failure is logged again."""
+        self._last = None

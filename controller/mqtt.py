@@ -18,7 +18,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.connection import BrokerAddress, create_client, diagnose_unreachable
+from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
 from controller.services import devices, tasks
 from schemas.events import TaskEvent
@@ -60,8 +60,7 @@ class ControllerMqtt:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._connected = threading.Event()
-        self._ca_file = settings.mqtt_ca_file
-        self._last_failure: str | None = None
+        self._failures = ConnectFailureLog(self._address, settings.mqtt_ca_file, log)
         self._stopping = False
         # Devices whose status arrived since the last (re)connect: the first one per device
         # re-dispatches its pending tasks even when the session is not new, which covers
@@ -101,16 +100,13 @@ class ControllerMqtt:
             log.warning("the MQTT broker at %s refused the connection: %s", self._address, reason)
             return
         self._seen.clear()
-        self._last_failure = None
+        self._failures.connected()
         client.subscribe([(ALL_STATUS, QOS), (ALL_RESULTS, QOS)])
         self._connected.set()
         log.info("connected to the MQTT broker at %s (session present: %s)", self._address, flags.session_present)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        reason = diagnose_unreachable(self._address, self._ca_file)
-        if reason != self._last_failure:  # one line per distinct cause, not one per retry
-            self._last_failure = reason
-            log.warning("the MQTT broker at %s is unreachable: %s; retrying in the background", self._address, reason)
+        self._failures.failed()
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _properties: Any

@@ -17,7 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.connection import BrokerAddress, create_client, diagnose_unreachable
+from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config import FleetSettings
 from device.presence import Presence
 from schemas.topics import device_status
@@ -41,8 +41,7 @@ class MqttLink:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._address = BrokerAddress.from_url(str(settings.mqtt_url))
-        self._ca_file = settings.mqtt_ca_file
-        self._last_failure: str | None = None
+        self._failures = ConnectFailureLog(self._address, settings.mqtt_ca_file, log)
         self._keepalive = settings.keepalive
         self._presence = presence
         self._status_topic = device_status(device_id)
@@ -106,17 +105,14 @@ class MqttLink:
         if reason_code.is_failure:
             log.warning("broker %s refused the connection: %s", self._address, reason_code)
             return
-        self._last_failure = None
+        self._failures.connected()
         log.info("connected to %s (session %s)", self._address, self._presence.session_id)
         _rc, mid = client.subscribe([(topic, QOS) for topic in self._subscriptions])
         with self._lock:
             self._subscribe_mid = mid
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        reason = diagnose_unreachable(self._address, self._ca_file)
-        if reason != self._last_failure:  # one line per distinct cause, not one per retry
-            self._last_failure = reason
-            log.warning("cannot reach broker %s: %s; retrying", self._address, reason)
+        self._failures.failed()
 
     def _on_subscribe(
         self, client: mqtt.Client, _userdata: Any, mid: int, reason_codes: list[ReasonCode], _properties: Any
