@@ -75,6 +75,10 @@ class FleetSettings(BaseSettings):
     api_port: int = Field(DEFAULT_API_PORT, ge=1, le=65535, description="port of the REST API (1–65535)")
     api_url: str | None = Field(None, description="REST API the CLI talks to; default http://<api_host>:<api_port>")
     controller_client_id: str = Field("fleet-controller", min_length=1, max_length=64)
+    sweep_interval: float = Field(1.0, gt=0, le=60, description="seconds between checks for expiries, timeouts and due retries")
+    task_timeout_grace: float = Field(
+        15.0, ge=0, le=3600, description="seconds past a task's timeout before the controller gives up on a silent device"
+    )
 
     # --- device -----------------------------------------------------------------------------
     device_id: str | None = Field(

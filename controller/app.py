@@ -17,6 +17,7 @@ from controller.api.routes import broadcasts, devices, health, tasks
 from controller.api.routes.health import package_version
 from controller.db import create_all, create_db_engine, create_sessionmaker, safe_url
 from controller.mqtt import ControllerMqtt
+from controller.scheduler import Scheduler
 from controller.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,19 @@ def create_app(settings: FleetSettings) -> FastAPI:
         create_all(engine)
         sessions = create_sessionmaker(engine)
         mqtt = ControllerMqtt(settings, sessions)
+        scheduler = Scheduler(
+            sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace
+        )
         app.state.engine = engine
         app.state.sessions = sessions
         app.state.mqtt = mqtt
         log.info("controller database: %s", safe_url(settings.resolved_database_url))
         mqtt.start()
+        scheduler.start()
         try:
             yield
         finally:
+            scheduler.stop()
             mqtt.stop()
             engine.dispose()
 

@@ -57,6 +57,7 @@ class Device(Base):
     facts: Mapped[dict[str, Any] | None]
     groups: Mapped[list[str]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    presence_alert: Mapped[str | None] = mapped_column(String(400))
 
     connections: Mapped[list[DeviceConnection]] = relationship(
         back_populates="device", order_by="DeviceConnection.id", cascade="all, delete-orphan"
@@ -97,11 +98,16 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]  # of the current attempt
     finished_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
     timeout: Mapped[float | None] = mapped_column(Float)
     dispatch_count: Mapped[int] = mapped_column(default=0)
-    last_seq: Mapped[int | None]
+    last_seq: Mapped[int | None]  # of the current attempt
+    attempt: Mapped[int] = mapped_column(default=1)
+    max_retries: Mapped[int] = mapped_column(default=0)
+    retry_backoff: Mapped[float] = mapped_column(Float, default=5.0)
+    retry_at: Mapped[datetime | None] = mapped_column(index=True)
 
     events: Mapped[list[TaskEventRecord]] = relationship(
         back_populates="task", order_by="TaskEventRecord.id", cascade="all, delete-orphan"
@@ -117,6 +123,7 @@ class TaskEventRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     event: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(default=1)
     seq: Mapped[int]
     at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -125,6 +132,7 @@ class TaskEventRecord(Base):
     result: Mapped[dict[str, Any] | None]
     error: Mapped[dict[str, Any] | None]
     replay: Mapped[bool] = mapped_column(default=False)
+    applied: Mapped[bool] = mapped_column(default=True)  # False: too late or out of order to change the status
 
     task: Mapped[Task] = relationship(back_populates="events")
 
@@ -143,3 +151,5 @@ class Broadcast(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     timeout: Mapped[float | None] = mapped_column(Float)
+    max_retries: Mapped[int] = mapped_column(default=0)
+    retry_backoff: Mapped[float] = mapped_column(Float, default=5.0)

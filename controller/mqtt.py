@@ -158,4 +158,4 @@ class ControllerMqtt:
             self._seen.add(device_id)
         if new_session or first_seen:
             with self._sessions() as session:
-                tasks.redispatch_pending(session, device_id, self)
+                tasks.redispatch_unfinished(session, device_id, self)

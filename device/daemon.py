@@ -72,6 +72,7 @@ class DeviceDaemon:
             data_dir=settings.data_dir,
             facts=facts,
             max_concurrency=settings.max_concurrency,
+            registry=self.registry,
         )
         log.info("device %s starting (journal %s)", self.device_id, journal.path)
         try:
@@ -118,10 +119,10 @@ class DeviceDaemon:
             max_payload_bytes=self.settings.max_payload_bytes,
         )
         if isinstance(outcome, Rejection):
-            self._reporter.reject(outcome.task_id, task_error(outcome.code, outcome.message), outcome.summary)
+            self._reporter.reject(outcome.run, task_error(outcome.code, outcome.message), outcome.summary)
             log.info("task %s (%s) rejected: %s", outcome.task_id, outcome.summary.type, outcome.code)
         elif isinstance(outcome, CancelRequest):
-            self._executor.cancel(outcome.target_id)
+            self._executor.cancel(outcome.target_id, outcome.attempt)
         else:
             self._executor.submit(outcome)
 

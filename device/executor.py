@@ -3,6 +3,10 @@ its handler, report the outcome; plus cancellation and the interrupted tasks of 
 
 Limits: at most `max_concurrency` handlers at once; one account's tasks run one at a time, in
 arrival order (the per-account lock is taken before a slot, so a waiting task holds no slot).
+
+A task interrupted by a crash or shutdown is reported `failed`/`interrupted` with `retryable`
+set only when running it again cannot repeat a side effect: it never started, or its type is
+marked `safe_to_retry`. The controller re-runs only those (DESIGN promise 6).
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from device.handlers.base import TaskContext, TaskFailure
+from device.handlers.registry import HandlerRegistry
 from device.intake import TaskRequest
-from device.journal import ClaimStatus, Journal, TaskState
+from device.journal import ClaimStatus, Journal, JournalEntry, RunRef, TaskState
 from device.reporter import Reporter, task_error
 from schemas.common import utcnow
-from schemas.events import EventKind
+from schemas.events import EventKind, TaskError
 from schemas.status import DeviceFacts
 
 log = logging.getLogger(__name__)
@@ -38,15 +43,17 @@ class Executor:
         data_dir: Path,
         facts: DeviceFacts,
         max_concurrency: int,
+        registry: HandlerRegistry,
     ) -> None:
         self._journal = journal
+        self._registry = registry
         self._reporter = reporter
         self._device_id = device_id
         self._data_dir = data_dir
         self._facts = facts
         self._slots = asyncio.Semaphore(max_concurrency)
         self._account_locks: dict[str, asyncio.Lock] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}  # task id → (attempt, its asyncio task)
         self._user_canceled: set[str] = set()
 
     def fail_interrupted(self) -> int:
@@ -54,18 +61,28 @@ class Executor:
         events are published (or queued until connected). Returns how many there were."""
         entries = self._journal.unfinished()
         for entry in entries:
-            if entry.state == TaskState.STARTED:
-                message = "the device restarted while this task ran; it was not run again"
-            else:
-                message = "the device restarted before this task started; it did not run"
-            self._reporter.finish(entry.task_id, EventKind.FAILED, error=task_error("interrupted", message))
-            log.info("task %s (%s) finished: failed (interrupted)", entry.task_id, entry.type)
+            started = entry.state == TaskState.STARTED
+            when = "while this task ran" if started else "before this task started"
+            self._reporter.finish(entry.run, EventKind.FAILED, error=self._interrupted(entry, started, f"the device restarted {when}"))
+            log.info("task %s (%s) finished: failed (interrupted)", entry.run.task_id, entry.type)
         return len(entries)
+
+    def _interrupted(self, entry: JournalEntry, started: bool, cause: str) -> TaskError:
+        """The error of a run cut short; retryable when running it again repeats no side effect."""
+        handler = self._registry.get(entry.type or "")
+        safe = not started or (handler is not None and handler.safe_to_retry)
+        if not started:
+            verdict = "it did not run"
+        elif safe:
+            verdict = "its type is safe to run again"
+        else:
+            verdict = "it may have had an effect, so it is not run again"
+        return task_error("interrupted", f"{cause}; {verdict}", retryable=safe)
 
     def submit(self, request: TaskRequest) -> None:
         """Handle a valid task delivery (called on the event loop)."""
-        task_id, task_type = request.task_id, request.envelope.type
-        claim = self._journal.claim(task_id, task_type, request.envelope.account)
+        task_id, task_type, run = request.task_id, request.envelope.type, request.run
+        claim = self._journal.claim(run.key, task_type, request.envelope.account)
         if claim.status == ClaimStatus.FINAL:
             assert claim.final_event is not None
             self._reporter.replay(claim.final_event, request.summary)
@@ -76,36 +93,35 @@ class Executor:
         if claim.status == ClaimStatus.IN_PROGRESS:
             log.info("task %s (%s) delivered again while %s: ignored", task_id, task_type, claim.state)
             return
-        self._reporter.emit(task_id, EventKind.ACCEPTED, task=request.summary)
-        log.info("task %s (%s) accepted", task_id, task_type)
+        self._reporter.emit(run, EventKind.ACCEPTED, task=request.summary)
+        log.info("task %s (%s) accepted%s", task_id, task_type, f" (attempt {run.attempt})" if run.attempt > 1 else "")
         if self._expired(request):
             return
-        task = asyncio.get_running_loop().create_task(self._run(request), name=f"task {task_id}")
-        self._tasks[task_id] = task
+        task = asyncio.get_running_loop().create_task(self._run(request), name=f"task {run.key}")
+        self._tasks[task_id] = (run.attempt, task)
         task.add_done_callback(lambda done: self._on_done(request, done))
 
-    def cancel(self, target_id: str) -> None:
-        """Stop a waiting or running task; an id never seen is recorded as canceled so that it
-        never runs; a finished task is left alone."""
-        task = self._tasks.get(target_id)
-        if task is not None:
+    def cancel(self, target_id: str, attempt: int | None = None) -> None:
+        """Stop a waiting or running task (only its attempt `attempt`, when given); a run never
+        seen is recorded as canceled so that it never runs; a finished one is left alone."""
+        running = self._tasks.get(target_id)
+        if running is not None and attempt in (None, running[0]):
             self._user_canceled.add(target_id)
-            task.cancel()
+            running[1].cancel()
             log.info("task %s: cancel requested", target_id)
             return
-        entry = self._journal.get(target_id)
+        run = RunRef(target_id, attempt or 1)
+        entry = self._journal.get(run.key)
         if entry is None:
-            self._reporter.finish(
-                target_id, EventKind.CANCELED, publish=False, message="canceled before it reached the device"
-            )
-            log.info("task %s: canceled before it arrived", target_id)
+            self._reporter.finish(run, EventKind.CANCELED, publish=False, message="canceled before it reached the device")
+            log.info("task %s: canceled before it arrived", run.key)
         else:
-            log.info("task %s: cancel ignored, the task is %s", target_id, entry.state)
+            log.info("task %s: cancel ignored, the task is %s", run.key, entry.state)
 
     async def shutdown(self) -> None:
         """Stop every task; each is reported failed/interrupted. Handlers that ignore
         cancellation get SHUTDOWN_GRACE seconds."""
-        tasks = list(self._tasks.values())
+        tasks = [task for _attempt, task in self._tasks.values()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -129,8 +145,8 @@ class Executor:
             await stack.enter_async_context(self._slots)
             if self._expired(request):
                 return
-            self._journal.mark_started(request.task_id)
-            self._reporter.emit(request.task_id, EventKind.STARTED)
+            self._journal.mark_started(request.run.key)
+            self._reporter.emit(request.run, EventKind.STARTED)
             await self._execute(request)
 
     async def _execute(self, request: TaskRequest) -> None:
@@ -139,7 +155,7 @@ class Executor:
 
         async def report(percent: int | None, message: str | None) -> None:
             progress = None if percent is None else max(0, min(100, int(percent)))
-            self._reporter.emit(task_id, EventKind.PROGRESS, progress=progress, message=message)
+            self._reporter.emit(request.run, EventKind.PROGRESS, progress=progress, message=message)
 
         ctx = TaskContext(
             task_id=task_id,
@@ -172,23 +188,25 @@ class Executor:
                 self._finish(request, EventKind.FAILED, error=task_error("handler_error", message))
 
     def _finish(self, request: TaskRequest, kind: EventKind, **fields: Any) -> None:
-        task_id = request.task_id
+        run = request.run
         try:
-            event = self._reporter.finish(task_id, kind, **fields)
+            event = self._reporter.finish(run, kind, **fields)
         except ValueError as exc:  # e.g. a result that is not JSON-serialisable
             message = f"the handler's result could not be reported: {type(exc).__name__}"
-            event = self._reporter.finish(task_id, EventKind.FAILED, error=task_error("handler_error", message))
+            event = self._reporter.finish(run, EventKind.FAILED, error=task_error("handler_error", message))
         detail = f" ({event.error.code})" if event.error else ""
-        log.info("task %s (%s) finished: %s%s", task_id, request.envelope.type, event.event, detail)
+        log.info("task %s (%s) finished: %s%s", run.key, request.envelope.type, event.event, detail)
 
     def _on_done(self, request: TaskRequest, task: asyncio.Task[None]) -> None:
         """Report a task that ended without a final event: cancelled (by a `cancel` message or by
         shutdown, possibly before its coroutine ever ran) or broken by an internal error."""
         task_id = request.task_id
-        self._tasks.pop(task_id, None)
+        current = self._tasks.get(task_id)
+        if current is not None and current[1] is task:
+            del self._tasks[task_id]
         user_canceled = task_id in self._user_canceled
         self._user_canceled.discard(task_id)
-        entry = self._journal.get(task_id)
+        entry = self._journal.get(request.run.key)
         if entry is None or entry.state == TaskState.FINAL:
             return
         if not task.cancelled():
@@ -198,10 +216,7 @@ class Executor:
             self._finish(request, EventKind.FAILED, error=task_error("internal_error", message))
         elif user_canceled:
             self._finish(request, EventKind.CANCELED, message="canceled by request")
-        elif entry.state == TaskState.STARTED:
-            self._finish(
-                request, EventKind.FAILED, error=task_error("interrupted", "the device shut down while this task ran")
-            )
         else:
-            message = "the device shut down before this task started; it did not run"
-            self._finish(request, EventKind.FAILED, error=task_error("interrupted", message))
+            started = entry.state == TaskState.STARTED
+            cause = "the device shut down " + ("while this task ran" if started else "before this task started")
+            self._finish(request, EventKind.FAILED, error=self._interrupted(entry, started, cause))

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from device.handlers.base import TaskHandler
 from device.handlers.registry import HandlerRegistry
+from device.journal import RunRef
 from schemas.common import TASK_ID_PATTERN, TASK_TYPE_PATTERN, new_id
 from schemas.events import TaskSummary
 from schemas.tasks import CANCEL_TYPE, CancelParams, TaskEnvelope
@@ -38,12 +39,18 @@ class TaskRequest:
         assert self.envelope.id is not None
         return self.envelope.id
 
+    @property
+    def run(self) -> RunRef:
+        return RunRef(self.task_id, self.envelope.attempt)
+
 
 @dataclass(frozen=True)
 class CancelRequest:
-    """Stop task `target_id` (a `cancel` message; handled by the daemon, reports nothing itself)."""
+    """Stop task `target_id` (a `cancel` message; handled by the daemon, reports nothing itself);
+    with `attempt`, only that attempt of it."""
 
     target_id: str
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,10 @@ class Rejection:
     code: str
     message: str
     summary: TaskSummary
+
+    @property
+    def run(self) -> RunRef:
+        return RunRef(self.task_id)
 
 
 Intake = TaskRequest | CancelRequest | Rejection
@@ -122,7 +133,7 @@ def read_task(
             target = f"{target}:{device_id}"  # a broadcast's cancel stops this device's run of it
         if not re.fullmatch(TASK_ID_PATTERN, target):
             return Rejection(task_id, "invalid_params", "invalid params: params.task_id: too long", summary)
-        return CancelRequest(target)
+        return CancelRequest(target, cancel.attempt)
 
     handler = registry.get(envelope.type)
     if handler is None:

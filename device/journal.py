@@ -3,6 +3,9 @@
 It is what makes a redelivered task id never run twice: a task is claimed before it runs,
 and its final event is stored before it is published, so a later delivery of the same id is
 answered with the recorded outcome. `executions` logs every handler start (append-only).
+
+Rows are keyed by run: attempt 1 of a task by its id, a retry by `<id>#<attempt>` (`#` is not
+allowed in task ids), so each attempt the controller sends runs once.
 """
 
 from __future__ import annotations
@@ -55,8 +58,25 @@ class ClaimResult:
 
 
 @dataclass(frozen=True)
-class JournalEntry:
+class RunRef:
+    """One attempt of a task: what the journal keys and every event names."""
+
     task_id: str
+    attempt: int = 1
+
+    @property
+    def key(self) -> str:
+        return self.task_id if self.attempt == 1 else f"{self.task_id}#{self.attempt}"
+
+    @classmethod
+    def from_key(cls, key: str) -> "RunRef":
+        task_id, sep, attempt = key.partition("#")
+        return cls(task_id, int(attempt) if sep else 1)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    run: RunRef
     type: str | None
     account: str | None
     state: TaskState
@@ -83,49 +103,49 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    def claim(self, task_id: str, task_type: str, account: str | None) -> ClaimResult:
-        """Record a delivered task id; NEW only for the first delivery of that id."""
+    def claim(self, key: str, task_type: str, account: str | None) -> ClaimResult:
+        """Record a delivered run (see `RunRef.key`); NEW only for its first delivery."""
         now = utcnow().isoformat()
         with self._lock:
             inserted = self._db.execute(
                 "INSERT INTO tasks (id, type, account, state, received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
-                (task_id, task_type, account, TaskState.ACCEPTED, now, now),
+                (key, task_type, account, TaskState.ACCEPTED, now, now),
             ).rowcount
             if inserted:
                 return ClaimResult(ClaimStatus.NEW, TaskState.ACCEPTED)
             state, final_event = self._db.execute(
-                "SELECT state, final_event FROM tasks WHERE id = ?", (task_id,)
+                "SELECT state, final_event FROM tasks WHERE id = ?", (key,)
             ).fetchone()
         if state == TaskState.FINAL:
             return ClaimResult(ClaimStatus.FINAL, TaskState.FINAL, TaskEvent.model_validate_json(final_event))
         return ClaimResult(ClaimStatus.IN_PROGRESS, TaskState(state))
 
-    def next_seq(self, task_id: str) -> int:
-        """The next event number of a task (1, 2, …); 1 for an id not in the journal."""
+    def next_seq(self, key: str) -> int:
+        """The next event number of a run (1, 2, …); 1 for a run not in the journal."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT last_seq FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            row = self._db.execute("SELECT last_seq FROM tasks WHERE id = ?", (key,)).fetchone()
             if row is None:
                 return 1
             seq = int(row[0]) + 1
             self._db.execute(
-                "UPDATE tasks SET last_seq = ?, updated_at = ? WHERE id = ?", (seq, utcnow().isoformat(), task_id)
+                "UPDATE tasks SET last_seq = ?, updated_at = ? WHERE id = ?", (seq, utcnow().isoformat(), key)
             )
             return seq
 
-    def mark_started(self, task_id: str) -> None:
+    def mark_started(self, key: str) -> None:
         """The handler is about to run: state `started` and one more `executions` row."""
         now = utcnow().isoformat()
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
-                "UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?", (TaskState.STARTED, now, task_id)
+                "UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?", (TaskState.STARTED, now, key)
             )
-            self._db.execute("INSERT INTO executions (task_id, started_at) VALUES (?, ?)", (task_id, now))
+            self._db.execute("INSERT INTO executions (task_id, started_at) VALUES (?, ?)", (key, now))
 
-    def finish(self, task_id: str, event: TaskEvent) -> None:
-        """Record the final event of a task (creating the entry for an id never delivered)."""
+    def finish(self, key: str, event: TaskEvent) -> None:
+        """Record the final event of a run (creating the entry for a run never delivered)."""
         now = utcnow().isoformat()
         with self._lock:
             self._db.execute(
@@ -133,13 +153,13 @@ class Journal:
                 " VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET state = excluded.state, final_event = excluded.final_event,"
                 " last_seq = max(last_seq, excluded.last_seq), updated_at = excluded.updated_at",
-                (task_id, TaskState.FINAL, event.seq, event.model_dump_json(), now, now),
+                (key, TaskState.FINAL, event.seq, event.model_dump_json(), now, now),
             )
 
-    def get(self, task_id: str) -> JournalEntry | None:
+    def get(self, key: str) -> JournalEntry | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, type, account, state, last_seq FROM tasks WHERE id = ?", (task_id,)
+                "SELECT id, type, account, state, last_seq FROM tasks WHERE id = ?", (key,)
             ).fetchone()
         return _entry(row) if row else None
 
@@ -152,13 +172,13 @@ class Journal:
             ).fetchall()
         return [_entry(row) for row in rows]
 
-    def execution_count(self, task_id: str) -> int:
-        """How many times a handler was started for this task id (0 or 1 unless a bug)."""
+    def execution_count(self, key: str) -> int:
+        """How many times a handler was started for this run (0 or 1 unless a bug)."""
         with self._lock:
-            (count,) = self._db.execute("SELECT count(*) FROM executions WHERE task_id = ?", (task_id,)).fetchone()
+            (count,) = self._db.execute("SELECT count(*) FROM executions WHERE task_id = ?", (key,)).fetchone()
         return int(count)
 
 
 def _entry(row: tuple[str, str | None, str | None, str, int]) -> JournalEntry:
-    task_id, task_type, account, state, last_seq = row
-    return JournalEntry(task_id, task_type, account, TaskState(state), int(last_seq))
+    key, task_type, account, state, last_seq = row
+    return JournalEntry(RunRef.from_key(key), task_type, account, TaskState(state), int(last_seq))

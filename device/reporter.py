@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from device.journal import Journal
+from device.journal import Journal, RunRef
 from schemas.common import utcnow
 from schemas.events import FINAL_EVENTS, EventKind, TaskError, TaskEvent, TaskSummary
 
@@ -26,8 +26,8 @@ def clip(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def task_error(code: str, message: str) -> TaskError:
-    return TaskError(code=clip(code, MAX_CODE), message=clip(message))
+def task_error(code: str, message: str, retryable: bool | None = None) -> TaskError:
+    return TaskError(code=clip(code, MAX_CODE), message=clip(message), retryable=retryable)
 
 
 class Reporter:
@@ -41,7 +41,7 @@ class Reporter:
 
     def event(
         self,
-        task_id: str,
+        run: RunRef,
         kind: EventKind,
         *,
         progress: int | None = None,
@@ -52,12 +52,13 @@ class Reporter:
         replay: bool = False,
         seq: int | None = None,
     ) -> TaskEvent:
-        """A new event of a task, numbered with the journal's next seq unless `seq` is given."""
+        """A new event of a run, numbered with the journal's next seq unless `seq` is given."""
         return TaskEvent(
-            task_id=task_id,
+            task_id=run.task_id,
             device_id=self._device_id,
             event=kind,
-            seq=self._journal.next_seq(task_id) if seq is None else seq,
+            attempt=run.attempt,
+            seq=self._journal.next_seq(run.key) if seq is None else seq,
             at=utcnow(),
             session_id=self._session_id(),
             progress=progress,
@@ -68,17 +69,17 @@ class Reporter:
             replay=replay,
         )
 
-    def emit(self, task_id: str, kind: EventKind, **fields: Any) -> TaskEvent:
+    def emit(self, run: RunRef, kind: EventKind, **fields: Any) -> TaskEvent:
         """Publish a non-final event."""
         assert kind not in FINAL_EVENTS, "final events go through finish()"
-        event = self.event(task_id, kind, **fields)
+        event = self.event(run, kind, **fields)
         self.publish(event)
         return event
 
-    def finish(self, task_id: str, kind: EventKind, *, publish: bool = True, **fields: Any) -> TaskEvent:
+    def finish(self, run: RunRef, kind: EventKind, *, publish: bool = True, **fields: Any) -> TaskEvent:
         """Record the final event in the journal, then publish it (unless `publish` is False)."""
-        event = self.event(task_id, kind, **fields)
-        self._journal.finish(task_id, event)
+        event = self.event(run, kind, **fields)
+        self._journal.finish(run.key, event)
         if publish:
             self.publish(event)
         return event
@@ -86,7 +87,7 @@ class Reporter:
     def replay(self, recorded: TaskEvent, task: TaskSummary) -> TaskEvent:
         """Re-send a recorded final event for a redelivered task id."""
         event = self.event(
-            recorded.task_id,
+            RunRef(recorded.task_id, recorded.attempt),
             recorded.event,
             message=recorded.message,
             result=recorded.result,
@@ -97,10 +98,10 @@ class Reporter:
         self.publish(event)
         return event
 
-    def reject(self, task_id: str, error: TaskError, task: TaskSummary) -> TaskEvent:
+    def reject(self, run: RunRef, error: TaskError, task: TaskSummary) -> TaskEvent:
         """Publish a rejection. Never journaled: it answers one message, not a task's life,
         so it has seq 0 and a later valid delivery of the same id still runs."""
-        event = self.event(task_id, EventKind.REJECTED, error=error, task=task, seq=0)
+        event = self.event(run, EventKind.REJECTED, error=error, task=task, seq=0)
         self.publish(event)
         return event
 

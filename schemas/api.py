@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import DeviceId, GroupName, StrictModel, TaskId, TaskType, UtcDatetime
-from schemas.events import EventKind, TaskError, TaskStatus
+from schemas.events import MAX_ATTEMPTS, EventKind, TaskError, TaskStatus
 from schemas.status import DeviceFacts
 
 
@@ -17,6 +17,12 @@ class TaskOptions(StrictModel):
     expires_at: UtcDatetime | None = Field(None, description="never start the task after this time")
     ttl: float | None = Field(None, gt=0, le=30 * 86_400, description="seconds from now; sets expires_at")
     timeout: float | None = Field(None, gt=0, le=86_400, description="seconds the handler may run")
+    retries: int = Field(
+        0, ge=0, le=MAX_ATTEMPTS - 1, description="times a failed or timed-out task is run again (never a rejected one)"
+    )
+    retry_backoff: float = Field(
+        5.0, ge=0, le=3600, description="seconds before the first retry; doubled for each further one (at most 1 h)"
+    )
 
     @model_validator(mode="after")
     def _one_expiry(self) -> "TaskOptions":
@@ -42,9 +48,11 @@ class TaskEventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     event: EventKind
+    attempt: int
     seq: int
     at: UtcDatetime
     received_at: UtcDatetime
+    applied: bool = Field(description="false when the event came too late or out of order to change the status")
     progress: int | None = None
     message: str | None = None
     result: dict[str, Any] | None = None
@@ -70,10 +78,15 @@ class TaskOut(BaseModel):
     created_at: UtcDatetime
     updated_at: UtcDatetime
     dispatched_at: UtcDatetime | None
+    started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
     expires_at: UtcDatetime | None
     timeout: float | None
     dispatch_count: int
+    attempt: int
+    max_retries: int
+    retry_backoff: float
+    retry_at: UtcDatetime | None = Field(description="when the next attempt is queued, while a retry is pending")
 
 
 class TaskDetail(TaskOut):
@@ -107,6 +120,9 @@ class DeviceOut(BaseModel):
     online_since: UtcDatetime | None
     facts: DeviceFacts | None
     groups: list[str]
+    presence_alert: str | None = Field(
+        None, description="set while the device flaps: a reconnect storm, or two daemons sharing its id"
+    )
 
 
 class DevicePage(BaseModel):

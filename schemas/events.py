@@ -20,7 +20,12 @@ class EventKind(StrEnum):
     CANCELED = "canceled"
     TIMED_OUT = "timed_out"
     EXPIRED = "expired"
+    # Written by the controller only, never accepted from a device: a failed or timed-out task
+    # is queued again as its next attempt.
+    RETRYING = "retrying"
 
+
+DEVICE_EVENTS = frozenset(kind for kind in EventKind if kind != EventKind.RETRYING)
 
 FINAL_EVENTS = frozenset(
     {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.REJECTED, EventKind.CANCELED, EventKind.TIMED_OUT, EventKind.EXPIRED}
@@ -58,12 +63,18 @@ STATUS_OF_EVENT: dict[EventKind, TaskStatus] = {
     EventKind.CANCELED: TaskStatus.CANCELED,
     EventKind.TIMED_OUT: TaskStatus.TIMED_OUT,
     EventKind.EXPIRED: TaskStatus.EXPIRED,
+    EventKind.RETRYING: TaskStatus.QUEUED,
 }
+
+MAX_ATTEMPTS = 100
 
 
 class TaskError(StrictModel):
     code: str = Field(max_length=64, description="machine-readable reason, e.g. invalid_json, unknown_type, interrupted")
     message: str = Field(max_length=4000)
+    retryable: bool | None = Field(
+        None, description="whether running the task again is safe; false after a side effect may have happened"
+    )
 
 
 class TaskSummary(StrictModel):
@@ -82,7 +93,8 @@ class TaskEvent(StrictModel):
     task_id: TaskId
     device_id: DeviceId
     event: EventKind
-    seq: int = Field(ge=0, description="per-task counter, orders events of one task")
+    attempt: int = Field(1, ge=1, le=MAX_ATTEMPTS, description="which run of the task (retries count up from 1)")
+    seq: int = Field(ge=0, description="per-attempt counter, orders the events of one run of a task")
     at: UtcDatetime
     session_id: str = Field(max_length=64)
     progress: int | None = Field(None, ge=0, le=100)

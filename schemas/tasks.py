@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, HttpUrl
 
 from schemas.common import StrictModel, TaskId, TaskType, UtcDatetime
+from schemas.events import MAX_ATTEMPTS
 
 # Published on a device's task topic to stop a task; handled by the daemon itself.
 CANCEL_TYPE = "cancel"
@@ -24,6 +25,7 @@ class TaskEnvelope(StrictModel):
     expires_at: UtcDatetime | None = Field(None, description="not started by then: reported expired, never run")
     timeout: float | None = Field(None, gt=0, le=86_400, description="seconds the handler may run")
     broadcast_id: TaskId | None = Field(None, description="set on a device's run of a broadcast")
+    attempt: int = Field(1, ge=1, le=MAX_ATTEMPTS, description="1, then 2, 3, … for the controller's retries")
 
 
 # ---- parameters of the built-in task types ------------------------------------------------
@@ -47,10 +49,21 @@ class SleepParams(StrictModel):
     steps: int = Field(10, ge=1, le=100, description="progress events to send")
 
 
+class AppendParams(StrictModel):
+    """`append`: write a line to `<data dir>/appended-<device id>.log`, after waiting `before` and
+    then `after` seconds. A real side effect that must never happen twice for one task (it is not
+    safe to retry), so the fleet's exactly-once promise can be checked from outside."""
+
+    line: str = Field("", max_length=1000, pattern=r"^[^\r\n]*$")
+    before: float = Field(0.0, ge=0, le=3600)
+    after: float = Field(0.0, ge=0, le=3600)
+
+
 class CancelParams(StrictModel):
     """`cancel`: stop a queued or running task on the device."""
 
     task_id: TaskId
+    attempt: int | None = Field(None, ge=1, le=MAX_ATTEMPTS, description="stop only this attempt; any when absent")
 
 
 class LoginParams(StrictModel):
@@ -87,6 +100,7 @@ BUILTIN_PARAMS: dict[str, type[StrictModel]] = {
     "ping": PingParams,
     "echo": EchoParams,
     "sleep": SleepParams,
+    "append": AppendParams,
     CANCEL_TYPE: CancelParams,
     "login": LoginParams,
     "upload": UploadParams,

@@ -265,8 +265,8 @@ def test_cancel(sessions: sessionmaker[Session], publisher: FakePublisher) -> No
     with sessions() as session:
         assert tasks.cancel_task(session, running, publisher).status == "running", "the device reports canceled itself"
     assert [(topic, env.type, env.params) for topic, env in publisher.sent] == [
-        ("devices/pc-01/tasks", "cancel", {"task_id": queued}),
-        ("devices/pc-01/tasks", "cancel", {"task_id": running}),
+        ("devices/pc-01/tasks", "cancel", {"task_id": queued, "attempt": 1}),
+        ("devices/pc-01/tasks", "cancel", {"task_id": running, "attempt": 1}),
     ]
     with sessions() as session:
         assert [(e.event, e.message) for e in tasks.get_task(session, queued).events] == [
@@ -278,7 +278,7 @@ def test_cancel(sessions: sessionmaker[Session], publisher: FakePublisher) -> No
             tasks.cancel_task(session, "nope", publisher)
 
 
-def test_redispatch_pending_on_birth_in_order_with_expiry(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
+def test_redispatch_unfinished_on_birth_in_order_with_expiry(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
     go_online(sessions, "pc-01", "s1")
     with sessions() as session:
         devices.apply_status(session, "pc-01", will("pc-01", "s1"))
@@ -294,7 +294,7 @@ def test_redispatch_pending_on_birth_in_order_with_expiry(sessions: sessionmaker
     publisher.clear()
     assert go_online(sessions, "pc-01", "s2") is True
     with sessions() as session:
-        sent = tasks.redispatch_pending(session, "pc-01", publisher)
+        sent = tasks.redispatch_unfinished(session, "pc-01", publisher)
     assert sent == [first, second]
     assert [(topic, env.id) for topic, env in publisher.sent] == [("devices/pc-01/tasks", first), ("devices/pc-01/tasks", second)]
     with sessions() as session:
@@ -330,7 +330,7 @@ def test_broadcast_fans_out_per_device_runs(sessions: sessionmaker[Session], pub
     publisher.clear()
     go_online(sessions, "pc-03", "s2", groups=["lab"])
     with sessions() as session:
-        tasks.redispatch_pending(session, "pc-03", publisher)
+        tasks.redispatch_unfinished(session, "pc-03", publisher)
     [(topic, envelope)] = publisher.sent
     assert (topic, envelope.id, envelope.broadcast_id) == ("devices/pc-03/tasks", f"{lab.id}:pc-03", lab.id)
     with sessions() as session, pytest.raises(NotFoundError):
@@ -462,7 +462,7 @@ def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> 
         assert go_online(sessions, "pc-01", "s2") is True
         with sessions() as session:
             devices.apply_status(session, "pc-01", will("pc-01", "s1"))  # stale
-            assert tasks.redispatch_pending(session, "pc-01", publisher) == [task_id]
+            assert tasks.redispatch_unfinished(session, "pc-01", publisher) == [task_id]
             tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.SUCCEEDED, 1))
             tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.ACCEPTED, 0))
         with sessions() as session:

@@ -87,7 +87,7 @@ def test_journal_survives_reopening(tmp_path: Path) -> None:
 
     reopened = Journal(path)
     try:
-        unfinished = {entry.task_id: entry.state for entry in reopened.unfinished()}
+        unfinished = {entry.run.task_id: entry.state for entry in reopened.unfinished()}
         assert unfinished == {"t1": TaskState.STARTED, "t2": TaskState.ACCEPTED}
         assert reopened.execution_count("t1") == 1
         assert reopened.execution_count("t2") == 0

@@ -61,6 +61,8 @@ def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publish
         created_at=now,
         expires_at=resolve_expiry(body, now),
         timeout=body.timeout,
+        max_retries=body.retries,
+        retry_backoff=body.retry_backoff,
     )
     targets = _targets(session, body)
     session.add(broadcast)
@@ -80,6 +82,8 @@ def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publish
                 expires_at=broadcast.expires_at,
                 timeout=broadcast.timeout,
                 dispatch_count=0,
+                max_retries=broadcast.max_retries,
+                retry_backoff=broadcast.retry_backoff,
             )
         )
     task_ids = [run_id(broadcast.id, device.id) for device in targets]

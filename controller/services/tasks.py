@@ -2,6 +2,7 @@
 
 SQL is the source of truth: a task is committed before it is published (promise 1), and a
 task whose device is offline is published again on the device's next birth (promise 3).
+Which status changes are legal, and when a task is retried, is `lifecycle`'s business.
 """
 
 from __future__ import annotations
@@ -16,26 +17,19 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
+from controller.services import lifecycle
 from controller.services.devices import device_not_found, warn_once
 from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError
 from controller.services.publisher import Publisher
 from schemas.api import TaskCreate, TaskOptions
 from schemas.common import new_id, utcnow
-from schemas.events import STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
-from schemas.tasks import BUILTIN_PARAMS, CANCEL_TYPE, TaskEnvelope
+from schemas.events import DEVICE_EVENTS, STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
+from schemas.tasks import BUILTIN_PARAMS, CANCEL_TYPE, CancelParams, TaskEnvelope
 from schemas.topics import device_tasks
 
 log = logging.getLogger(__name__)
 
-PENDING_STATUSES = (TaskStatus.QUEUED, TaskStatus.DISPATCHED)
-_RANK = {TaskStatus.QUEUED: 0, TaskStatus.DISPATCHED: 1, TaskStatus.ACCEPTED: 2, TaskStatus.RUNNING: 3}
-_FINAL_RANK = 4
 _UPDATE_CHUNK = 500
-
-
-def status_rank(status: TaskStatus) -> int:
-    """Position of a status in the forward-only order queued < dispatched < accepted < running < final."""
-    return _FINAL_RANK if status.is_final else _RANK[status]
 
 
 # ---- validation --------------------------------------------------------------------------
@@ -87,6 +81,7 @@ def envelope_for(task: Task) -> TaskEnvelope:
         expires_at=task.expires_at,
         timeout=task.timeout,
         broadcast_id=task.broadcast_id,
+        attempt=task.attempt,
     )
 
 
@@ -112,9 +107,13 @@ def mark_dispatched(session: Session, task_ids: Sequence[str]) -> None:
     session.commit()
 
 
-def _publish_to_device(task: Task, publisher: Publisher) -> bool:
+def publish_task(session: Session, task: Task, publisher: Publisher) -> bool:
+    """Publish a committed task to its device and record the dispatch; False when not connected
+    (the task stays queued and is sent on the device's next birth)."""
     accepted = publisher.publish(device_tasks(task.device_id), envelope_for(task))
-    if not accepted:
+    if accepted:
+        mark_dispatched(session, [task.id])
+    else:
         log.warning("task %s stays queued: the MQTT client is not connected; it is sent on the device's next birth", task.id)
     return accepted
 
@@ -147,12 +146,13 @@ def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Tas
         expires_at=resolve_expiry(body, now),
         timeout=body.timeout,
         dispatch_count=0,
+        max_retries=body.retries,
+        retry_backoff=body.retry_backoff,
     )
     session.add(task)
     session.commit()
     log.info("task %s (%s) created for device %s", task.id, task.type, task.device_id)
-    if _publish_to_device(task, publisher):
-        mark_dispatched(session, [task.id])
+    publish_task(session, task, publisher)
     session.refresh(task)
     return task
 
@@ -184,6 +184,7 @@ def _adhoc_task(session: Session, device_id: str, event: TaskEvent) -> Task:
         updated_at=now,
         expires_at=summary.expires_at if summary else None,
         dispatch_count=0,
+        attempt=event.attempt,
     )
     session.add(task)
     session.flush()
@@ -192,9 +193,12 @@ def _adhoc_task(session: Session, device_id: str, event: TaskEvent) -> Task:
 
 
 def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Task | None:
-    """Append a device's event to its task's timeline and move the task's status forward.
+    """Append a device's event to its task's timeline and move the task's status if the
+    lifecycle allows it (events of an older attempt, late or out-of-order events are kept
+    with `applied = false`). A final failure with retries left schedules the next attempt.
 
-    Returns the task, or None when the event was ignored (it names another device).
+    Returns the task, or None when the event was ignored (it names another device or task,
+    or is a kind only the controller writes).
     """
     if event.device_id != topic_device_id:
         warn_once(
@@ -204,6 +208,10 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
             topic_device_id,
             event.device_id,
         )
+        return None
+    if event.event not in DEVICE_EVENTS:
+        warn_once("event-kind", topic_device_id, "ignored %r events from device %s: only the controller writes them",
+                  event.event.value, topic_device_id)
         return None
     task = session.get(Task, event.task_id, with_for_update=True)
     if task is None:
@@ -222,7 +230,12 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
 
     duplicate = session.scalar(
         select(TaskEventRecord.id)
-        .where(TaskEventRecord.task_id == task.id, TaskEventRecord.seq == event.seq, TaskEventRecord.event == event.event.value)
+        .where(
+            TaskEventRecord.task_id == task.id,
+            TaskEventRecord.attempt == event.attempt,
+            TaskEventRecord.seq == event.seq,
+            TaskEventRecord.event == event.event.value,
+        )
         .limit(1)
     )
     if duplicate is not None:
@@ -230,11 +243,14 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
         return task
 
     now = utcnow()
-    error = event.error.model_dump(mode="json") if event.error else None
+    error = event.error.model_dump(mode="json", exclude_none=True) if event.error else None
+    current, new = TaskStatus(task.status), STATUS_OF_EVENT[event.event]
+    applied = event.attempt == task.attempt and lifecycle.can_move(current, new)
     session.add(
         TaskEventRecord(
             task_id=task.id,
             event=event.event.value,
+            attempt=event.attempt,
             seq=event.seq,
             at=event.at,
             received_at=now,
@@ -243,64 +259,95 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
             result=event.result,
             error=error,
             replay=event.replay,
+            applied=applied,
         )
     )
-    current = TaskStatus(task.status)
-    new = STATUS_OF_EVENT[event.event]
-    if not current.is_final and status_rank(new) >= status_rank(current):
-        task.status = new.value
-        if event.progress is not None:
-            task.progress = event.progress
-        if event.message is not None:
-            task.message = event.message
-        if event.result is not None:
-            task.result = event.result
-        if error is not None:
-            task.error = error
-        if new.is_final:
-            task.finished_at = now
-    task.last_seq = event.seq if task.last_seq is None else max(task.last_seq, event.seq)
+    if applied:
+        _apply(task, event, new, error, now)
+    else:
+        log.debug("task %s: %s event of attempt %d not applied (status %s, attempt %d)",
+                  task.id, event.event.value, event.attempt, current.value, task.attempt)
+    if event.attempt == task.attempt:
+        task.last_seq = event.seq if task.last_seq is None else max(task.last_seq, event.seq)
     task.updated_at = now
     session.execute(update(Device).where(Device.id == topic_device_id).values(last_seen=now))
     session.commit()
     return task
 
 
+def _apply(task: Task, event: TaskEvent, new: TaskStatus, error: dict[str, Any] | None, now: datetime) -> None:
+    task.status = new.value
+    if event.event == EventKind.STARTED and task.started_at is None:
+        task.started_at = now
+    if event.progress is not None:
+        task.progress = event.progress
+    if event.message is not None:
+        task.message = event.message
+    if event.result is not None:
+        task.result = event.result
+    if error is not None:
+        task.error = error
+    if new.is_final:
+        task.finished_at = now
+        task.retry_at = lifecycle.next_retry_at(new, task.attempt, task.max_retries, task.retry_backoff, error, now)
+        if task.retry_at is not None:
+            log.info("task %s %s (attempt %d); attempt %d at %s", task.id, new.value, task.attempt, task.attempt + 1,
+                     task.retry_at.isoformat(timespec="seconds"))
+
+
+def add_controller_event(session: Session, task: Task, event: EventKind, message: str) -> None:
+    """Add an event the controller itself decided (canceled, expired, timed_out, retrying) to the
+    task's timeline, numbered after the current attempt's last event, and move the status."""
+    now = utcnow()
+    seq = 0 if task.last_seq is None else task.last_seq + 1
+    status = STATUS_OF_EVENT[event]
+    task.status = status.value
+    task.message = message
+    task.updated_at = now
+    task.last_seq = seq
+    if status.is_final:
+        task.finished_at = now
+    session.add(
+        TaskEventRecord(task_id=task.id, event=event.value, attempt=task.attempt, seq=seq, at=now, received_at=now,
+                        message=message)
+    )
+
+
+def send_cancel(task: Task, publisher: Publisher) -> None:
+    """Tell the task's device to stop (or never start) the task's current attempt."""
+    cancel = TaskEnvelope(
+        id=new_id(), type=CANCEL_TYPE, params=CancelParams(task_id=task.id, attempt=task.attempt).model_dump(),
+        created_at=utcnow(),
+    )
+    if not publisher.publish(device_tasks(task.device_id), cancel):
+        log.warning("the cancel of task %s was not sent: the MQTT client is not connected", task.id)
+
+
 # ---- cancel ------------------------------------------------------------------------------
 
 
-def _finish_unstarted(session: Session, task: Task, event: EventKind, message: str) -> None:
-    """Close a task the device never started (canceled, expired) and add the controller's own
-    event to its timeline (seq continues the task's)."""
-    now = utcnow()
-    seq = 0 if task.last_seq is None else task.last_seq + 1
-    task.status = STATUS_OF_EVENT[event].value
-    task.message = message
-    task.finished_at = now
-    task.updated_at = now
-    task.last_seq = seq
-    session.add(TaskEventRecord(task_id=task.id, event=event.value, seq=seq, at=now, received_at=now, message=message))
-
-
 def cancel_task(session: Session, task_id: str, publisher: Publisher) -> Task:
-    """Stop a task. One that has not started is canceled at once; the device is told either way,
-    so a copy already delivered never runs. A running task reports `canceled` itself."""
+    """Stop a task. One that has not started, or is waiting for a retry, is canceled at once; the
+    device is told either way, so a copy already delivered never runs. A running task reports
+    `canceled` itself."""
     task = session.get(Task, task_id, with_for_update=True)
     if task is None:
         raise NotFoundError(f"task {task_id!r} does not exist; list tasks with GET /api/v1/tasks")
     status = TaskStatus(task.status)
-    if status.is_final:
+    if status.is_final and task.retry_at is None:
         session.rollback()
         raise ConflictError(
             f"task {task_id!r} is already {status.value} and cannot be canceled; "
-            "only queued, dispatched, accepted or running tasks can"
+            "only queued, dispatched, accepted or running tasks, or tasks waiting for a retry, can"
         )
-    if status in PENDING_STATUSES:
-        _finish_unstarted(session, task, EventKind.CANCELED, "canceled by operator before it started")
+    if task.retry_at is not None:
+        task.retry_at = None
+        add_controller_event(session, task, EventKind.CANCELED, f"canceled by operator; attempt {task.attempt + 1} never ran")
+    elif status in lifecycle.PENDING_STATUSES:
+        add_controller_event(session, task, EventKind.CANCELED, "canceled by operator before it started")
     session.commit()
-    cancel = TaskEnvelope(id=new_id(), type=CANCEL_TYPE, params={"task_id": task.id}, created_at=utcnow())
-    if not publisher.publish(device_tasks(task.device_id), cancel):
-        log.warning("the cancel of task %s was not sent: the MQTT client is not connected", task.id)
+    if not status.is_final:
+        send_cancel(task, publisher)
     log.info("cancel of task %s (%s) requested", task.id, status.value)
     session.refresh(task)
     return task
@@ -309,25 +356,29 @@ def cancel_task(session: Session, task_id: str, publisher: Publisher) -> Task:
 # ---- re-dispatch on birth ----------------------------------------------------------------
 
 
-def redispatch_pending(session: Session, device_id: str, publisher: Publisher) -> list[str]:
-    """On a device's birth, publish again (in creation order) its tasks still queued or dispatched.
+def redispatch_unfinished(session: Session, device_id: str, publisher: Publisher) -> list[str]:
+    """On a device's birth, publish again (in creation order) every task of it that is not
+    finished: queued and dispatched ones may never have arrived; for accepted and running ones
+    the device answers with the recorded outcome if it finished while its results were lost
+    (say, while the controller was down), and ignores them if they still run.
 
-    Tasks whose expiry passed become `expired` instead. The rows stay locked while they are
-    published, so a concurrent cancel is sent after the task it cancels. Returns the ids sent.
+    Pending tasks whose expiry passed become `expired` instead. The rows stay locked while they
+    are published, so a concurrent cancel is sent after the task it cancels. Returns the ids sent.
     """
-    pending = session.scalars(
+    unfinished = session.scalars(
         select(Task)
-        .where(Task.device_id == device_id, Task.status.in_([s.value for s in PENDING_STATUSES]))
+        .where(Task.device_id == device_id, Task.status.in_([s.value for s in lifecycle.UNFINISHED_STATUSES]))
         .order_by(Task.created_at, Task.id)
         .with_for_update()
     ).all()
     now = utcnow()
     sent: list[str] = []
     expired = 0
-    for task in pending:
-        if task.expires_at is not None and task.expires_at <= now:
+    for task in unfinished:
+        pending = TaskStatus(task.status) in lifecycle.PENDING_STATUSES
+        if pending and task.expires_at is not None and task.expires_at <= now:
             expired += 1
-            _finish_unstarted(session, task, EventKind.EXPIRED, "expired before its device came back online")
+            add_controller_event(session, task, EventKind.EXPIRED, "expired before its device came back online")
             continue
         if not publisher.publish(device_tasks(task.device_id), envelope_for(task)):
             log.warning("re-dispatch to device %s stopped: the MQTT client is not connected", device_id)
@@ -335,8 +386,8 @@ def redispatch_pending(session: Session, device_id: str, publisher: Publisher) -
         sent.append(task.id)
     session.flush()
     mark_dispatched(session, sent)
-    if pending:
-        log.info("device %s: re-dispatched %d pending task(s), %d expired", device_id, len(sent), expired)
+    if unfinished:
+        log.info("device %s: re-dispatched %d unfinished task(s), %d expired", device_id, len(sent), expired)
     return sent
 
 

@@ -1,0 +1,123 @@
+"""Time-driven task changes, run every second or so by the controller.
+
+- expiry: a queued or dispatched task whose `expires_at` passed becomes `expired` (the device
+  also refuses to start it, so a copy still on its way never runs);
+- timeout: a running task with a `timeout` whose device has said nothing final by
+  `started_at + timeout + grace` becomes `timed_out` and the device is told to stop it (its
+  own timeout normally fires first; this catches a device that died or went silent);
+- retries: a failed or timed-out task whose `retry_at` is due is queued again as its next
+  attempt and published.
+
+Everything is read from SQL, so a restarted controller carries on where the last one stopped;
+rows are locked with SKIP LOCKED on PostgreSQL, so several controllers can sweep side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.models import Task
+from controller.services import lifecycle
+from controller.services.publisher import Publisher
+from controller.services.tasks import add_controller_event, publish_task, send_cancel
+from schemas.common import utcnow
+from schemas.events import EventKind, TaskStatus
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    expired: int
+    timed_out: int
+    retried: int
+
+
+def _values(statuses: Iterable[TaskStatus]) -> list[str]:
+    return [status.value for status in statuses]
+
+
+def _deadline(task: Task, grace: float) -> datetime:
+    assert task.started_at is not None and task.timeout is not None
+    return task.started_at + timedelta(seconds=task.timeout + grace)
+
+
+def expire_overdue(session: Session, now: datetime) -> int:
+    overdue = session.scalars(
+        select(Task)
+        .where(Task.status.in_(_values(lifecycle.PENDING_STATUSES)), Task.expires_at <= now)
+        .order_by(Task.expires_at)
+        .limit(BATCH)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for task in overdue:
+        assert task.expires_at is not None
+        add_controller_event(session, task, EventKind.EXPIRED,
+                             f"not started before it expired at {task.expires_at.isoformat(timespec='seconds')}")
+        log.info("task %s (%s) expired before it started", task.id, task.type)
+    session.commit()
+    return len(overdue)
+
+
+def time_out_silent(session: Session, publisher: Publisher, now: datetime, grace: float) -> int:
+    running = session.scalars(
+        select(Task)
+        .where(Task.status == TaskStatus.RUNNING.value, Task.timeout.is_not(None), Task.started_at.is_not(None))
+        .order_by(Task.started_at)
+        .with_for_update(skip_locked=True)
+    ).all()
+    late = [task for task in running if _deadline(task, grace) <= now][:BATCH]
+    for task in late:
+        add_controller_event(
+            session, task, EventKind.TIMED_OUT,
+            f"no result from device {task.device_id} within the timeout of {task.timeout:g} s (+{grace:g} s grace)",
+        )
+        task.retry_at = lifecycle.next_retry_at(
+            TaskStatus.TIMED_OUT, task.attempt, task.max_retries, task.retry_backoff, None, now
+        )
+        log.warning("task %s (%s) timed out: device %s sent no result", task.id, task.type, task.device_id)
+    session.commit()
+    for task in late:
+        send_cancel(task, publisher)
+    return len(late)
+
+
+def start_due_retries(session: Session, publisher: Publisher, now: datetime) -> int:
+    due = session.scalars(
+        select(Task)
+        .where(Task.retry_at <= now, Task.status.in_(_values(lifecycle.RETRYABLE_STATUSES)))
+        .order_by(Task.retry_at)
+        .limit(BATCH)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for task in due:
+        ended, error = task.status, task.error
+        attempts = 1 + lifecycle.retry_limit(task.max_retries, error)
+        cause = f"{ended}: {error['code']}" if error and error.get("code") else ended
+        task.attempt += 1
+        task.retry_at = task.started_at = task.finished_at = None
+        task.progress = task.result = task.error = task.last_seq = None
+        add_controller_event(session, task, EventKind.RETRYING, f"attempt {task.attempt} of {attempts} (after {cause})")
+        log.info("task %s (%s): attempt %d of %d queued", task.id, task.type, task.attempt, attempts)
+    session.commit()
+    for task in due:
+        publish_task(session, task, publisher)
+    return len(due)
+
+
+def sweep(session: Session, publisher: Publisher, *, timeout_grace: float, now: datetime | None = None) -> SweepResult:
+    """One pass of all three; `now` is for tests."""
+    now = now or utcnow()
+    return SweepResult(
+        expired=expire_overdue(session, now),
+        timed_out=time_out_silent(session, publisher, now, timeout_grace),
+        retried=start_due_retries(session, publisher, now),
+    )
