@@ -244,6 +244,10 @@ class MqttProbe:
         with self._lock:
             self.messages.append((msg.topic, msg.payload, msg.retain))
 
+    def raw_messages(self) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return [(topic, payload) for topic, payload, _retain in self.messages]
+
     def json_messages(self, topic: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             items = list(self.messages)
