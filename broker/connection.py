@@ -82,10 +82,15 @@ def create_client(
             tls_version=ssl.PROTOCOL_TLS_CLIENT,
         )
     client.on_socket_open = _set_nodelay
-    client.reconnect_delay_set(min_delay=max(1, round(reconnect_min_delay)), max_delay=max(1, round(reconnect_max_delay)))
+    set_reconnect_delays(client, reconnect_min_delay, reconnect_max_delay)
     client.max_queued_messages_set(0)  # no cap: a burst of task events must never be dropped
     client.max_inflight_messages_set(100)
     return client
+
+
+def set_reconnect_delays(client: mqtt.Client, min_delay: float, max_delay: float) -> None:
+    """paho's exponential reconnect backoff, in whole seconds (at least 1)."""
+    client.reconnect_delay_set(min_delay=max(1, round(min_delay)), max_delay=max(1, round(max_delay)))
 
 
 def diagnose_unreachable(address: BrokerAddress, ca_file: Path | None = None, timeout: float = 2.0) -> str:

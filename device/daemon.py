@@ -24,7 +24,7 @@ from device.journal import Journal, journal_path
 from device.link import MqttLink
 from device.presence import Presence
 from device.reporter import Reporter, task_error
-from schemas.status import DeviceStatus
+from schemas.status import DeviceStatus, boot_id
 from schemas.topics import BROADCAST_TASKS, device_results, device_status, device_tasks, group_tasks
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class DeviceDaemon:
             [device_tasks(self.device_id), BROADCAST_TASKS, *(group_tasks(group) for group in settings.groups)]
         )
         self._stopping = False
+        self._twins_reported: set[str] = set()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until `stop` is set or this coroutine is cancelled; then stop running tasks
@@ -128,18 +129,44 @@ class DeviceDaemon:
 
     def _on_status(self, payload: bytes, retained: bool) -> None:
         """Answer a stale will with a new birth. A message with the retain flag was sent because
-        of our subscription, so it predates our birth, which already replaced it: ignore it.
+        of our subscription, so it predates our birth, which already replaced it; if it is
+        another daemon's, the link watches for that daemon taking the id back (`conflicts`).
         (MQTT 3.1.1 clears the flag on messages forwarded live [MQTT-3.3.1-9]; amqtt does too.)"""
-        if retained:
-            return
         try:
             status = DeviceStatus.model_validate_json(payload)
         except ValidationError:
             log.debug("ignored an invalid message on %s", self.status_topic)
             return
-        if status.device_id == self.device_id and self._presence.claim_rebirth(status):
+        if status.device_id != self.device_id:
+            return
+        if retained:
+            if boot_id(status.session_id) != self._presence.boot_id:
+                host = f" on {status.facts.hostname}" if status.facts else ""
+                self._link.other_daemon_seen(
+                    f"another daemon{host} (boot {boot_id(status.session_id)})", still_online=status.state == "online"
+                )
+            return
+        if status.state == "online" and boot_id(status.session_id) != self._presence.boot_id:
+            self._report_twin(status)
+            return
+        if self._presence.claim_rebirth(status):
             log.info("stale offline status of session %s seen: birth republished", status.session_id)
             self._link.republish_birth()
+
+
+    def _report_twin(self, status: DeviceStatus) -> None:
+        """Another daemon's birth arrived while we are connected: the broker let two clients
+        with our id in at once (amqtt does; Mosquitto drops the older one instead)."""
+        other = boot_id(status.session_id)
+        if other in self._twins_reported:
+            return
+        self._twins_reported.add(other)
+        host = f" on {status.facts.hostname}" if status.facts else ""
+        log.error(
+            "device id %s is also used by another daemon%s (boot %s), connected at the same time as this one. "
+            "Give each PC its own FLEET_DEVICE_ID (or delete the copied device_id file in its data directory).",
+            self.device_id, host, other,
+        )
 
 
 def run_device(settings: FleetSettings) -> None:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.connection import BrokerAddress, ConnectFailureLog, create_client
+from broker.connection import BrokerAddress, ConnectFailureLog, create_client, set_reconnect_delays
 from config import FleetSettings
+from device.conflicts import DROPPED_WITHIN, DuplicateIdGuard
 from device.presence import Presence
 from schemas.topics import device_status
 
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 QOS = 1
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the shutdown status to reach the broker
+STABLE_AFTER = 600.0  # a connection that lasted this long ends a suspected id conflict
 
 MessageSink = Callable[[str, bytes, bool], None]  # topic, payload, retain flag
 
@@ -51,6 +54,11 @@ class MqttLink:
         self._lock = threading.Lock()
         self._subscribe_mid: int | None = None
         self._closing = False
+        self._device_id = device_id
+        self._reconnect_delays = (settings.reconnect_min_delay, settings.reconnect_max_delay)
+        self._guard = DuplicateIdGuard()
+        self._connected_at: float | None = None
+        self._other_daemon: str | None = None  # another daemon's status seen on this connection
         client = create_client(
             self._address,
             client_id=device_id,
@@ -79,6 +87,33 @@ class MqttLink:
     def republish_birth(self) -> None:
         self.publish(self._status_topic, self._presence.birth(), retain=True)
 
+    def other_daemon_seen(self, other: str, still_online: bool) -> None:
+        """After connecting, another daemon's retained status was found on this device's topic."""
+        with self._lock:
+            self._other_daemon = other
+        if still_online:
+            log.warning(
+                "device id %s was in use by %s, which has not gone offline; if it still runs, two PCs share this id: "
+                "give each its own FLEET_DEVICE_ID", self._device_id, other,
+            )
+        else:
+            log.info("device id %s was last used by %s", self._device_id, other)
+
+    def _check_conflict(self, other: str | None, lasted: float) -> None:
+        """Called on an unexpected disconnect: was it another daemon with our id taking over?"""
+        if other is None or lasted >= DROPPED_WITHIN:
+            return
+        pause = self._guard.contested()
+        if pause is None:
+            return
+        log.error(
+            "device id %s is also used by %s: the broker lets one client id connect at a time, so the two keep "
+            "dropping each other. Give each PC its own FLEET_DEVICE_ID (or delete the copied device_id file in its "
+            "data directory). This daemon now waits %.0f s before reconnecting.",
+            self._device_id, other, pause,
+        )
+        set_reconnect_delays(self._client, pause, pause)
+
     async def close(self) -> None:
         """Publish the retained shutdown status (when connected), wait for it, disconnect."""
         self._closing = True
@@ -106,6 +141,9 @@ class MqttLink:
             log.warning("broker %s refused the connection: %s", self._address, reason_code)
             return
         self._failures.connected()
+        self._connected_at = time.monotonic()
+        with self._lock:
+            self._other_daemon = None
         log.info("connected to %s (session %s)", self._address, self._presence.session_id)
         _rc, mid = client.subscribe([(topic, QOS) for topic in self._subscriptions])
         with self._lock:
@@ -130,8 +168,20 @@ class MqttLink:
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: ReasonCode, _properties: Any
     ) -> None:
+        lasted = 0.0 if self._connected_at is None else time.monotonic() - self._connected_at
+        self._connected_at = None
+        with self._lock:
+            other, self._other_daemon = self._other_daemon, None
+        if self._guard.pause and lasted >= STABLE_AFTER:
+            self._guard.reset()
+            set_reconnect_delays(self._client, *self._reconnect_delays)
+        if not self._closing:
+            self._check_conflict(other, lasted)
         if self._closing:
             log.info("disconnected from %s", self._address)
+        elif self._guard.pause:
+            log.warning("dropped by %s (%s); another daemon uses this device id: reconnecting in %.0f s",
+                        self._address, reason_code, self._guard.pause)
         else:
             log.info("disconnected from %s (%s); reconnecting", self._address, reason_code)
 

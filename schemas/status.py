@@ -28,8 +28,9 @@ class DeviceFacts(StrictModel):
 class DeviceStatus(StrictModel):
     """Birth (`online`, with facts) or last will (`offline`).
 
-    `session_id` names one connection of the daemon: a will whose session id is not the
-    device's current one is stale and must not mark the device offline.
+    `session_id` names one connection of the daemon, `<boot id>-<n>` (see `boot_id`): a will
+    whose session id is not the device's current one is stale and must not mark the device
+    offline; births from two boot ids taking turns mean two daemons share one device id.
     """
 
     device_id: DeviceId
@@ -38,3 +39,8 @@ class DeviceStatus(StrictModel):
     at: UtcDatetime | None = Field(None, description="birth time; absent in a will (its publish time is unknown)")
     reason: str | None = Field(None, max_length=200)
     facts: DeviceFacts | None = None
+
+
+def boot_id(session_id: str) -> str:
+    """The daemon process a session id belongs to: `<boot id>-<n>` → `<boot id>`."""
+    return session_id.rsplit("-", 1)[0]

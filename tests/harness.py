@@ -203,12 +203,14 @@ class Controller:
 class Device:
     """`fleet device` as a process with its own data dir (device id file and journal)."""
 
-    def __init__(self, device_id: str, broker: Broker, work: Path, **settings: Any) -> None:
+    def __init__(self, device_id: str, broker: Broker, work: Path, copy: str = "", **settings: Any) -> None:
+        """`copy` names a second daemon with the same id (its own data dir and log)."""
         self.id = device_id
-        self.data_dir = work / f"device-{device_id}"
+        name = f"device-{device_id}{'-' + copy if copy else ''}"
+        self.data_dir = work / name
         settings.setdefault("mqtt_url", broker.url)
         env = base_env(data_dir=str(self.data_dir), device_id=device_id, **settings)
-        self.process = Process(f"device-{device_id}", fleet_argv("device"), work, env)
+        self.process = Process(name, fleet_argv("device"), work, env)
 
     def start(self) -> None:
         self.process.start()

@@ -536,3 +536,24 @@ def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> 
             assert len(session.scalars(select(TaskEventRecord)).all()) == 2
     finally:
         engine.dispose()
+
+
+def test_presence_alerts_for_reconnect_storms_and_takeovers(sessions: sessionmaker[Session]) -> None:
+    for n in range(devices.FLAP_BIRTHS):
+        go_online(sessions, "pc-storm", f"bootaaaa-{n}")
+        with sessions() as session:
+            devices.apply_status(session, "pc-storm", will("pc-storm", f"bootaaaa-{n}"))
+    with sessions() as session:
+        alert = devices.get_device(session, "pc-storm").presence_alert
+    assert alert is not None and alert.startswith("reconnect_storm: 5 connections")
+
+    go_online(sessions, "pc-twin", "bootaaaa-1")
+    go_online(sessions, "pc-twin", "bootbbbb-1")  # a new daemon while the first never went offline
+    with sessions() as session:
+        alert = devices.get_device(session, "pc-twin").presence_alert
+    assert alert is not None and alert.startswith("takeover: daemon bootbbbb") and "bootaaaa" in alert
+    with sessions() as session:
+        devices.apply_status(session, "pc-twin", will("pc-twin", "bootbbbb-1"))
+    go_online(sessions, "pc-twin", "bootbbbb-2")  # an ordinary reconnect clears it
+    with sessions() as session:
+        assert devices.get_device(session, "pc-twin").presence_alert is None

@@ -345,3 +345,20 @@ def test_session_ids_and_stale_wills() -> None:
     assert not presence.claim_rebirth(stale)  # at most once per session
     own_will = DeviceStatus.model_validate_json(presence.will())
     assert not presence.claim_rebirth(own_will)
+
+
+def test_duplicate_id_guard_confirms_after_three_contested_connects_and_backs_off() -> None:
+    from device.conflicts import FIRST_PAUSE, MAX_PAUSE, WINDOW, DuplicateIdGuard
+
+    now = [0.0]
+    guard = DuplicateIdGuard(clock=lambda: now[0])
+    assert guard.contested() is None  # a PC that lost power takes its old session over once
+    now[0] += WINDOW + 1
+    assert guard.contested() is None and guard.contested() is None  # the first one aged out
+    assert guard.contested() == FIRST_PAUSE
+    assert guard.contested() == 2 * FIRST_PAUSE
+    for _ in range(10):
+        guard.contested()
+    assert guard.pause == MAX_PAUSE
+    guard.reset()
+    assert guard.pause == 0 and guard.contested() is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import func, or_, select
@@ -13,9 +13,12 @@ from sqlalchemy.orm import Session
 from controller.models import Device, DeviceConnection
 from controller.services.errors import NotFoundError
 from schemas.common import utcnow
-from schemas.status import DeviceStatus
+from schemas.status import DeviceStatus, boot_id
 
 log = logging.getLogger(__name__)
+
+FLAP_WINDOW = timedelta(seconds=60)
+FLAP_BIRTHS = 5  # births within FLAP_WINDOW that make a device "flapping"
 
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
@@ -63,6 +66,7 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
     device = session.get(Device, topic_device_id, with_for_update=True)
     if status.state == "online":
         new_session = device is None or device.status != "online" or device.session_id != status.session_id
+        replaced = device.session_id if device is not None and device.status == "online" and new_session else None
         if device is None:
             device = Device(id=topic_device_id, status="online", created_at=now)
             session.add(device)
@@ -71,6 +75,8 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
             device.session_id = status.session_id
             device.online_since = now
             _record_connection(session, device.id, status, now)
+            session.flush()
+            device.presence_alert = _presence_alert(session, device.id, status.session_id, replaced, now)
             log.info("device %s is online (session %s)", device.id, status.session_id)
         if status.facts is not None:
             device.facts = status.facts.model_dump(mode="json")
@@ -101,6 +107,43 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
         log.info("device %s is offline (session %s, %s)", device.id, status.session_id, status.reason or "no reason given")
     session.commit()
     return False
+
+
+def _presence_alert(
+    session: Session, device_id: str, session_id: str, replaced: str | None, now: datetime
+) -> str | None:
+    """Why the device's presence cannot be trusted right now, judged from its births: several
+    daemons taking turns with one id, one daemon reconnecting over and over, or a new daemon
+    taking over while the last one never went offline (`replaced` is that one's session)."""
+    recent = list(
+        session.scalars(
+            select(DeviceConnection.session_id).where(
+                DeviceConnection.device_id == device_id,
+                DeviceConnection.state == "online",
+                DeviceConnection.at >= now - FLAP_WINDOW,
+            )
+        )
+    )
+    if len(recent) < FLAP_BIRTHS:
+        if replaced is None or boot_id(replaced) == boot_id(session_id):
+            return None
+        alert = (
+            f"takeover: daemon {boot_id(session_id)} connected as this device while daemon {boot_id(replaced)} "
+            "had not gone offline; if both still run, two PCs share this id: give each its own FLEET_DEVICE_ID"
+        )
+        warn_once("takeover", device_id, "device %s: %s", device_id, alert)
+        return alert
+    boots = sorted({boot_id(session_id) for session_id in recent})
+    window = int(FLAP_WINDOW.total_seconds())
+    if len(boots) > 1:
+        alert = (
+            f"duplicate_id: {len(boots)} daemons (boot ids {', '.join(boots)}) took turns connecting as this device, "
+            f"{len(recent)} times in {window} s; give each PC its own FLEET_DEVICE_ID"
+        )
+    else:
+        alert = f"reconnect_storm: {len(recent)} connections in {window} s; check the PC's network and the broker's logs"
+    warn_once(alert.split(":", 1)[0], device_id, "device %s: %s", device_id, alert)
+    return alert
 
 
 def get_device(session: Session, device_id: str) -> Device:
