@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from config.settings import FleetSettings
 from controller.api.routes import broadcasts, devices, health, tasks
 from controller.api.routes.health import package_version
-from controller.db import create_all, create_db_engine, create_sessionmaker, safe_url
+from controller.db import create_db_engine, create_sessionmaker, migrate, safe_url
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
 from controller.services.errors import ServiceError
@@ -57,7 +57,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_db_engine(settings.resolved_database_url)
-        create_all(engine)
+        migrate(engine)
         sessions = create_sessionmaker(engine)
         mqtt = ControllerMqtt(settings, sessions)
         scheduler = Scheduler(

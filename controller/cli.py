@@ -99,12 +99,19 @@ def _api(method: str, path: str, **kwargs: Any) -> Any:
 
 
 def _print_task(task: dict[str, Any]) -> None:
-    console.print(f"[bold]{task['id']}[/bold]  {task['type']} on {task['device_id']}: [cyan]{task['status']}[/cyan]")
+    attempt = f" (attempt {task['attempt']})" if task.get("attempt", 1) > 1 else ""
+    console.print(
+        f"[bold]{task['id']}[/bold]  {task['type']} on {task['device_id']}: [cyan]{task['status']}[/cyan]{attempt}"
+    )
     for event in task.get("events", []):
         extra = event.get("message") or ""
         if event.get("progress") is not None:
             extra = f"{event['progress']}% {extra}"
-        console.print(f"  {event['at']}  {event['event']:<10} {extra}", highlight=False)
+        if not event.get("applied", True):
+            extra = f"(late, not applied) {extra}"
+        console.print(f"  {event['at']}  #{event.get('attempt', 1)} {event['event']:<10} {extra}", highlight=False)
+    if task.get("retry_at"):
+        console.print(f"  next attempt at {task['retry_at']}", highlight=False)
     if task.get("result") is not None:
         console.print_json(data=task["result"])
     if task.get("error"):
@@ -118,7 +125,7 @@ def _wait_final(task_id: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         task = _api("GET", f"/api/v1/tasks/{task_id}")
-        if task["status"] in FINAL or time.monotonic() > deadline:
+        if (task["status"] in FINAL and not task.get("retry_at")) or time.monotonic() > deadline:
             return task
         time.sleep(0.2)
 
@@ -261,6 +268,7 @@ def list_devices(
     query = {k: v for k, v in {"status": status, "group": group, "limit": 500}.items() if v is not None}
     page = _api("GET", "/api/v1/devices", params=query)
     table = Table("id", "name", "status", "last seen", "task types", "groups")
+    alerts = []
     for item in page["items"]:
         facts = item.get("facts") or {}
         colour = "green" if item["status"] == "online" else "red"
@@ -268,7 +276,11 @@ def list_devices(
             item["id"], item.get("name") or "", f"[{colour}]{item['status']}[/{colour}]", str(item.get("last_seen") or ""),
             ",".join(facts.get("task_types", [])), ",".join(item.get("groups", [])),
         )
+        if item.get("presence_alert"):
+            alerts.append(f"[yellow]{item['id']}[/yellow]: {item['presence_alert']}")
     console.print(table)
+    for alert in alerts:
+        console.print(alert, highlight=False)
     console.print(f"{page['total']} device(s)")
 
 
@@ -281,12 +293,15 @@ def task_send(
     account: Optional[str] = typer.Option(None, help="account the task acts for"),
     ttl: Optional[float] = typer.Option(None, help="seconds before an unstarted task expires"),
     timeout: Optional[float] = typer.Option(None, help="seconds the task may run"),
+    retries: Optional[int] = typer.Option(None, min=0, help="times a failed or timed-out task is run again"),
+    retry_backoff: Optional[float] = typer.Option(None, min=0, help="seconds before the first retry (doubled each time)"),
     wait: bool = typer.Option(False, "--wait", help="wait for the final status and print the timeline"),
     wait_timeout: float = typer.Option(60, help="seconds to wait with --wait"),
 ) -> None:
     """Send a task to one device."""
     body = {"device_id": device_id, "type": task_type, "params": _params(param, params_json)}
-    body |= {k: v for k, v in {"account": account, "ttl": ttl, "timeout": timeout}.items() if v is not None}
+    options = {"account": account, "ttl": ttl, "timeout": timeout, "retries": retries, "retry_backoff": retry_backoff}
+    body |= {k: v for k, v in options.items() if v is not None}
     task = _api("POST", "/api/v1/tasks", json=body)
     _print_task(_wait_final(task["id"], wait_timeout) if wait else task)
 

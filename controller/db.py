@@ -3,6 +3,8 @@
 Sync SQLAlchemy 2: REST routes are plain `def` run in FastAPI's threadpool and MQTT callbacks
 run in paho's network thread, so every unit of work opens its own short `Session`.
 
+The schema is created and upgraded by alembic (`controller/migrations`) at start-up.
+
 SQLite gets WAL, a busy timeout and foreign keys on every connection. Its transactions start
 with `BEGIN IMMEDIATE`: the write lock is taken up front, so two threads that read a task and
 then update it run one after the other instead of failing with "database is locked" or
@@ -14,13 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.models import Base
-
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS = Path(__file__).parent / "migrations"
+FIRST_REVISION = "0001"  # the schema release 0.1.0 created without alembic
 
 
 def safe_url(url: str) -> str:
@@ -62,9 +66,22 @@ def create_db_engine(url: str) -> Engine:
     return engine
 
 
-def create_all(engine: Engine) -> None:
-    """Create the controller's tables that do not exist yet."""
-    Base.metadata.create_all(engine)
+def migration_config(connection: Any) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Create the controller's tables, or upgrade them to this version's schema, keeping every
+    row. A database made by release 0.1.0 (tables but no alembic version) is recognised first."""
+    with engine.begin() as connection:
+        config = migration_config(connection)
+        tables = inspect(connection)
+        if tables.has_table("tasks") and not tables.has_table("alembic_version"):
+            command.stamp(config, FIRST_REVISION)
+        command.upgrade(config, revision)
 
 
 def create_sessionmaker(engine: Engine) -> sessionmaker[Session]:

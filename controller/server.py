@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.logging import configure_logging
 from config.settings import FleetSettings
 from controller.app import create_app
-from controller.db import create_all, create_db_engine, safe_url
+from controller.db import create_db_engine, migrate, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _check_database(settings: FleetSettings) -> None:
     try:
         engine = create_db_engine(url)
         try:
-            create_all(engine)
+            migrate(engine)
         finally:
             engine.dispose()
     except (SQLAlchemyError, OSError, ValueError, ImportError) as exc:

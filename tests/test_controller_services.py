@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
 from controller.app import create_app
-from controller.db import create_all, create_db_engine, create_sessionmaker
+from controller.db import create_db_engine, create_sessionmaker, migrate, migration_config
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
 from controller.services import broadcasts, devices, lifecycle, sweeper, tasks
 from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError
@@ -50,7 +50,7 @@ class FakePublisher:
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     instance = create_db_engine(f"sqlite:///{tmp_path / 'db' / 'controller.db'}")
-    create_all(instance)
+    migrate(instance)
     yield instance
     instance.dispose()
 
@@ -512,7 +512,7 @@ def postgres_url() -> Iterator[str]:
 def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> None:
     engine = create_db_engine(postgres_url)
     try:
-        create_all(engine)
+        migrate(engine)
         sessions = create_sessionmaker(engine)
         go_online(sessions, "pc-01", "s1")
         with sessions() as session:
@@ -557,3 +557,34 @@ def test_presence_alerts_for_reconnect_storms_and_takeovers(sessions: sessionmak
     go_online(sessions, "pc-twin", "bootbbbb-2")  # an ordinary reconnect clears it
     with sessions() as session:
         assert devices.get_device(session, "pc-twin").presence_alert is None
+
+
+def test_a_0_1_0_database_is_upgraded_with_its_rows(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import text
+
+    from controller.models import Base
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate(engine, "0001")
+    with engine.begin() as connection:  # what release 0.1.0's create_all left: tables, no alembic version
+        connection.execute(text("DROP TABLE alembic_version"))
+        connection.execute(text(
+            "INSERT INTO devices (id, status, groups, created_at) VALUES ('pc-old', 'offline', '[]', '2026-01-01 00:00:00')"
+        ))
+        connection.execute(text(
+            "INSERT INTO tasks (id, device_id, type, params, status, origin, created_at, updated_at, dispatch_count)"
+            " VALUES ('t-old', 'pc-old', 'ping', '{}', 'queued', 'api', '2026-01-01 00:00:00', '2026-01-01 00:00:00', 0)"
+        ))
+    migrate(engine)
+    migrate(engine)  # a second start changes nothing
+
+    with create_sessionmaker(engine)() as session:
+        task = tasks.get_task(session, "t-old")
+        assert (task.status, task.attempt, task.max_retries, task.retry_at) == ("queued", 1, 0, None)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        command.check(migration_config(connection))
+    engine.dispose()
