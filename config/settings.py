@@ -89,6 +89,9 @@ class FleetSettings(BaseSettings):
     groups: list[GroupName] = Field(default_factory=list, description="device groups (JSON list in env vars)")
     accounts: list[str] = Field(default_factory=list, description="accounts this device serves (JSON list in env vars)")
     max_concurrency: int = Field(2, ge=1, le=64, description="tasks a device runs at once (1–64)")
+    heartbeat_interval: int = Field(
+        30, ge=1, le=3600, description="seconds between a device's heartbeats; 3 missed ones mark it offline (1–3600)"
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -58,6 +58,8 @@ class Device(Base):
     groups: Mapped[list[str]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     presence_alert: Mapped[str | None] = mapped_column(String(400))
+    heartbeat_interval: Mapped[int | None]
+    silent_after: Mapped[datetime | None] = mapped_column(index=True)  # offline unless heard from by then
 
     connections: Mapped[list[DeviceConnection]] = relationship(
         back_populates="device", order_by="DeviceConnection.id", cascade="all, delete-orphan"

@@ -22,8 +22,8 @@ from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
 from controller.services import devices, tasks
 from schemas.events import TaskEvent
-from schemas.status import DeviceStatus
-from schemas.topics import ALL_RESULTS, ALL_STATUS, parse_device_topic
+from schemas.status import DeviceStatus, Heartbeat
+from schemas.topics import ALL_HEARTBEATS, ALL_RESULTS, ALL_STATUS, parse_device_topic
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class ControllerMqtt:
             return
         self._seen.clear()
         self._failures.connected()
-        client.subscribe([(ALL_STATUS, QOS), (ALL_RESULTS, QOS)])
+        client.subscribe([(ALL_STATUS, QOS), (ALL_RESULTS, QOS), (ALL_HEARTBEATS, 0)])
         self._connected.set()
         log.info("connected to the MQTT broker at %s (session present: %s)", self._address, flags.session_present)
 
@@ -141,6 +141,14 @@ class ControllerMqtt:
                 log.warning("dropped an invalid status message on %s: %s", topic, _describe_invalid(exc))
                 return
             self._handle_status(parsed.device_id, status)
+        elif parsed.channel == "heartbeat":
+            try:
+                heartbeat = Heartbeat.model_validate_json(payload)
+            except ValidationError as exc:
+                log.warning("dropped an invalid heartbeat on %s: %s", topic, _describe_invalid(exc))
+                return
+            with self._sessions() as session:
+                devices.record_heartbeat(session, parsed.device_id, heartbeat)
         else:
             try:
                 event = TaskEvent.model_validate_json(payload)

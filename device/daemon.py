@@ -24,8 +24,9 @@ from device.journal import Journal, journal_path
 from device.link import MqttLink
 from device.presence import Presence
 from device.reporter import Reporter, task_error
-from schemas.status import DeviceStatus, boot_id
-from schemas.topics import BROADCAST_TASKS, device_results, device_status, device_tasks, group_tasks
+from schemas.common import utcnow
+from schemas.status import DeviceStatus, Heartbeat, boot_id
+from schemas.topics import BROADCAST_TASKS, device_heartbeat, device_results, device_status, device_tasks, group_tasks
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +77,36 @@ class DeviceDaemon:
             registry=self.registry,
         )
         log.info("device %s starting (journal %s)", self.device_id, journal.path)
+        heartbeats: asyncio.Task[None] | None = None
         try:
             interrupted = self._executor.fail_interrupted()
             if interrupted:
                 log.info("%d task(s) interrupted by the previous run reported as failed", interrupted)
             link.start()
+            heartbeats = asyncio.create_task(self._send_heartbeats(settings.heartbeat_interval), name="heartbeats")
             await stop.wait()
         finally:
             log.info("device %s stopping", self.device_id)
             self._stopping = True
+            if heartbeats is not None:
+                heartbeats.cancel()
             try:
                 await self._executor.shutdown()
                 await link.close()
             finally:
                 journal.close()
+
+    async def _send_heartbeats(self, interval: int) -> None:
+        """Tell the controller every `interval` seconds that this device is alive (QoS 0: a lost
+        heartbeat is replaced by the next one)."""
+        topic = device_heartbeat(self.device_id)
+        while True:
+            await asyncio.sleep(interval)
+            if self._link.connected:
+                beat = Heartbeat(
+                    device_id=self.device_id, session_id=self._presence.session_id, at=utcnow(), running=self._executor.active
+                )
+                self._link.publish(topic, beat.model_dump_json().encode(), qos=0)
 
     # --- incoming messages (event loop thread) ----------------------------------------------
 

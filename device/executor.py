@@ -56,6 +56,11 @@ class Executor:
         self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}  # task id → (attempt, its asyncio task)
         self._user_canceled: set[str] = set()
 
+    @property
+    def active(self) -> int:
+        """Tasks accepted by this process and not finished yet."""
+        return len(self._tasks)
+
     def fail_interrupted(self) -> int:
         """Finish as `failed`/`interrupted` every task a previous process left unfinished; the
         events are published (or queued until connected). Returns how many there were."""

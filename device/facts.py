@@ -36,4 +36,5 @@ def build_facts(settings: FleetSettings, task_types: Iterable[str]) -> DeviceFac
         groups=list(settings.groups),
         max_concurrency=settings.max_concurrency,
         keepalive=settings.keepalive,
+        heartbeat_interval=settings.heartbeat_interval,
     )

@@ -80,9 +80,14 @@ class MqttLink:
         self._client.connect_async(self._address.host, self._address.port, keepalive=self._keepalive)
         self._client.loop_start()
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
-        """Publish at QoS 1; while disconnected the message is queued until the next connection."""
-        return self._client.publish(topic, payload, qos=QOS, retain=retain)
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, qos: int = QOS) -> mqtt.MQTTMessageInfo:
+        """Publish (QoS 1 unless told); while disconnected a QoS 1 message is queued until the
+        next connection."""
+        return self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
 
     def republish_birth(self) -> None:
         self.publish(self._status_topic, self._presence.birth(), retain=True)

@@ -23,6 +23,9 @@ class DeviceFacts(StrictModel):
     groups: list[GroupName] = Field(default_factory=list)
     max_concurrency: int = Field(1, ge=1)
     keepalive: int = Field(ge=1)
+    heartbeat_interval: int | None = Field(
+        None, ge=1, le=3600, description="seconds between heartbeats; none heard for 3 intervals means offline"
+    )
 
 
 class DeviceStatus(StrictModel):
@@ -44,3 +47,14 @@ class DeviceStatus(StrictModel):
 def boot_id(session_id: str) -> str:
     """The daemon process a session id belongs to: `<boot id>-<n>` → `<boot id>`."""
     return session_id.rsplit("-", 1)[0]
+
+
+class Heartbeat(StrictModel):
+    """Sent every `heartbeat_interval` seconds on `devices/<id>/heartbeat` (QoS 0, not retained),
+    so the controller notices a device whose network vanished even on a broker that never
+    publishes its will (amqtt does not enforce keepalive)."""
+
+    device_id: DeviceId
+    session_id: str = Field(min_length=1, max_length=64)
+    at: UtcDatetime
+    running: int = Field(0, ge=0, description="tasks running on the device")

@@ -5,6 +5,7 @@
 | devices/<id>/tasks           | controller, operator  | TaskEnvelope       |
 | devices/<id>/results         | device                | TaskEvent          |
 | devices/<id>/status          | device birth, will    | DeviceStatus       |
+| devices/<id>/heartbeat       | device (QoS 0)        | Heartbeat          |
 | fleet/broadcast/tasks        | controller, operator  | TaskEnvelope       |
 | fleet/groups/<group>/tasks   | controller, operator  | TaskEnvelope       |
 """
@@ -20,10 +21,11 @@ from schemas.common import DEVICE_ID_PATTERN, GROUP_PATTERN
 BROADCAST_TASKS = "fleet/broadcast/tasks"
 ALL_STATUS = "devices/+/status"
 ALL_RESULTS = "devices/+/results"
+ALL_HEARTBEATS = "devices/+/heartbeat"
 
 _ID = DEVICE_ID_PATTERN.strip("^$")
 _GROUP = GROUP_PATTERN.strip("^$")
-_DEVICE_TOPIC = re.compile(rf"^devices/({_ID})/(tasks|results|status)$")
+_DEVICE_TOPIC = re.compile(rf"^devices/({_ID})/(tasks|results|status|heartbeat)$")
 _GROUP_TOPIC = re.compile(rf"^fleet/groups/({_GROUP})/tasks$")
 
 
@@ -39,11 +41,15 @@ def device_status(device_id: str) -> str:
     return f"devices/{device_id}/status"
 
 
+def device_heartbeat(device_id: str) -> str:
+    return f"devices/{device_id}/heartbeat"
+
+
 def group_tasks(group: str) -> str:
     return f"fleet/groups/{group}/tasks"
 
 
-Channel = Literal["tasks", "results", "status"]
+Channel = Literal["tasks", "results", "status", "heartbeat"]
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
-"""Presence under faults that flap (issue 3), on real processes and both brokers: two daemons
-started with one device id are reported by the controller and by the daemons, and stop
-dropping each other instead of looping."""
+"""Presence under faults, on real processes and both brokers: two daemons started with one
+device id are reported by the controller and by the daemons, and stop dropping each other
+instead of looping; a device whose network vanishes, or that sleeps, is taken for offline
+after three missed heartbeats even where the broker never publishes its will."""
 
 from __future__ import annotations
 
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.harness import Broker, Controller, Device, Process, wait_for
@@ -42,3 +45,51 @@ def test_two_daemons_with_one_id_are_reported_and_stop_fighting(
     assert births(controller, "twin") - settled <= 1, "the daemons kept dropping each other"
     assert controller.device("twin")["status"] == "online"  # type: ignore[index]
     assert all(twin.process.running for twin in twins)
+
+
+def test_a_device_whose_network_vanishes_is_offline_after_three_missed_heartbeats(
+    broker: Broker, controller: Controller, tmp_path: Path, _processes: list[Process]
+) -> None:
+    """The device's keepalive is long (60 s), so neither it nor the broker notices the cut in
+    time (amqtt never would): only the missing heartbeats tell the controller."""
+    from tests.netproxy import TcpProxy
+
+    proxy = TcpProxy(broker.port)
+    proxy.start()
+    try:
+        device = Device("hb-1", broker, tmp_path, mqtt_url=proxy.url, keepalive="60", heartbeat_interval="1")
+        _processes.append(device.process)
+        device.start()
+        online = controller.wait_device("hb-1", "online")
+
+        proxy.cut()
+        cut_at = time.monotonic()
+        controller.wait_device("hb-1", "offline", timeout=8)
+        assert 2.5 <= time.monotonic() - cut_at <= 6  # 3 heartbeats of 1 s, checked every second
+        latest = controller.api.get("/api/v1/devices/hb-1/connections").json()[0]
+        assert (latest["state"], latest["session_id"]) == ("offline", online["session_id"])
+        assert latest["reason"] == "silent: no heartbeat for 3 s"
+
+        proxy.restore()  # the device reconnects with a new session
+        back = controller.wait_device("hb-1", "online", timeout=15)
+        assert back["session_id"] != online["session_id"]
+    finally:
+        proxy.close()
+
+
+def test_a_sleeping_device_is_offline_and_back_online_when_it_wakes(
+    controller: Controller, start_device: Callable[..., Device]
+) -> None:
+    """SIGSTOP is a PC that went to sleep: its connection stays open, its heartbeats stop."""
+    device = start_device("hb-2", keepalive="60", heartbeat_interval="1")
+    online = controller.wait_device("hb-2", "online")
+    assert device.process.popen is not None
+    device.process.popen.send_signal(signal.SIGSTOP)
+    try:
+        controller.wait_device("hb-2", "offline", timeout=8)
+    finally:
+        device.process.popen.send_signal(signal.SIGCONT)
+    awake = controller.wait_device("hb-2", "online", timeout=8)
+    assert awake["session_id"] == online["session_id"]  # the same connection, never dropped
+    latest = controller.api.get("/api/v1/devices/hb-2/connections").json()[0]
+    assert latest["reason"] == "heartbeats resumed"

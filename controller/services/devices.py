@@ -1,4 +1,4 @@
-"""Device presence (births and last wills, DESIGN promise 4) and device look-ups."""
+"""Device presence (births, last wills and heartbeats, DESIGN promise 4) and device look-ups."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 from controller.models import Device, DeviceConnection
 from controller.services.errors import NotFoundError
 from schemas.common import utcnow
-from schemas.status import DeviceStatus, boot_id
+from schemas.status import DeviceStatus, Heartbeat, boot_id
 
 log = logging.getLogger(__name__)
 
 FLAP_WINDOW = timedelta(seconds=60)
 FLAP_BIRTHS = 5  # births within FLAP_WINDOW that make a device "flapping"
+HEARTBEAT_MISSES = 3  # heartbeats a device may miss before it is taken for offline
 
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
@@ -82,7 +83,9 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
             device.facts = status.facts.model_dump(mode="json")
             device.name = status.facts.name
             device.groups = list(status.facts.groups)
+            device.heartbeat_interval = status.facts.heartbeat_interval
         device.last_seen = now
+        device.silent_after = _silent_after(device, now)
         session.commit()
         return new_session
 
@@ -103,10 +106,58 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
     if device.status != "offline":
         device.status = "offline"
         device.online_since = None
+        device.silent_after = None
         _record_connection(session, device.id, status, now)
         log.info("device %s is offline (session %s, %s)", device.id, status.session_id, status.reason or "no reason given")
     session.commit()
     return False
+
+
+def _silent_after(device: Device, now: datetime) -> datetime | None:
+    if device.heartbeat_interval is None:
+        return None  # a device that sends no heartbeats is judged by its will alone
+    return now + timedelta(seconds=HEARTBEAT_MISSES * device.heartbeat_interval)
+
+
+def record_heartbeat(session: Session, topic_device_id: str, heartbeat: Heartbeat) -> None:
+    """A device is alive: push its silence deadline back; one taken for offline because it fell
+    silent, whose session is still the current one, is online again."""
+    device = session.get(Device, topic_device_id, with_for_update=True)
+    if heartbeat.device_id != topic_device_id or device is None or device.session_id != heartbeat.session_id:
+        session.rollback()  # another device's, or a session whose birth was not seen (yet)
+        return
+    now = utcnow()
+    device.last_seen = now
+    device.silent_after = _silent_after(device, now)
+    if device.status == "offline":
+        device.status = "online"
+        device.online_since = now
+        session.add(DeviceConnection(device_id=device.id, state="online", session_id=heartbeat.session_id, at=now,
+                                     reason="heartbeats resumed"))
+        log.info("device %s is online again: its heartbeats resumed (session %s)", device.id, heartbeat.session_id)
+    session.commit()
+
+
+def mark_silent(session: Session, now: datetime) -> int:
+    """Take for offline every online device that missed its last HEARTBEAT_MISSES heartbeats
+    (its network vanished without the broker noticing); returns how many."""
+    silent = session.scalars(
+        select(Device)
+        .where(Device.status == "online", Device.silent_after <= now)
+        .limit(500)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for device in silent:
+        assert device.heartbeat_interval is not None
+        quiet = HEARTBEAT_MISSES * device.heartbeat_interval
+        device.status = "offline"
+        device.online_since = None
+        device.silent_after = None
+        session.add(DeviceConnection(device_id=device.id, state="offline", session_id=device.session_id or "?", at=now,
+                                     reason=f"silent: no heartbeat for {quiet} s"))
+        log.warning("device %s is offline: no heartbeat for %d s", device.id, quiet)
+    session.commit()
+    return len(silent)
 
 
 def _presence_alert(

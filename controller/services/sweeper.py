@@ -6,7 +6,8 @@
   `started_at + timeout + grace` becomes `timed_out` and the device is told to stop it (its
   own timeout normally fires first; this catches a device that died or went silent);
 - retries: a failed or timed-out task whose `retry_at` is due is queued again as its next
-  attempt and published.
+  attempt and published;
+- silence: an online device that missed three heartbeats is taken for offline.
 
 Everything is read from SQL, so a restarted controller carries on where the last one stopped;
 rows are locked with SKIP LOCKED on PostgreSQL, so several controllers can sweep side by side.
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from controller.models import Task
 from controller.services import lifecycle
+from controller.services.devices import mark_silent
 from controller.services.publisher import Publisher
 from controller.services.tasks import add_controller_event, publish_task, send_cancel
 from schemas.common import utcnow
@@ -39,6 +41,7 @@ class SweepResult:
     expired: int
     timed_out: int
     retried: int
+    silent: int
 
 
 def _values(statuses: Iterable[TaskStatus]) -> list[str]:
@@ -114,10 +117,11 @@ def start_due_retries(session: Session, publisher: Publisher, now: datetime) -> 
 
 
 def sweep(session: Session, publisher: Publisher, *, timeout_grace: float, now: datetime | None = None) -> SweepResult:
-    """One pass of all three; `now` is for tests."""
+    """One pass of all four; `now` is for tests."""
     now = now or utcnow()
     return SweepResult(
         expired=expire_overdue(session, now),
         timed_out=time_out_silent(session, publisher, now, timeout_grace),
         retried=start_due_retries(session, publisher, now),
+        silent=mark_silent(session, now),
     )

@@ -1,4 +1,5 @@
-"""Task attempts and retries, timeline events marked applied or not, device presence alerts.
+"""Task attempts and retries, timeline events marked applied or not, device presence alerts
+and heartbeats.
 
 Revision ID: 0002
 Revises: 0001
@@ -20,6 +21,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("devices") as table:
         table.add_column(sa.Column("presence_alert", sa.String(length=400), nullable=True))
+        table.add_column(sa.Column("heartbeat_interval", sa.Integer(), nullable=True))
+        table.add_column(sa.Column("silent_after", UtcDateTime(timezone=True), nullable=True))
+        table.create_index("ix_devices_silent_after", ["silent_after"], unique=False)
     with op.batch_alter_table("tasks") as table:
         table.add_column(sa.Column("started_at", UtcDateTime(timezone=True), nullable=True))
         table.add_column(sa.Column("attempt", sa.Integer(), nullable=False, server_default="1"))
@@ -47,4 +51,6 @@ def downgrade() -> None:
         for column in ("retry_at", "retry_backoff", "max_retries", "attempt", "started_at"):
             table.drop_column(column)
     with op.batch_alter_table("devices") as table:
-        table.drop_column("presence_alert")
+        table.drop_index("ix_devices_silent_after")
+        for column in ("silent_after", "heartbeat_interval", "presence_alert"):
+            table.drop_column(column)
