@@ -181,7 +181,7 @@ def wait_running_on(fleet: Fleet, device_id: str, types: set[str]) -> None:
 
 
 def test_device_killed_mid_task(fleet: Fleet) -> None:
-    ids = submit(fleet, 90, seconds=0.6)  # long enough that the kill lands mid-run
+    ids = submit(fleet, 120, seconds=0.6)  # long enough that the kill lands mid-run
     wait_running_on(fleet, "chaos-1", {"append", "sleep"})
     fleet.devices["chaos-1"].kill()
     fleet.controller.wait_device("chaos-1", "offline", timeout=10)
@@ -193,32 +193,35 @@ def test_device_killed_mid_task(fleet: Fleet) -> None:
 
 
 def test_controller_killed(fleet: Fleet) -> None:
-    ids = submit(fleet, 40)
+    ids = submit(fleet, 60)
     fleet.controller.process.kill()  # results of running tasks arrive while it is down
-    time.sleep(1.0)  # the devices finish tasks meanwhile
+    fleet.devices["chaos-3"].kill()  # and a device dies: its retained will tells the controller later
+    time.sleep(1.0)  # the other devices finish tasks meanwhile
     fleet.controller.start()
-    ids += submit(fleet, 20, start=40)
-    check(fleet, settle(fleet, ids), "controller SIGKILL")
+    fleet.controller.wait_device("chaos-3", "offline", timeout=10)
+    fleet.devices["chaos-3"].start()
+    ids += submit(fleet, 30, start=60)
+    check(fleet, settle(fleet, ids), "controller SIGKILL (and a device SIGKILL while it is down)")
     check_presence(fleet)
 
 
 def test_broker_restarted(fleet: Fleet) -> None:
-    ids = submit(fleet, 40)
+    ids = submit(fleet, 60)
     fleet.broker.kill()
-    ids += submit(fleet, 10, start=40)  # created while the broker is down: committed, sent on the next birth
+    ids += submit(fleet, 15, start=60)  # created while the broker is down: committed, sent on the next birth
     fleet.broker.start()
     for device_id in DEVICE_IDS:
         fleet.controller.wait_device(device_id, "online", timeout=20)
-    ids += submit(fleet, 20, start=50)
+    ids += submit(fleet, 15, start=75)
     check(fleet, settle(fleet, ids), "broker SIGKILL and restart")
     check_presence(fleet)
 
 
 def test_network_cut_longer_than_keepalive(fleet: Fleet) -> None:
-    ids = submit(fleet, 30)
+    ids = submit(fleet, 45)
     fleet.proxies["chaos-2"].cut()
     cut_at = time.monotonic()
-    ids += submit(fleet, 30, start=30)  # a third of them for the unreachable device
+    ids += submit(fleet, 45, start=45)  # a third of them for the unreachable device
     time.sleep(max(0.0, cut_at + 3 * 2 - time.monotonic()))  # three keepalives of the device
     fleet.proxies["chaos-2"].restore()
     check(fleet, settle(fleet, ids), "network cut of 3 x keepalive")
@@ -228,7 +231,7 @@ def test_network_cut_longer_than_keepalive(fleet: Fleet) -> None:
 def test_duplicated_and_reordered_deliveries(fleet: Fleet, probe: Callable[..., MqttProbe]) -> None:
     watcher = probe("devices/+/results")
     envelopes = []
-    for index in range(60):
+    for index in range(90):
         task_type, params = workload(index)
         device_id = DEVICE_IDS[(index // 3) % 3]
         envelopes.append((device_id, {"id": f"dup-{index}", "type": task_type, "params": params}))
