@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 QOS = 1
 
+# What each incoming channel carries, and its name in log lines.
+_PAYLOADS: dict[str, tuple[type[BaseModel], str]] = {
+    "status": (DeviceStatus, "status message"),
+    "heartbeat": (Heartbeat, "heartbeat"),
+    "results": (TaskEvent, "task event"),
+}
+
 
 def _describe_invalid(exc: ValidationError) -> str:
     """The first problem of an invalid payload, without the payload (it may hold secrets)."""
@@ -134,29 +141,21 @@ class ControllerMqtt:
         if len(payload) > self._max_payload:
             log.warning("dropped a %d-byte message on %s: larger than max_payload_bytes", len(payload), topic)
             return
-        if parsed.channel == "status":
-            try:
-                status = DeviceStatus.model_validate_json(payload)
-            except ValidationError as exc:
-                log.warning("dropped an invalid status message on %s: %s", topic, _describe_invalid(exc))
-                return
-            self._handle_status(parsed.device_id, status)
-        elif parsed.channel == "heartbeat":
-            try:
-                heartbeat = Heartbeat.model_validate_json(payload)
-            except ValidationError as exc:
-                log.warning("dropped an invalid heartbeat on %s: %s", topic, _describe_invalid(exc))
-                return
-            with self._sessions() as session:
-                devices.record_heartbeat(session, parsed.device_id, heartbeat)
-        else:
-            try:
-                event = TaskEvent.model_validate_json(payload)
-            except ValidationError as exc:
-                log.warning("dropped an invalid task event on %s: %s", topic, _describe_invalid(exc))
-                return
-            with self._sessions() as session:
-                tasks.record_event(session, parsed.device_id, event)
+        model, what = _PAYLOADS[parsed.channel]
+        try:
+            message = model.model_validate_json(payload)
+        except ValidationError as exc:
+            log.warning("dropped an invalid %s on %s: %s", what, topic, _describe_invalid(exc))
+            return
+        if isinstance(message, DeviceStatus):
+            self._handle_status(parsed.device_id, message)
+            return
+        with self._sessions() as session:
+            if isinstance(message, Heartbeat):
+                devices.record_heartbeat(session, parsed.device_id, message)
+            else:
+                assert isinstance(message, TaskEvent)
+                tasks.record_event(session, parsed.device_id, message)
 
     def _handle_status(self, device_id: str, status: DeviceStatus) -> None:
         with self._sessions() as session:
