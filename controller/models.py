@@ -97,6 +97,7 @@ class Task(Base):
     message: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None]
     error: Mapped[dict[str, Any] | None]
+    details: Mapped[dict[str, Any] | None]  # the latest structured status (e.g. a QR code to scan)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None]
@@ -133,6 +134,7 @@ class TaskEventRecord(Base):
     message: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None]
     error: Mapped[dict[str, Any] | None]
+    details: Mapped[dict[str, Any] | None]
     replay: Mapped[bool] = mapped_column(default=False)
     applied: Mapped[bool] = mapped_column(default=True)  # False: too late or out of order to change the status
 

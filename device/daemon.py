@@ -19,7 +19,7 @@ from device.executor import Executor
 from device.facts import build_facts
 from device.handlers.registry import HandlerRegistry, default_registry
 from device.identity import resolve_device_id
-from device.intake import CancelRequest, Rejection, read_task
+from device.intake import CancelRequest, InputRequest, Rejection, read_task
 from device.journal import Journal, journal_path
 from device.link import MqttLink
 from device.presence import Presence
@@ -141,6 +141,8 @@ class DeviceDaemon:
             log.info("task %s (%s) rejected: %s", outcome.task_id, outcome.summary.type, outcome.code)
         elif isinstance(outcome, CancelRequest):
             self._executor.cancel(outcome.target_id, outcome.attempt)
+        elif isinstance(outcome, InputRequest):
+            self._executor.provide_input(outcome.target_id, outcome.name, outcome.value)
         else:
             self._executor.submit(outcome)
 

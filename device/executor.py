@@ -55,6 +55,7 @@ class Executor:
         self._account_locks: dict[str, asyncio.Lock] = {}
         self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}  # task id → (attempt, its asyncio task)
         self._user_canceled: set[str] = set()
+        self._inputs: dict[str, asyncio.Queue[tuple[str, str]]] = {}  # task id → (name, value) sent to it
 
     @property
     def active(self) -> int:
@@ -123,6 +124,26 @@ class Executor:
         else:
             log.info("task %s: cancel ignored, the task is %s", run.key, entry.state)
 
+    def provide_input(self, target_id: str, name: str, value: str) -> None:
+        """Hand a value (a verification code) to a running task; dropped for any other task."""
+        if target_id not in self._tasks:
+            log.info("task %s: input %r dropped, the task is not running here", target_id, name)
+            return
+        self._inputs.setdefault(target_id, asyncio.Queue()).put_nowait((name, value))
+        log.info("task %s: input %r received", target_id, name)
+
+    async def _wait_input(self, task_id: str, name: str, timeout: float) -> str:
+        queue = self._inputs.setdefault(task_id, asyncio.Queue())
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    got, value = await queue.get()
+                    if got == name:
+                        return value
+                    log.info("task %s: input %r ignored, waiting for %r", task_id, got, name)
+        except TimeoutError:
+            raise TaskFailure("input_timeout", f"no {name!r} was sent within {timeout:g} s") from None
+
     async def shutdown(self) -> None:
         """Stop every task; each is reported failed/interrupted. Handlers that ignore
         cancellation get SHUTDOWN_GRACE seconds."""
@@ -158,9 +179,12 @@ class Executor:
         """Run the handler and report its outcome (a cancellation is reported by `_on_done`)."""
         task_id, timeout = request.task_id, request.envelope.timeout
 
-        async def report(percent: int | None, message: str | None) -> None:
+        async def report(percent: int | None, message: str | None, details: dict[str, Any] | None) -> None:
             progress = None if percent is None else max(0, min(100, int(percent)))
-            self._reporter.emit(request.run, EventKind.PROGRESS, progress=progress, message=message)
+            self._reporter.emit(request.run, EventKind.PROGRESS, progress=progress, message=message, details=details)
+
+        async def wait_input(name: str, input_timeout: float) -> str:
+            return await self._wait_input(task_id, name, input_timeout)
 
         ctx = TaskContext(
             task_id=task_id,
@@ -169,13 +193,14 @@ class Executor:
             data_dir=self._data_dir,
             facts=self._facts,
             _report=report,
+            _input=wait_input,
         )
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
                 result = await request.handler.run(ctx, request.params)
         except TaskFailure as failure:
-            self._finish(request, EventKind.FAILED, error=task_error(failure.code, failure.message))
+            self._finish(request, EventKind.FAILED, error=task_error(failure.code, failure.message), result=failure.details)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 self._finish(
@@ -209,6 +234,7 @@ class Executor:
         current = self._tasks.get(task_id)
         if current is not None and current[1] is task:
             del self._tasks[task_id]
+            self._inputs.pop(task_id, None)
         user_canceled = task_id in self._user_canceled
         self._user_canceled.discard(task_id)
         entry = self._journal.get(request.run.key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -19,7 +19,7 @@ from device.handlers.registry import HandlerRegistry
 from device.journal import RunRef
 from schemas.common import TASK_ID_PATTERN, TASK_TYPE_PATTERN, new_id
 from schemas.events import TaskSummary
-from schemas.tasks import CANCEL_TYPE, CancelParams, TaskEnvelope
+from schemas.tasks import CANCEL_TYPE, CONTROL_TYPES, INPUT_TYPE, CancelParams, InputParams, TaskEnvelope
 from schemas.topics import device_tasks
 
 INVALID_TYPE = "invalid"
@@ -54,6 +54,15 @@ class CancelRequest:
 
 
 @dataclass(frozen=True)
+class InputRequest:
+    """Hand `value` to the running task `target_id`, which waits for `name` (an `input` message)."""
+
+    target_id: str
+    name: str
+    value: str = field(repr=False)  # a verification code: kept out of reprs and logs
+
+
+@dataclass(frozen=True)
 class Rejection:
     task_id: str
     code: str
@@ -65,7 +74,7 @@ class Rejection:
         return RunRef(self.task_id)
 
 
-Intake = TaskRequest | CancelRequest | Rejection
+Intake = TaskRequest | CancelRequest | InputRequest | Rejection
 
 
 def read_task(
@@ -123,21 +132,12 @@ def read_task(
         source_topic=topic,
     )
 
-    if envelope.type == CANCEL_TYPE:
-        try:
-            cancel = CancelParams.model_validate(envelope.params)
-        except ValidationError as exc:
-            return Rejection(task_id, "invalid_params", "invalid params: " + describe_errors(exc, "params"), summary)
-        target = cancel.task_id
-        if fan_out and not target.endswith(f":{device_id}"):
-            target = f"{target}:{device_id}"  # a broadcast's cancel stops this device's run of it
-        if not re.fullmatch(TASK_ID_PATTERN, target):
-            return Rejection(task_id, "invalid_params", "invalid params: params.task_id: too long", summary)
-        return CancelRequest(target, cancel.attempt)
+    if envelope.type in CONTROL_TYPES:
+        return _control(envelope, task_id, summary, device_id, fan_out)
 
     handler = registry.get(envelope.type)
     if handler is None:
-        supported = ", ".join([*registry.types(), CANCEL_TYPE])
+        supported = ", ".join([*registry.types(), *sorted(CONTROL_TYPES)])
         message = f"this device has no handler for task type {envelope.type!r}; it supports: {supported}"
         return Rejection(task_id, "unknown_type", message, summary)
     try:
@@ -145,6 +145,26 @@ def read_task(
     except ValidationError as exc:
         return Rejection(task_id, "invalid_params", "invalid params: " + describe_errors(exc, "params"), summary)
     return TaskRequest(envelope=envelope, handler=handler, params=params, summary=summary)
+
+
+def _control(
+    envelope: TaskEnvelope, task_id: str, summary: TaskSummary, device_id: str, fan_out: bool
+) -> CancelRequest | InputRequest | Rejection:
+    """A `cancel` or `input` message: the task it targets (on a broadcast topic, this device's
+    run of that broadcast) and what to do with it."""
+    model = CancelParams if envelope.type == CANCEL_TYPE else InputParams
+    try:
+        params = model.model_validate(envelope.params)
+    except ValidationError as exc:
+        return Rejection(task_id, "invalid_params", "invalid params: " + describe_errors(exc, "params"), summary)
+    target = params.task_id
+    if fan_out and not target.endswith(f":{device_id}"):
+        target = f"{target}:{device_id}"
+    if not re.fullmatch(TASK_ID_PATTERN, target):
+        return Rejection(task_id, "invalid_params", "invalid params: params.task_id: too long", summary)
+    if isinstance(params, InputParams):
+        return InputRequest(target, params.name, params.value)
+    return CancelRequest(target, params.attempt)
 
 
 def describe_errors(exc: ValidationError, prefix: str | None = None) -> str:

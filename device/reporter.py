@@ -48,6 +48,7 @@ class Reporter:
         message: str | None = None,
         result: dict[str, Any] | None = None,
         error: TaskError | None = None,
+        details: dict[str, Any] | None = None,
         task: TaskSummary | None = None,
         replay: bool = False,
         seq: int | None = None,
@@ -65,6 +66,7 @@ class Reporter:
             message=None if message is None else clip(message),
             result=result,
             error=error,
+            details=details,
             task=task,
             replay=replay,
         )

@@ -57,6 +57,7 @@ class TaskEventOut(BaseModel):
     message: str | None = None
     result: dict[str, Any] | None = None
     error: TaskError | None = None
+    details: dict[str, Any] | None = None
     replay: bool = False
 
 
@@ -75,6 +76,7 @@ class TaskOut(BaseModel):
     message: str | None
     result: dict[str, Any] | None
     error: TaskError | None
+    details: dict[str, Any] | None = Field(description="the latest structured status, e.g. a QR code to scan")
     created_at: UtcDatetime
     updated_at: UtcDatetime
     dispatched_at: UtcDatetime | None
@@ -98,6 +100,13 @@ class TaskPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class TaskInput(StrictModel):
+    """A value a running task waits for, e.g. the SMS code of a login."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$", examples=["code"])
+    value: str = Field(max_length=4000, description="never logged")
 
 
 class BroadcastOut(BaseModel):

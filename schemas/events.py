@@ -101,6 +101,9 @@ class TaskEvent(StrictModel):
     message: str | None = Field(None, max_length=4000, description="status detail or reason")
     result: dict[str, Any] | None = None
     error: TaskError | None = None
+    details: dict[str, Any] | None = Field(
+        None, description="structured status details, e.g. a QR code to scan or what input the task waits for"
+    )
     task: TaskSummary | None = Field(None, description="sent with accepted and rejected events")
     replay: bool = Field(False, description="a recorded outcome re-sent for a redelivered task id")
 

@@ -9,8 +9,11 @@ from pydantic import Field, HttpUrl
 from schemas.common import StrictModel, TaskId, TaskType, UtcDatetime
 from schemas.events import MAX_ATTEMPTS
 
-# Published on a device's task topic to stop a task; handled by the daemon itself.
+# Published on a device's task topic to stop a task, or to hand a running task what it waits
+# for (a verification code); handled by the daemon itself, never journaled as tasks.
 CANCEL_TYPE = "cancel"
+INPUT_TYPE = "input"
+CONTROL_TYPES = frozenset({CANCEL_TYPE, INPUT_TYPE})
 
 
 class TaskEnvelope(StrictModel):
@@ -66,6 +69,14 @@ class CancelParams(StrictModel):
     attempt: int | None = Field(None, ge=1, le=MAX_ATTEMPTS, description="stop only this attempt; any when absent")
 
 
+class InputParams(StrictModel):
+    """`input`: give a running task a value it waits for, e.g. `{"name": "code", "value": "123456"}`."""
+
+    task_id: TaskId
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    value: str = Field(max_length=4000)
+
+
 class LoginParams(StrictModel):
     """`login`: log an account in through the platform's web login (QR code / SMS code)."""
 
@@ -102,6 +113,7 @@ BUILTIN_PARAMS: dict[str, type[StrictModel]] = {
     "sleep": SleepParams,
     "append": AppendParams,
     CANCEL_TYPE: CancelParams,
+    INPUT_TYPE: InputParams,
     "login": LoginParams,
     "upload": UploadParams,
     "chat": ChatParams,

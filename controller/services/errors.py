@@ -23,3 +23,8 @@ class ConflictError(ServiceError):
 
 class InvalidRequestError(ServiceError):
     status_code = 422
+
+
+
+class ServiceUnavailableError(ServiceError):
+    status_code = 503

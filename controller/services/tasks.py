@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session, selectinload
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
 from controller.services import lifecycle
 from controller.services.devices import device_not_found, warn_once
-from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError
+from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
 from controller.services.publisher import Publisher
-from schemas.api import TaskCreate, TaskOptions
+from schemas.api import TaskCreate, TaskInput, TaskOptions
 from schemas.common import new_id, utcnow
 from schemas.events import DEVICE_EVENTS, STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
-from schemas.tasks import BUILTIN_PARAMS, CANCEL_TYPE, CancelParams, TaskEnvelope
+from schemas.tasks import BUILTIN_PARAMS, CANCEL_TYPE, INPUT_TYPE, CancelParams, InputParams, TaskEnvelope
 from schemas.topics import device_tasks
 
 log = logging.getLogger(__name__)
@@ -258,6 +258,7 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
             message=event.message,
             result=event.result,
             error=error,
+            details=event.details,
             replay=event.replay,
             applied=applied,
         )
@@ -287,6 +288,8 @@ def _apply(task: Task, event: TaskEvent, new: TaskStatus, error: dict[str, Any] 
         task.result = event.result
     if error is not None:
         task.error = error
+    if event.details is not None or new.is_final:
+        task.details = event.details  # a QR code to scan is stale once the task ends
     if new.is_final:
         task.finished_at = now
         task.retry_at = lifecycle.next_retry_at(new, task.attempt, task.max_retries, task.retry_backoff, error, now)
@@ -324,6 +327,24 @@ def send_cancel(task: Task, publisher: Publisher) -> None:
 
 
 # ---- cancel ------------------------------------------------------------------------------
+
+
+def send_input(session: Session, task_id: str, body: TaskInput, publisher: Publisher) -> Task:
+    """Pass a value (a verification code) to a running task on its device. The value goes out
+    on the device's task topic only; it is neither stored nor logged."""
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFoundError(f"task {task_id!r} does not exist; list tasks with GET /api/v1/tasks")
+    if task.status != TaskStatus.RUNNING.value:
+        raise ConflictError(f"task {task_id!r} is {task.status}; input can only be sent to a running task")
+    envelope = TaskEnvelope(
+        id=new_id(), type=INPUT_TYPE, created_at=utcnow(),
+        params=InputParams(task_id=task.id, name=body.name, value=body.value).model_dump(),
+    )
+    if not publisher.publish(device_tasks(task.device_id), envelope):
+        raise ServiceUnavailableError("the controller is not connected to the MQTT broker; send the input again")
+    log.info("input %r sent to task %s", body.name, task.id)
+    return task
 
 
 def cancel_task(session: Session, task_id: str, publisher: Publisher) -> Task:

@@ -22,16 +22,19 @@ from schemas.status import DeviceFacts
 
 P = TypeVar("P", bound=BaseModel)
 
-ProgressReporter = Callable[[int | None, str | None], Awaitable[None]]
+ProgressReporter = Callable[[int | None, str | None, dict[str, Any] | None], Awaitable[None]]
+InputSource = Callable[[str, float], Awaitable[str]]
 
 
 class TaskFailure(Exception):
-    """Raised by a handler to fail its task with a machine-readable code and a message."""
+    """Raised by a handler to fail its task with a machine-readable code and a message;
+    `details` (e.g. a screenshot and the page URL) go into the failed event's result."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,20 @@ class TaskContext:
     data_dir: Path
     facts: DeviceFacts
     _report: ProgressReporter = field(repr=False)
+    _input: InputSource | None = field(default=None, repr=False)
 
-    async def progress(self, percent: int | None = None, message: str | None = None) -> None:
-        """Report progress (percent 0–100, clamped) and/or a status message."""
-        await self._report(percent, message)
+    async def progress(
+        self, percent: int | None = None, message: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        """Report progress (percent 0–100, clamped), a status message and/or structured details."""
+        await self._report(percent, message, details)
+
+    async def wait_input(self, name: str, timeout: float) -> str:
+        """Wait for an operator to send `name` (e.g. a verification code) through the controller;
+        raises TaskFailure(`input_timeout`) after `timeout` seconds. The value is never logged."""
+        if self._input is None:
+            raise TaskFailure("input_unavailable", "this task cannot receive input")
+        return await self._input(name, timeout)
 
 
 class TaskHandler(ABC, Generic[P]):

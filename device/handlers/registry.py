@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from device.handlers.base import TaskHandler
 from schemas.common import TASK_TYPE_PATTERN
-from schemas.tasks import CANCEL_TYPE
+from schemas.tasks import CONTROL_TYPES
 
 ENTRY_POINT_GROUP = "fleet.task_handlers"
 
@@ -35,8 +35,8 @@ class HandlerRegistry:
         task_type = getattr(instance, "type", None)
         if not isinstance(task_type, str) or not re.fullmatch(TASK_TYPE_PATTERN, task_type):
             raise ValueError(f"{type(instance).__name__}.type must match {TASK_TYPE_PATTERN}, got {task_type!r}")
-        if task_type == CANCEL_TYPE:
-            raise ValueError(f"task type {CANCEL_TYPE!r} is handled by the daemon itself")
+        if task_type in CONTROL_TYPES:
+            raise ValueError(f"task type {task_type!r} is handled by the daemon itself")
         model = getattr(instance, "params_model", None)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"{type(instance).__name__}.params_model must be a pydantic model class")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from controller.api.deps import PublisherDep, SessionDep
 from controller.services import tasks as service
-from schemas.api import ErrorBody, TaskCreate, TaskDetail, TaskOut, TaskPage
+from schemas.api import ErrorBody, TaskCreate, TaskDetail, TaskInput, TaskOut, TaskPage
 from schemas.events import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -57,3 +57,18 @@ def cancel_task(session: SessionDep, publisher: PublisherDep, task_id: str) -> T
     """A task that has not started is canceled at once; a running one is told to stop and
     reports `canceled` itself."""
     return TaskOut.model_validate(service.cancel_task(session, task_id, publisher))
+
+
+@router.post(
+    "/{task_id}/input",
+    status_code=202,
+    summary="Send a running task the input it waits for (e.g. a login's SMS code)",
+    responses={
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "the task is not running"},
+        503: {"model": ErrorBody, "description": "the controller is not connected to the broker"},
+    },
+)
+def send_input(session: SessionDep, publisher: PublisherDep, task_id: str, body: TaskInput) -> TaskOut:
+    """The task's latest `details` say what it waits for (`{"waiting_for": "code"}`)."""
+    return TaskOut.model_validate(service.send_input(session, task_id, body, publisher))
