@@ -89,6 +89,15 @@ class FleetSettings(BaseSettings):
     groups: list[GroupName] = Field(default_factory=list, description="device groups (JSON list in env vars)")
     accounts: list[str] = Field(default_factory=list, description="accounts this device serves (JSON list in env vars)")
     max_concurrency: int = Field(2, ge=1, le=64, description="tasks a device runs at once (1–64)")
+    browser_path: Path | None = Field(None, description="Chromium/Chrome executable; found automatically when unset")
+    browser_headless: bool = Field(True, description="run the browser without a window (false: watch it work)")
+    browser_no_sandbox: bool | None = Field(None, description="Chromium's --no-sandbox; on by default only when run as root")
+    platform_urls: dict[str, str] = Field(
+        default_factory=dict, description='base URL per platform, e.g. {"reference": "http://127.0.0.1:8090"} (JSON)'
+    )
+    locator_dir: Path | None = Field(
+        None, description="folder of <platform>.toml locator files that replace the shipped ones (a quick fix for a site change)"
+    )
     heartbeat_interval: int = Field(
         30, ge=1, le=3600, description="seconds between a device's heartbeats; 3 missed ones mark it offline (1–3600)"
     )

@@ -15,7 +15,11 @@ from pydantic import ValidationError
 
 from config import FleetSettings
 from config.logging import configure_logging
+from device.browser.locate import find_browser
+from device.browser.session import BrowserOptions
 from device.executor import Executor
+from device.handlers.base import BrowserEnvironment
+from device.handlers.browser import running_as_root
 from device.facts import build_facts
 from device.handlers.registry import HandlerRegistry, default_registry
 from device.identity import resolve_device_id
@@ -75,6 +79,7 @@ class DeviceDaemon:
             facts=facts,
             max_concurrency=settings.max_concurrency,
             registry=self.registry,
+            browser=browser_environment(settings),
         )
         log.info("device %s starting (journal %s)", self.device_id, journal.path)
         heartbeats: asyncio.Task[None] | None = None
@@ -186,6 +191,17 @@ class DeviceDaemon:
             "Give each PC its own FLEET_DEVICE_ID (or delete the copied device_id file in its data directory).",
             self.device_id, host, other,
         )
+
+
+def browser_environment(settings: FleetSettings) -> BrowserEnvironment:
+    """How browser tasks run on this device, from the settings (the browser is looked up once)."""
+    no_sandbox = running_as_root() if settings.browser_no_sandbox is None else settings.browser_no_sandbox
+    return BrowserEnvironment(
+        options=BrowserOptions(find_browser(settings.browser_path), settings.browser_headless, no_sandbox),
+        platform_urls=dict(settings.platform_urls),
+        locator_dir=settings.locator_dir,
+        artifacts_dir=settings.data_dir / "artifacts",
+    )
 
 
 def run_device(settings: FleetSettings) -> None:

@@ -17,7 +17,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from device.handlers.base import TaskContext, TaskFailure
+from device.handlers.base import BrowserEnvironment, TaskContext, TaskFailure
 from device.handlers.registry import HandlerRegistry
 from device.intake import TaskRequest
 from device.journal import ClaimStatus, Journal, JournalEntry, RunRef, TaskState
@@ -44,8 +44,10 @@ class Executor:
         facts: DeviceFacts,
         max_concurrency: int,
         registry: HandlerRegistry,
+        browser: BrowserEnvironment | None = None,
     ) -> None:
         self._journal = journal
+        self._browser = browser
         self._registry = registry
         self._reporter = reporter
         self._device_id = device_id
@@ -194,6 +196,7 @@ class Executor:
             facts=self._facts,
             _report=report,
             _input=wait_input,
+            browser=self._browser,
         )
         deadline = asyncio.timeout(timeout)
         try:

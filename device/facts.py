@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 
 from config import FleetSettings
+from device.platforms.registry import load_platforms
 from schemas.status import DeviceFacts
 
 DISTRIBUTION = "mqtt-fleet"
@@ -31,7 +32,7 @@ def build_facts(settings: FleetSettings, task_types: Iterable[str]) -> DeviceFac
         os=platform.platform()[:200],
         python=platform.python_version(),
         task_types=sorted(task_types),
-        platforms=[],
+        platforms=sorted(load_platforms()),
         accounts=list(settings.accounts),
         groups=list(settings.groups),
         max_concurrency=settings.max_concurrency,

@@ -83,6 +83,7 @@ class LoginParams(StrictModel):
     platform: str = Field(min_length=1, max_length=64)
     method: str = Field("qr", pattern=r"^(qr|sms|cookie_check)$")
     phone: str | None = Field(None, max_length=32)
+    wait: float = Field(300, gt=0, le=3600, description="seconds to wait for the QR scan, and again for the code")
 
 
 class UploadParams(StrictModel):

@@ -248,10 +248,10 @@ def test_invalid_task_without_a_valid_id_gets_a_fresh_one(registry: HandlerRegis
 
 
 def test_unknown_type_lists_supported_types(registry: HandlerRegistry) -> None:
-    result = rejection(intake(registry, {"id": "t2", "type": "upload"}), "unknown_type")
+    result = rejection(intake(registry, {"id": "t2", "type": "teleport"}), "unknown_type")
     assert result.task_id == "t2"
-    assert "upload" in result.message
-    assert all(name in result.message for name in ("echo", "ping", "sleep"))
+    assert "teleport" in result.message
+    assert all(name in result.message for name in ("echo", "ping", "sleep", "upload", "cancel", "input"))
 
 
 def test_invalid_params_names_the_field_but_not_the_value(registry: HandlerRegistry) -> None:

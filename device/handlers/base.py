@@ -38,6 +38,17 @@ class TaskFailure(Exception):
 
 
 @dataclass(frozen=True)
+class BrowserEnvironment:
+    """How this device runs browsers: the executable and flags, per-platform base URLs and
+    locator overrides, and where failure screenshots go."""
+
+    options: Any  # device.browser.session.BrowserOptions (kept loose so handlers need no Playwright)
+    platform_urls: dict[str, str]
+    locator_dir: Path | None
+    artifacts_dir: Path
+
+
+@dataclass(frozen=True)
 class TaskContext:
     """What a running handler knows about its task and device."""
 
@@ -48,6 +59,7 @@ class TaskContext:
     facts: DeviceFacts
     _report: ProgressReporter = field(repr=False)
     _input: InputSource | None = field(default=None, repr=False)
+    browser: BrowserEnvironment | None = field(default=None, repr=False)
 
     async def progress(
         self, percent: int | None = None, message: str | None = None, details: dict[str, Any] | None = None

@@ -16,6 +16,7 @@ screenshot and the page URL.
 from __future__ import annotations
 
 import tomllib
+from urllib.parse import urlsplit
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,9 +74,56 @@ class PlatformAdapter(ABC):
     # the platform itself deduplicates.
     safe_to_retry: ClassVar[bool] = False
 
-    def __init__(self, base_url: str | None = None) -> None:
-        locators = Locators.load(self.locator_file)
+    def __init__(self, base_url: str | None = None, locator_file: Path | None = None) -> None:
+        """`base_url` replaces the locator file's (e.g. a test server); `locator_file` replaces
+        the shipped one (FLEET_LOCATOR_DIR)."""
+        self.locator_path = locator_file or self.locator_file
+        locators = Locators.load(self.locator_path)
         self.locators = locators.model_copy(update={"base_url": base_url}) if base_url else locators
+
+    async def element(self, page: Any, name: str, *, timeout: float = 15.0, state: str = "visible") -> Any:
+        """The element the locator file calls `name`, once it is there; a clear failure if not."""
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+        selector = self.locators.css(name)
+        try:
+            return await page.wait_for_selector(selector, state=state, timeout=timeout * 1000)
+        except PlaywrightTimeout:
+            raise TaskFailure(
+                "selector_missing",
+                f"{self.name}: element {name!r} ({selector}) did not appear on {page.url} within {timeout:g} s; "
+                f"if the site changed, fix the selector in {self.locator_path}",
+            ) from None
+
+    async def first_of(self, page: Any, names: list[str], *, timeout: float = 15.0) -> str:
+        """Wait until one of the named elements is visible; the name of the first one found."""
+        combined = ", ".join(self.locators.css(name) for name in names)
+        try:
+            await page.wait_for_selector(combined, state="visible", timeout=timeout * 1000)
+        except Exception:
+            raise TaskFailure(
+                "selector_missing",
+                f"{self.name}: none of {', '.join(names)} appeared on {page.url} within {timeout:g} s; "
+                f"if the site changed, fix the selectors in {self.locator_path}",
+            ) from None
+        for name in names:
+            if await self.visible(page, name):
+                return name
+        return names[-1]
+
+    def at(self, page: Any, name: str) -> bool:
+        """Whether the page shows the locator file's page `name` (compared by path)."""
+        return urlsplit(page.url).path.rstrip("/") == urlsplit(self.locators.url(name)).path.rstrip("/")
+
+    async def visible(self, page: Any, name: str) -> bool:
+        """Whether the element called `name` is on the page right now."""
+        return await page.locator(self.locators.css(name)).first.is_visible()
+
+    async def open(self, page: Any, name: str) -> None:
+        """Go to the page the locator file calls `name`."""
+        response = await page.goto(self.locators.url(name), wait_until="domcontentloaded")
+        if response is not None and response.status >= 500:
+            raise TaskFailure("site_error", f"{self.name}: {page.url} answered HTTP {response.status}")
 
     @abstractmethod
     async def check_login(self, page: Any, ctx: TaskContext) -> bool:

@@ -1,0 +1,1 @@
+"""The adapter for the project's reference platform (`device.platforms.reference_site`)."""

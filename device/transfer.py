@@ -1,0 +1,84 @@
+"""Downloading an upload's media into the device's cache: resumable, verified, reported.
+
+A file is fetched to `<cache>/<name>.part`; an interrupted download resumes from where it
+stopped with an HTTP range request (when the server answers 206; otherwise it starts over).
+When the expected size and sha256 are known the finished file is checked against them; a
+mismatch deletes it and fails the task with `download_corrupt`. Any http(s) URL works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from device.handlers.base import TaskFailure
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+Progress = Callable[[int, int | None], Awaitable[None]]  # bytes so far, total if known
+
+
+def cache_name(url: str, sha256: str | None) -> str:
+    return sha256 or hashlib.sha256(url.encode()).hexdigest()
+
+
+async def fetch(url: str, cache: Path, *, size: int | None, sha256: str | None, progress: Progress) -> Path:
+    """The verified local copy of `url` (reused when already cached and intact)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    final = cache / cache_name(url, sha256)
+    if final.is_file() and (sha256 is None or _sha256(final) == sha256):
+        await progress(final.stat().st_size, final.stat().st_size)
+        return final
+    part = final.with_suffix(".part")
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=60), follow_redirects=True) as client:
+            await _download(client, url, part, size, progress)
+    except httpx.HTTPError as exc:
+        raise TaskFailure("download_failed", f"downloading the media failed ({type(exc).__name__}); "
+                          "it resumes where it stopped when the task is run again") from None
+    if size is not None and part.stat().st_size != size:
+        raise TaskFailure("download_corrupt", f"downloaded {part.stat().st_size} bytes, expected {size}")
+    if sha256 is not None and _sha256(part) != sha256:
+        part.unlink()
+        raise TaskFailure("download_corrupt", "the downloaded file's sha256 does not match the task's; it was deleted")
+    part.replace(final)
+    return final
+
+
+async def _download(client: httpx.AsyncClient, url: str, part: Path, size: int | None, progress: Progress) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    async with client.stream("GET", url, headers=headers) as response:
+        if response.status_code == 416 and size is not None and have == size:
+            return  # already complete
+        if response.status_code not in (200, 206):
+            raise TaskFailure("download_failed", f"GET of the media answered HTTP {response.status_code}")
+        resumed = response.status_code == 206
+        if not resumed:
+            have = 0
+        total = size or _total(response, have)
+        if resumed:
+            log.info("resuming a download at byte %d", have)
+        with part.open("ab" if resumed else "wb") as file:
+            async for chunk in response.aiter_bytes(CHUNK):
+                file.write(chunk)
+                have += len(chunk)
+                await progress(have, total)
+
+
+def _total(response: httpx.Response, offset: int) -> int | None:
+    length = response.headers.get("content-length")
+    return offset + int(length) if length and length.isdigit() else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
