@@ -75,6 +75,10 @@ class FleetSettings(BaseSettings):
     api_port: int = Field(DEFAULT_API_PORT, ge=1, le=65535, description="port of the REST API (1–65535)")
     api_url: str | None = Field(None, description="REST API the CLI talks to; default http://<api_host>:<api_port>")
     controller_client_id: str = Field("fleet-controller", min_length=1, max_length=64)
+    public_api_url: str | None = Field(
+        None, description="the controller's address as devices reach it, for file URLs; default FLEET_API_URL"
+    )
+    max_upload_bytes: int = Field(8 * 1024**3, ge=1024, description="largest file POST /api/v1/files accepts")
     sweep_interval: float = Field(1.0, gt=0, le=60, description="seconds between checks for expiries, timeouts and due retries")
     task_timeout_grace: float = Field(
         15.0, ge=0, le=3600, description="seconds past a task's timeout before the controller gives up on a silent device"
@@ -130,6 +134,11 @@ class FleetSettings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
+
+    @property
+    def public_base_url(self) -> str:
+        """The controller as devices reach it (file download URLs)."""
+        return (self.public_api_url or self.resolved_api_url).rstrip("/")
 
     @property
     def resolved_api_url(self) -> str:

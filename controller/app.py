@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from config.settings import FleetSettings
-from controller.api.routes import broadcasts, devices, health, tasks
+from controller.api.routes import accounts, broadcasts, devices, files, health, tasks
 from controller.api.routes.health import package_version
 from controller.db import create_db_engine, create_sessionmaker, migrate, safe_url
 from controller.mqtt import ControllerMqtt
@@ -63,6 +63,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         scheduler = Scheduler(
             sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace
         )
+        app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = sessions
         app.state.mqtt = mqtt
@@ -85,6 +86,6 @@ def create_app(settings: FleetSettings) -> FastAPI:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(health.router)
-    for module in (devices, tasks, broadcasts):
+    for module in (devices, accounts, tasks, broadcasts, files):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

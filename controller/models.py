@@ -157,3 +157,32 @@ class Broadcast(Base):
     timeout: Mapped[float | None] = mapped_column(Float)
     max_retries: Mapped[int] = mapped_column(default=0)
     retry_backoff: Mapped[float] = mapped_column(Float, default=5.0)
+
+
+class Account(Base):
+    """A social-media account, bound to the device whose browser profile holds its login."""
+
+    __tablename__ = "accounts"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # what tasks name in `account`
+    platform: Mapped[str] = mapped_column(String(64), index=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    login_status: Mapped[str] = mapped_column(String(16), default="unknown", index=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    last_login_at: Mapped[datetime | None]
+    status_task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))  # the task that set login_status
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StoredFile(Base):
+    """A file operators uploaded for devices to fetch (videos, covers), kept on the controller's disk."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    content_type: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -32,8 +32,14 @@ class TaskOptions(StrictModel):
 
 
 class TaskCreate(TaskOptions):
-    device_id: DeviceId
+    device_id: DeviceId | None = Field(None, description="target device; may be left out when `account` is bound to one")
     type: TaskType
+
+    @model_validator(mode="after")
+    def _target(self) -> "TaskCreate":
+        if self.device_id is None and self.account is None:
+            raise ValueError("give a device_id, or an account that is bound to a device")
+        return self
 
 
 class BroadcastCreate(TaskOptions):
@@ -159,3 +165,43 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+LoginStatus = Literal["unknown", "logged_in", "logged_out", "expired"]
+
+
+class AccountCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=200, description="the name tasks use in `account`")
+    platform: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")
+    device_id: DeviceId = Field(description="the device whose browser profile holds this account's login")
+
+
+class AccountUpdate(StrictModel):
+    device_id: DeviceId | None = Field(None, description="move the account to another device (it must log in there)")
+    platform: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")
+
+
+class AccountOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    platform: str
+    device_id: str
+    login_status: LoginStatus
+    display_name: str | None
+    last_login_at: UtcDatetime | None
+    status_task_id: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class FileOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+    created_at: UtcDatetime
+    url: str = Field(description="where devices download it (HTTP range requests resume a broken download)")

@@ -588,3 +588,60 @@ def test_a_0_1_0_database_is_upgraded_with_its_rows(tmp_path: Path) -> None:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         command.check(migration_config(connection))
     engine.dispose()
+
+
+def test_accounts_route_tasks_and_follow_login_outcomes(client: TestClient) -> None:
+    sessions: sessionmaker[Session] = client.app.state.sessions  # type: ignore[attr-defined]
+    go_online(sessions, "pc-01", task_types=["login", "chat"])
+    go_online(sessions, "pc-02")
+    unbound = client.post("/api/v1/tasks", json={"account": "alice", "type": "ping"})
+    assert unbound.status_code == 422 and "not bound to a device" in unbound.json()["detail"]
+    assert client.post("/api/v1/accounts", json={"name": "alice", "platform": "reference", "device_id": "pc-09"}).status_code == 404
+    created = client.post("/api/v1/accounts", json={"name": "alice", "platform": "reference", "device_id": "pc-01"})
+    assert created.status_code == 201 and created.json()["login_status"] == "unknown"
+    assert client.post("/api/v1/accounts", json={"name": "alice", "platform": "x", "device_id": "pc-01"}).status_code == 409
+
+    login = client.post("/api/v1/tasks", json={"account": "alice", "type": "login", "params": {"platform": "reference"}})
+    assert login.status_code == 201 and login.json()["device_id"] == "pc-01"  # routed by the account
+    login_id = login.json()["id"]
+    with sessions() as session:
+        tasks.record_event(session, "pc-01", event(login_id, "pc-01", EventKind.SUCCEEDED, 1,
+                                                   result={"logged_in": True, "account_name": "Alice A."}))
+    alice = client.get("/api/v1/accounts/alice").json()
+    assert (alice["login_status"], alice["display_name"], alice["status_task_id"]) == ("logged_in", "Alice A.", login_id)
+    assert alice["last_login_at"] is not None
+
+    chat = client.post("/api/v1/tasks", json={
+        "account": "alice", "type": "chat", "params": {"platform": "reference", "to": "bob", "message": "hi"},
+    }).json()
+    with sessions() as session:
+        tasks.record_event(session, "pc-01", event(chat["id"], "pc-01", EventKind.FAILED, 1,
+                                                   error={"code": "not_logged_in", "message": "log in first"}))
+    assert client.get("/api/v1/accounts/alice").json()["login_status"] == "expired"
+    assert [a["name"] for a in client.get("/api/v1/accounts", params={"login_status": "expired"}).json()] == ["alice"]
+
+    moved = client.patch("/api/v1/accounts/alice", json={"device_id": "pc-02"}).json()
+    assert (moved["device_id"], moved["login_status"]) == ("pc-02", "unknown")
+    assert client.delete("/api/v1/accounts/alice").status_code == 204
+    assert client.get("/api/v1/accounts/alice").status_code == 404
+
+
+def test_files_upload_hash_and_ranged_download(client: TestClient) -> None:
+    import hashlib
+    import os
+
+    body = os.urandom(300_000)
+    stored = client.post("/api/v1/files", params={"name": "clip.mp4"}, content=body,
+                         headers={"content-type": "video/mp4"})
+    assert stored.status_code == 201, stored.text
+    info = stored.json()
+    assert (info["size"], info["sha256"], info["name"]) == (len(body), hashlib.sha256(body).hexdigest(), "clip.mp4")
+    assert info["url"].endswith(f"/api/v1/files/{info['id']}")
+
+    whole = client.get(f"/api/v1/files/{info['id']}")
+    assert whole.status_code == 200 and whole.content == body
+    tail = client.get(f"/api/v1/files/{info['id']}", headers={"Range": "bytes=100000-"})
+    assert tail.status_code == 206 and tail.content == body[100_000:]
+    assert [f["id"] for f in client.get("/api/v1/files").json()] == [info["id"]]
+    assert client.delete(f"/api/v1/files/{info['id']}").status_code == 204
+    assert client.get(f"/api/v1/files/{info['id']}").status_code == 404

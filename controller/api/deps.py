@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from config.settings import FleetSettings
 from controller.services.publisher import Publisher
 
 
@@ -21,5 +22,11 @@ def get_publisher(request: Request) -> Publisher:
     return publisher
 
 
+def get_settings(request: Request) -> FleetSettings:
+    settings: FleetSettings = request.app.state.settings
+    return settings
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[FleetSettings, Depends(get_settings)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]

@@ -17,7 +17,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
-from controller.services import lifecycle
+from controller.services import accounts, lifecycle
 from controller.services.devices import device_not_found, warn_once
 from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
 from controller.services.publisher import Publisher
@@ -122,10 +122,12 @@ def publish_task(session: Session, task: Task, publisher: Publisher) -> bool:
 
 
 def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Task:
-    """Commit a new task for one device, then publish it and mark it dispatched."""
-    device = session.get(Device, body.device_id)
+    """Commit a new task for one device (the given one, or its account's), then publish it and
+    mark it dispatched."""
+    device_id = accounts.route(session, body.device_id, body.account)
+    device = session.get(Device, device_id)
     if device is None:
-        raise device_not_found(body.device_id)
+        raise device_not_found(device_id)
     if not check_params(body.type, body.params) and body.type not in supported_types(device):
         known = ", ".join(supported_types(device)) or "none reported yet"
         raise InvalidRequestError(
@@ -265,6 +267,8 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
     )
     if applied:
         _apply(task, event, new, error, now)
+        if new.is_final:
+            accounts.apply_outcome(session, task)
     else:
         log.debug("task %s: %s event of attempt %d not applied (status %s, attempt %d)",
                   task.id, event.event.value, event.attempt, current.value, task.attempt)
