@@ -362,3 +362,22 @@ def test_duplicate_id_guard_confirms_after_three_contested_connects_and_backs_of
     assert guard.pause == MAX_PAUSE
     guard.reset()
     assert guard.pause == 0 and guard.contested() is None
+
+
+def test_every_locator_an_adapter_uses_is_in_its_locator_file() -> None:
+    import inspect
+
+    from device.platforms.registry import load_platforms
+
+    platforms = load_platforms()
+    assert {"reference", "douyin"} <= set(platforms)
+    for name, adapter in platforms.items():
+        source = inspect.getsource(inspect.getmodule(adapter))  # type: ignore[arg-type]
+        locators = adapter().locators
+        selectors = set(re.findall(r'(?:element|visible)\(page, "(\w+)"', source))
+        selectors |= set(re.findall(r'css\("(\w+)"\)', source))
+        selectors |= {n for group in re.findall(r"first_of\(page, \[([^\]]+)\]", source) for n in re.findall(r'"(\w+)"', group)}
+        pages = set(re.findall(r'(?:open|at)\(page, "(\w+)"\)', source))
+        assert selectors and pages, name
+        assert selectors <= set(locators.selectors), f"{name}: {sorted(selectors - set(locators.selectors))}"
+        assert pages <= set(locators.pages), f"{name}: {sorted(pages - set(locators.pages))}"
