@@ -22,6 +22,10 @@ from config.settings import ENV_PREFIX, FleetSettings, SettingsError, load_setti
 app = typer.Typer(help="Command a fleet of PCs over MQTT.", no_args_is_help=True, add_completion=False)
 task_app = typer.Typer(help="Create, inspect and cancel tasks.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
+account_app = typer.Typer(help="Social-media accounts and the devices they are bound to.", no_args_is_help=True)
+app.add_typer(account_app, name="account")
+file_app = typer.Typer(help="Files (videos, covers) devices download for upload tasks.", no_args_is_help=True)
+app.add_typer(file_app, name="file")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -286,8 +290,8 @@ def list_devices(
 
 @task_app.command("send")
 def task_send(
-    device_id: str = typer.Argument(..., help="target device id"),
-    task_type: str = typer.Argument(..., help="task type, e.g. ping, echo, sleep"),
+    device_id: str = typer.Argument(..., help="target device id, or - to send it to the --account's device"),
+    task_type: str = typer.Argument(..., help="task type, e.g. ping, echo, sleep, login, upload, chat"),
     param: list[str] = typer.Option([], "--param", "-p", help="a parameter as key=value (value may be JSON); repeatable"),
     params_json: Optional[str] = typer.Option(None, "--params", help="all parameters as one JSON object"),
     account: Optional[str] = typer.Option(None, help="account the task acts for"),
@@ -299,7 +303,7 @@ def task_send(
     wait_timeout: float = typer.Option(60, help="seconds to wait with --wait"),
 ) -> None:
     """Send a task to one device."""
-    body = {"device_id": device_id, "type": task_type, "params": _params(param, params_json)}
+    body = {"device_id": None if device_id == "-" else device_id, "type": task_type, "params": _params(param, params_json)}
     options = {"account": account, "ttl": ttl, "timeout": timeout, "retries": retries, "retry_backoff": retry_backoff}
     body |= {k: v for k, v in options.items() if v is not None}
     task = _api("POST", "/api/v1/tasks", json=body)
@@ -327,10 +331,50 @@ def task_list(
     console.print(table)
 
 
+@task_app.command("input")
+def task_input(
+    task_id: str,
+    value: str = typer.Argument(..., help="the value, e.g. the SMS code (never logged)"),
+    name: str = typer.Option("code", help="what the task waits for (its details say: waiting_for)"),
+) -> None:
+    """Send a running task the input it waits for, e.g. a login's SMS code."""
+    _api("POST", f"/api/v1/tasks/{task_id}/input", json={"name": name, "value": value})
+    console.print(f"{name} sent to task {task_id}")
+
+
 @task_app.command("cancel")
 def task_cancel(task_id: str) -> None:
     """Cancel a task: a queued task never runs; a running one is told to stop."""
     _print_task(_api("POST", f"/api/v1/tasks/{task_id}/cancel"))
+
+
+@account_app.command("add")
+def account_add(
+    name: str = typer.Argument(..., help="the account name tasks use"),
+    platform: str = typer.Option(..., help="e.g. reference, douyin"),
+    device: str = typer.Option(..., help="the device whose browser holds this account"),
+) -> None:
+    """Bind an account to a device; tasks may then name just the account."""
+    account = _api("POST", "/api/v1/accounts", json={"name": name, "platform": platform, "device_id": device})
+    console.print(f"account [bold]{account['name']}[/bold] ({account['platform']}) on {account['device_id']}")
+
+
+@account_app.command("list")
+def account_list() -> None:
+    """List accounts with their devices and login status."""
+    table = Table("account", "platform", "device", "login status", "last login")
+    for item in _api("GET", "/api/v1/accounts"):
+        table.add_row(item["name"], item["platform"], item["device_id"], item["login_status"], str(item["last_login_at"] or ""))
+    console.print(table)
+
+
+@file_app.command("upload")
+def file_upload(path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
+    """Upload a file to the controller; prints the url, size and sha256 for an upload task."""
+    with path.open("rb") as body:
+        stored = _api("POST", "/api/v1/files", params={"name": path.name}, content=body,
+                      headers={"content-type": "application/octet-stream"})
+    console.print_json(data={k: stored[k] for k in ("url", "size", "sha256")})
 
 
 @app.command()
