@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run them: `bash tests/run.sh [pytest args]`.
-# System packages (Debian): mosquitto, mosquitto-clients and openssl (test certificates). Python packages: a .venv with
-# the project and its test extras. PostgreSQL on 127.0.0.1:5432 is used when it runs.
+# System packages (Debian): mosquitto, mosquitto-clients, openssl (test certificates) and chromium (browser
+# tasks; Playwright drives it at /usr/bin/chromium). Python packages: a .venv with the project and its test extras. PostgreSQL on 127.0.0.1:5432 is used when it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,7 @@ missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="none"; fi
   if [ "$sudo" = none ]; then
