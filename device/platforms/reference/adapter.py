@@ -49,19 +49,26 @@ class ReferencePlatform(PlatformAdapter):
         return {"account_name": await self._account_name(page), "method": "qr+code" if used_code else "qr"}
 
     async def _enter_code(self, page: Any, ctx: TaskContext, wait: float) -> None:
-        await ctx.progress(50, "waiting for the verification code sent to the phone", {"waiting_for": "code"})
-        code = await ctx.wait_input("code", wait)
-        await (await self.element(page, "sms_code")).fill(code)
-        await (await self.element(page, "sms_submit")).click()
+        """Ask the operator for the SMS code until the site takes one."""
+        message, details = "waiting for the verification code sent to the phone", {"waiting_for": "code"}
         wrong = self.locators.texts.get("wrong_code", "wrong code")
+        while True:
+            await ctx.progress(50, message, details)
+            code = await ctx.wait_input("code", wait)
+            await (await self.element(page, "sms_code")).fill(code)
+            await (await self.element(page, "sms_submit")).click()
+            if not await self._refused(page, wrong):
+                return
+            message, details = "the code was wrong; send the right one", {"waiting_for": "code", "wrong_code": True}
+
+    async def _refused(self, page: Any, wrong: str) -> bool:
+        """After a code was submitted: False once the site logs in, True when it says the code is wrong."""
+        status = await self.element(page, "login_status", state="attached")
         for _ in range(int(15 / POLL)):
             if self.at(page, "home"):
-                return
-            status = await (await self.element(page, "login_status", state="attached")).inner_text()
-            if wrong in status:
-                await ctx.progress(50, "the code was wrong; send the right one", {"waiting_for": "code", "wrong_code": True})
-                await self._enter_code(page, ctx, wait)
-                return
+                return False
+            if wrong in await status.inner_text():
+                return True
             await asyncio.sleep(POLL)
         raise TaskFailure("login_failed", "the site neither accepted nor refused the code within 15 s")
 
@@ -91,10 +98,12 @@ class ReferencePlatform(PlatformAdapter):
             percent = await bar.evaluate("element => Number(element.value) || 0")
             await ctx.progress(40 + round(0.55 * percent), f"uploading to {self.name}: {percent:.0f}%")
             await asyncio.sleep(POLL)
+        await ctx.progress(95, f"video uploaded to {self.name}; publishing")
         await publish.click()
         if await self.first_of(page, ["publish_result", "error"], timeout=30) == "error":
             raise TaskFailure("site_error", await self._error_text(page))
         result = await self.element(page, "publish_result")
+        await ctx.progress(100, "published")
         return {"video_id": await result.get_attribute("data-video-id"), "url": page.url}
 
     async def chat(self, page: Any, ctx: TaskContext, params: ChatParams) -> dict[str, Any]:

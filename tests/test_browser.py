@@ -1,0 +1,233 @@
+"""Login, upload and chat in real headless Chromium, through the whole fleet:
+REST → controller → broker → device → browser → the reference platform → result in REST.
+
+One broker kind (the embedded amqtt) is enough here: the broker's part is covered elsewhere,
+and every browser start costs seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.harness import Broker, Controller, Device, Process, free_port, missing_service, port_open, wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+
+
+@dataclass
+class Site:
+    url: str
+    api: httpx.Client
+
+    def records(self) -> dict[str, list[dict[str, Any]]]:
+        return self.api.get("/_records").json()
+
+
+@dataclass
+class BrowserFleet:
+    controller: Controller
+    device: Device
+    site: Site
+
+
+@pytest.fixture
+def site(tmp_path: Path, _processes: list[Process]) -> Iterator[Site]:
+    port = free_port()
+    argv = [sys.executable, "-m", "device.platforms.reference.site", "--port", str(port), "--state-dir", str(tmp_path / "site")]
+    process = Process("reference-site", argv, tmp_path)
+    _processes.append(process)
+    process.start()
+    wait_for(lambda: port_open(port) or not process.running, 20, what="reference site")
+    assert process.running, process.log_tail()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+        yield Site(f"http://127.0.0.1:{port}", api)
+
+
+def start_browser_device(broker: Broker, tmp_path: Path, processes: list[Process], site: Site, device_id: str,
+                         **settings: Any) -> Device:
+    if not CHROMIUM.exists():
+        missing_service("chromium is not installed (Debian: apt-get install chromium)")
+    device = Device(device_id, broker, tmp_path, platform_urls={"reference": site.url}, browser_path=str(CHROMIUM),
+                    keepalive="5", **settings)
+    processes.append(device.process)
+    device.start()
+    return device
+
+
+@pytest.fixture
+def fleet(broker: Broker, controller: Controller, site: Site, tmp_path: Path, _processes: list[Process]) -> BrowserFleet:
+    device = start_browser_device(broker, tmp_path, _processes, site, "pc-web")
+    controller.wait_device("pc-web", "online")
+    for account in ("alice", "bob"):
+        response = controller.api.post("/api/v1/accounts", json={"name": account, "platform": "reference", "device_id": "pc-web"})
+        assert response.status_code == 201, response.text
+    return BrowserFleet(controller, device, site)
+
+
+def waiting_for(controller: Controller, task_id: str, what: str, **extra: Any) -> dict[str, Any]:
+    """The task's details once it waits for `what` (and shows the `extra` fields)."""
+    return wait_for(
+        lambda: (t := controller.task(task_id)) and (d := t.get("details") or {}).get("waiting_for") == what
+        and all(d.get(k) == v for k, v in extra.items()) and d,
+        60, 0.1, f"task {task_id} waiting for {what}",
+    )
+
+
+def login(fleet: BrowserFleet, account: str, code_step: bool = False) -> dict[str, Any]:
+    """Log `account` in the way its owner would: scan the QR code shown in REST, and when the
+    site asks, read the SMS and pass the code on through REST."""
+    controller, site = fleet.controller, fleet.site
+    task = controller.create_task(None, "login", account=account, params={"platform": "reference", "wait": 60})
+    details = waiting_for(controller, task["id"], "scan")
+    assert details["qr_png"] and len(details["qr_png"]) > 200  # a real picture of the QR code
+    token = parse_qs(urlsplit(details["scan_url"]).query)["token"][0]
+    assert site.api.post("/_phone/scan", json={"token": token, "account": account}).status_code == 200
+    if code_step:
+        waiting_for(controller, task["id"], "code")
+        code = site.api.get("/_phone/sms", params={"account": account}).json()["code"]
+        wrong = "000000" if code != "000000" else "111111"
+        assert controller.api.post(f"/api/v1/tasks/{task['id']}/input", json={"name": "code", "value": wrong}).status_code == 202
+        waiting_for(controller, task["id"], "code", wrong_code=True)
+        assert controller.api.post(f"/api/v1/tasks/{task['id']}/input", json={"name": "code", "value": code}).status_code == 202
+    done = controller.wait_task(task["id"], timeout=60)
+    assert done["status"] == "succeeded", done
+    return done
+
+
+def upload_to_controller(controller: Controller, body: bytes, name: str) -> dict[str, Any]:
+    response = controller.api.post("/api/v1/files", params={"name": name}, content=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_qr_login_code_step_and_cookie_check(fleet: BrowserFleet) -> None:
+    controller, site = fleet.controller, fleet.site
+    assert site.api.post("/_admin/config", json={"sms_required": ["bob"]}).status_code == 200
+
+    alice = login(fleet, "alice")
+    assert alice["device_id"] == "pc-web" and alice["result"]["account_name"] == "alice"
+    bob = login(fleet, "bob", code_step=True)
+    assert bob["result"]["method"] == "qr+code"
+    assert [(r["account"], r["method"]) for r in site.records()["logins"]] == [("alice", "qr"), ("bob", "qr+sms")]
+    account = controller.api.get("/api/v1/accounts/alice").json()
+    assert account["login_status"] == "logged_in" and account["status_task_id"] == alice["id"]
+
+    check = controller.create_task(None, "login", account="alice", params={"platform": "reference", "method": "cookie_check"})
+    assert controller.wait_task(check["id"], timeout=60)["result"]["logged_in"] is True
+
+    assert site.api.post("/_admin/reset").status_code == 200  # the site forgets every session: a logout
+    again = controller.create_task(None, "login", account="alice", params={"platform": "reference", "method": "cookie_check"})
+    assert controller.wait_task(again["id"], timeout=60)["result"]["logged_in"] is False
+    assert controller.api.get("/api/v1/accounts/alice").json()["login_status"] == "expired"
+
+    # Two accounts, two profiles: alice's logout left bob's own cookies alone on the site's side
+    # only because the site reset both; on the device they never shared a directory.
+    profiles = sorted(p.name for p in (fleet.device.data_dir / "profiles" / "reference").iterdir())
+    assert len(profiles) == 2 and profiles[0].startswith("alice-") and profiles[1].startswith("bob-")
+
+
+def test_upload_reaches_the_site_intact_and_chat_is_delivered(fleet: BrowserFleet) -> None:
+    controller, site = fleet.controller, fleet.site
+    login(fleet, "alice")
+    video = os.urandom(3 * 1024 * 1024)
+    cover = os.urandom(20_000)
+    stored = upload_to_controller(controller, video, "clip.mp4")
+    cover_file = upload_to_controller(controller, cover, "cover.png")
+    publish_at = (datetime.now(timezone.utc) + timedelta(days=1)).replace(second=0, microsecond=0)
+    params = {
+        "platform": "reference", "video_url": stored["url"], "size": stored["size"], "sha256": stored["sha256"],
+        "title": "Launch day", "tags": ["fleet", "mqtt"], "cover_url": cover_file["url"], "publish_at": publish_at.isoformat(),
+    }
+    task = controller.wait_task(controller.create_task(None, "upload", account="alice", params=params)["id"], timeout=90)
+    assert task["status"] == "succeeded", task
+    assert task["result"]["video_id"]
+    progress = [e["progress"] for e in task["events"] if e["event"] == "progress" and e["progress"] is not None]
+    assert progress == sorted(progress) and progress[-1] >= 90
+    [upload] = site.records()["uploads"]
+    assert (upload["account"], upload["title"], upload["tags"]) == ("alice", "Launch day", ["fleet", "mqtt"])
+    assert (upload["video_sha256"], upload["video_size"]) == (hashlib.sha256(video).hexdigest(), len(video))
+    assert upload["cover_sha256"] == hashlib.sha256(cover).hexdigest()
+    assert datetime.fromisoformat(upload["publish_at"]).replace(tzinfo=timezone.utc) == publish_at
+    assert not any((fleet.device.data_dir / "cache").iterdir())  # the cache was cleaned up
+
+    chat = controller.wait_task(controller.create_task(None, "chat", account="alice", params={
+        "platform": "reference", "to": "carol", "message": "hello from the fleet"})["id"], timeout=60)
+    assert chat["status"] == "succeeded", chat
+    assert [(m["account"], m["to"], m["message"]) for m in site.records()["messages"]] == [
+        ("alice", "carol", "hello from the fleet")
+    ]
+
+
+def browser_processes(profile_root: Path) -> list[int]:
+    """Chromium processes still running on one of the device's profiles (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if f"--user-data-dir={profile_root}" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def assert_failed_with_screenshot(task: dict[str, Any], code: str) -> None:
+    assert task["status"] == "failed" and task["error"]["code"] == code, task
+    assert task["result"]["url"].startswith("http://127.0.0.1") and len(task["result"]["screenshot_jpeg"]) > 1000
+
+
+def test_site_error_wrong_selector_and_cancel_are_clear_and_close_the_browser(
+    fleet: BrowserFleet, broker: Broker, tmp_path: Path, _processes: list[Process]
+) -> None:
+    controller, site = fleet.controller, fleet.site
+    login(fleet, "alice")
+    profiles = fleet.device.data_dir / "profiles"
+
+    site.api.post("/_admin/config", json={"fail": {"send": 500}})
+    chat = controller.wait_task(controller.create_task(None, "chat", account="alice", params={
+        "platform": "reference", "to": "carol", "message": "hi"})["id"], timeout=60)
+    assert_failed_with_screenshot(chat, "site_error")
+    assert "showed an error" in chat["error"]["message"]
+    site.api.post("/_admin/config", json={"fail": {}})
+
+    pending = controller.create_task(None, "login", account="bob", params={"platform": "reference", "wait": 60})
+    waiting_for(controller, pending["id"], "scan")
+    assert controller.api.post(f"/api/v1/tasks/{pending['id']}/cancel").status_code == 202
+    canceled = controller.wait_task(pending["id"], timeout=30)
+    assert canceled["status"] == "canceled"
+    last_words = [e for e in canceled["events"] if (e.get("details") or {}).get("canceled_at")]
+    assert last_words and last_words[-1]["details"]["canceled_at"]["url"].endswith("/login")
+    wait_for(lambda: not browser_processes(profiles), 15, what="the browser closed after the cancel")
+
+    # A locator file that no longer matches the site (FLEET_LOCATOR_DIR), on a second device.
+    shipped = (Path(__file__).parents[1] / "device/platforms/reference/locators.toml").read_text()
+    overrides = tmp_path / "locators"
+    overrides.mkdir()
+    (overrides / "reference.toml").write_text(shipped.replace('chat_send = "#send"', 'chat_send = "#send-it-now"'))
+    start_browser_device(broker, tmp_path, _processes, site, "pc-web-2", locator_dir=str(overrides))
+    controller.wait_device("pc-web-2", "online")
+    controller.api.post("/api/v1/accounts", json={"name": "dave", "platform": "reference", "device_id": "pc-web-2"})
+    login(fleet, "dave")
+    broken = controller.wait_task(controller.create_task(None, "chat", account="dave", params={
+        "platform": "reference", "to": "carol", "message": "hi"})["id"], timeout=90)
+    assert_failed_with_screenshot(broken, "selector_missing")
+    assert "chat_send" in broken["error"]["message"] and "reference.toml" in broken["error"]["message"]
+
+    # Every browser is closed and both daemons still serve.
+    wait_for(lambda: not browser_processes(tmp_path), 15, what="every browser closed")
+    for device_id in ("pc-web", "pc-web-2"):
+        assert controller.wait_task(controller.create_task(device_id, "ping")["id"])["status"] == "succeeded"
+    assert site.records()["messages"] == []
