@@ -6,7 +6,7 @@ import logging
 import sys
 
 # Libraries that log every connection or request at INFO; quiet unless debugging.
-_NOISY = ("amqtt", "transitions", "uvicorn.access")
+_NOISY = ("amqtt", "transitions", "uvicorn.access", "alembic", "httpx")
 
 
 def configure_logging(level: str) -> None:

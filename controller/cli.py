@@ -116,21 +116,44 @@ def _print_task(task: dict[str, Any]) -> None:
         console.print(f"  {event['at']}  #{event.get('attempt', 1)} {event['event']:<10} {extra}", highlight=False)
     if task.get("retry_at"):
         console.print(f"  next attempt at {task['retry_at']}", highlight=False)
+    details = task.get("details") or {}
+    if details.get("waiting_for"):
+        console.print(f"  waiting for: {details['waiting_for']}", highlight=False)
+    if details.get("scan_url"):
+        console.print(f"  scan the QR code (or open this link): {details['scan_url']}", highlight=False)
     if task.get("result") is not None:
-        console.print_json(data=task["result"])
+        console.print_json(data={k: _short(v) for k, v in task["result"].items()})
     if task.get("error"):
         console.print(f"  [red]{task['error']['code']}[/red]: {task['error']['message']}", highlight=False)
+
+
+def _short(value: Any) -> Any:
+    """Long strings (a base64 screenshot) are shown by their size only."""
+    return f"<{len(value)} characters>" if isinstance(value, str) and len(value) > 300 else value
 
 
 FINAL = {"succeeded", "failed", "rejected", "timed_out", "canceled", "expired"}
 
 
 def _wait_final(task_id: str, timeout: float) -> dict[str, Any]:
+    """Poll until the task is final (and no retry is pending), telling the operator when it
+    waits for them: a QR code to scan, a code to send."""
     deadline = time.monotonic() + timeout
+    told: set[str] = set()
     while True:
         task = _api("GET", f"/api/v1/tasks/{task_id}")
         if (task["status"] in FINAL and not task.get("retry_at")) or time.monotonic() > deadline:
             return task
+        details = task.get("details") or {}
+        waiting = details.get("waiting_for")
+        if waiting and f"{waiting}{details.get('wrong_code', '')}" not in told:
+            told.add(f"{waiting}{details.get('wrong_code', '')}")
+            if waiting == "scan":
+                console.print(f"scan the QR code (or open this link): {details.get('scan_url', 'see the task details')}",
+                              highlight=False)
+            elif waiting == "code":
+                wrong = "that code was wrong; " if details.get("wrong_code") else ""
+                console.print(f"{wrong}send the code with:  fleet task input {task_id} <code>", highlight=False)
         time.sleep(0.2)
 
 
@@ -144,14 +167,25 @@ def up(
     data_dir: Optional[Path] = typer.Option(None, help="where databases, ids and journals live"),
     no_broker: bool = typer.Option(False, "--no-broker", help=f"use the broker at {ENV_PREFIX}MQTT_URL instead"),
     no_device: bool = typer.Option(False, "--no-device", help="do not start a local device"),
+    site_port: int = typer.Option(8090, min=1, max=65535, help="port of the reference platform site"),
+    no_site: bool = typer.Option(False, "--no-site", help="do not start the reference platform site"),
 ) -> None:
-    """All in one, for a first look: embedded broker + controller + one local device."""
-    settings = _settings(broker_port=broker_port, api_port=api_port, data_dir=data_dir)
+    """All in one, for a first look: embedded broker + controller + one local device + the
+    reference platform site (to try login, upload and chat)."""
+    from device.platforms.reference.site.server import port_free, serve_site
+
+    if not no_site and not port_free("127.0.0.1", site_port):
+        err_console.print(f"[yellow]note:[/yellow] port {site_port} is taken: the reference site is not started "
+                          "(choose another with --site-port)")
+        no_site = True
+    overrides: dict[str, Any] = {"broker_port": broker_port, "api_port": api_port, "data_dir": data_dir}
+    settings = _settings(**overrides)
     if not no_broker:
         host = "127.0.0.1" if settings.broker_host in ("0.0.0.0", "::") else settings.broker_host
-        settings = _settings(
-            broker_port=broker_port, api_port=api_port, data_dir=data_dir, mqtt_url=f"mqtt://{host}:{settings.broker_port}"
-        )
+        overrides["mqtt_url"] = f"mqtt://{host}:{settings.broker_port}"
+    if not no_site and "reference" not in settings.platform_urls:
+        overrides["platform_urls"] = {**settings.platform_urls, "reference": f"http://127.0.0.1:{site_port}"}
+    settings = _settings(**overrides)
     configure_logging(settings.log_level)
 
     from broker.embedded import EmbeddedBroker, PortInUseError
@@ -172,7 +206,10 @@ def up(
         jobs: list[Any] = [serve(settings, stop)]
         if local_device is not None:
             jobs.append(local_device.run(stop))
-        _banner(settings, device_id=local_device.device_id if local_device else None)
+        if not no_site:
+            jobs.append(serve_site("127.0.0.1", site_port, settings.data_dir / "reference-site", stop))
+        _banner(settings, device_id=local_device.device_id if local_device else None,
+                site=None if no_site else f"http://127.0.0.1:{site_port}")
         try:
             await _until_interrupted(*jobs, stop=stop)
         finally:
@@ -193,14 +230,20 @@ async def _stop_on(stop: asyncio.Event, action: Any) -> None:
     await action()
 
 
-def _banner(settings: FleetSettings, *, device_id: str | None) -> None:
+def _banner(settings: FleetSettings, *, device_id: str | None, site: str | None) -> None:
     api = settings.resolved_api_url
     console.print(f"[bold green]fleet is up[/bold green]  broker {settings.mqtt_url.host}:{settings.mqtt_url.port}  API {api}  docs {api}/docs")
     console.print(f"  data in {settings.data_dir}")
+    if site:
+        console.print(f"  reference platform (a stand-in social site): {site}")
     if device_id:
         console.print(f"  local device: {device_id}")
         console.print("  try:  fleet devices")
         console.print(f"        fleet task send {device_id} ping --wait")
+        if site:
+            console.print(f"        fleet account add demo --platform reference --device {device_id}")
+            console.print("        fleet task send - login --account demo -p platform=reference --wait --wait-timeout 300")
+            console.print("        (open the printed scan link to play the phone that scans the QR code)")
     console.print("  stop with Ctrl-C")
 
 

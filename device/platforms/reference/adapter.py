@@ -63,12 +63,17 @@ class ReferencePlatform(PlatformAdapter):
 
     async def _refused(self, page: Any, wrong: str) -> bool:
         """After a code was submitted: False once the site logs in, True when it says the code is wrong."""
-        status = await self.element(page, "login_status", state="attached")
+        from playwright.async_api import Error as PlaywrightError
+
+        status = page.locator(self.locators.css("login_status"))
         for _ in range(int(15 / POLL)):
             if self.at(page, "home"):
                 return False
-            if wrong in await status.inner_text():
-                return True
+            try:
+                if wrong in await status.inner_text(timeout=POLL * 1000):
+                    return True
+            except PlaywrightError:
+                pass  # the page is navigating to the home page
             await asyncio.sleep(POLL)
         raise TaskFailure("login_failed", "the site neither accepted nor refused the code within 15 s")
 

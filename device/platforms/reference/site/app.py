@@ -7,6 +7,7 @@ import hashlib
 import io
 import secrets
 from pathlib import Path
+from urllib.parse import parse_qs
 from typing import Annotated, Any
 
 import segno
@@ -186,6 +187,21 @@ def create_app(state_dir: Path) -> FastAPI:
         else:
             entry.state = "done"
         return {"state": entry.state}
+
+    @app.get("/_phone/scan", response_class=HTMLResponse)
+    def phone_scan_page(token: str) -> HTMLResponse:
+        """What a person sees who opens the QR code's link: approve as an account."""
+        return HTMLResponse(pages.phone_page(token))
+
+    @app.post("/_phone/approve", response_class=HTMLResponse)
+    async def phone_approve(request: Request) -> HTMLResponse:
+        form = parse_qs((await request.body()).decode())
+        account = (form.get("account") or ["demo"])[0]
+        if form.get("sms"):
+            store.sms_required.add(account)
+        state = phone_scan(Scan(token=(form.get("token") or [""])[0], account=account))["state"]
+        code = store.tokens[(form.get("token") or [""])[0]].code if state == "needs_code" else None
+        return HTMLResponse(pages.phone_done(state, code))
 
     @app.get("/_phone/sms")
     def phone_sms(account: Annotated[str, Query(min_length=1)]) -> dict[str, str]:

@@ -45,6 +45,22 @@ poll();
 </script>""")
 
 
+def phone_page(token: str) -> str:
+    return layout("Your phone", f"""
+<h1>Approve the login</h1>
+<form method="post" action="/_phone/approve">
+  <input type="hidden" name="token" value="{escape(token)}">
+  <label>Log in as <input name="account" value="demo"></label>
+  <label><input type="checkbox" name="sms" value="1"> also ask for an SMS code</label>
+  <button>Approve</button>
+</form>""")
+
+
+def phone_done(state: str, code: str | None) -> str:
+    sms = f"<p>SMS received: your code is <b>{escape(code)}</b></p>" if code else ""
+    return layout("Your phone", f"<h1>Approved</h1><p>login state: {escape(state)}</p>{sms}")
+
+
 def home_page(account: str) -> str:
     return layout("Home", f"""
 <h1>Welcome, <span id="account-name">{escape(account)}</span></h1>
