@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import AnyUrl, Field, UrlConstraints, ValidationError, field_validator
+from pydantic import AnyUrl, Field, SecretStr, UrlConstraints, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -75,8 +75,16 @@ class FleetSettings(BaseSettings):
     api_port: int = Field(DEFAULT_API_PORT, ge=1, le=65535, description="port of the REST API (1–65535)")
     api_url: str | None = Field(None, description="REST API the CLI talks to; default http://<api_host>:<api_port>")
     controller_client_id: str = Field("fleet-controller", min_length=1, max_length=64)
+    admin_token: SecretStr | None = Field(
+        None, description="an admin API token the controller accepts (set once, e.g. from a secret store); min 24 characters",
+        min_length=24,
+    )
+    api_token: SecretStr | None = Field(None, description="the token the fleet CLI sends; default <data_dir>/api-token")
     public_api_url: str | None = Field(
         None, description="the controller's address as devices reach it, for file URLs; default FLEET_API_URL"
+    )
+    file_url_key: SecretStr | None = Field(
+        None, description="key that signs file download URLs (same on every controller); default a key in the data dir"
     )
     max_upload_bytes: int = Field(8 * 1024**3, ge=1024, description="largest file POST /api/v1/files accepts")
     sweep_interval: float = Field(1.0, gt=0, le=60, description="seconds between checks for expiries, timeouts and due retries")
@@ -151,7 +159,8 @@ def _describe(error: dict[str, Any]) -> str:
     info = FleetSettings.model_fields.get(field)
     accepted = f" Accepted: {info.description}." if info is not None and info.description else ""
     given = error.get("input")
-    shown = "" if isinstance(given, dict) or field == "mqtt_url" else f" (got {given!r})"
+    secret = field in ("mqtt_url", "admin_token", "api_token", "file_url_key")
+    shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
     return f"{ENV_PREFIX}{field.upper()} ({field}): {error['msg']}{shown}.{accepted}"
 
 

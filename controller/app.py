@@ -13,7 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from config.settings import FleetSettings
-from controller.api.routes import accounts, broadcasts, devices, files, health, tasks
+from controller.api.routes import accounts, broadcasts, devices, files, health, tasks, tokens
+from controller.api.security import Read
+from controller.services.tokens import ensure_bootstrap
 from controller.api.routes.health import package_version
 from controller.db import create_db_engine, create_sessionmaker, migrate, safe_url
 from controller.mqtt import ControllerMqtt
@@ -68,6 +70,9 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.sessions = sessions
         app.state.mqtt = mqtt
         log.info("controller database: %s", safe_url(settings.resolved_database_url))
+        if settings.admin_token is not None:
+            with sessions() as session:
+                ensure_bootstrap(session, settings.admin_token.get_secret_value())
         mqtt.start()
         scheduler.start()
         try:
@@ -87,5 +92,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(health.router)
     for module in (devices, accounts, tasks, broadcasts, files):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
+    app.include_router(tokens.router, prefix=API_PREFIX)
+    app.include_router(files.download_router, prefix=API_PREFIX)  # signed links, no token
     return app

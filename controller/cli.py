@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import signal
 import time
 from contextlib import suppress
@@ -79,11 +80,37 @@ def _params(param: list[str], params_json: Optional[str]) -> dict[str, Any]:
     return result
 
 
+TOKEN_FILE = "api-token"
+
+
+def _local_token(settings: FleetSettings) -> str | None:
+    """The CLI's token: FLEET_API_TOKEN, else the one `fleet up` keeps in the data dir."""
+    if settings.api_token is not None:
+        return settings.api_token.get_secret_value()
+    path = settings.data_dir / TOKEN_FILE
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+
+def _ensure_local_token(settings: FleetSettings) -> str:
+    """The admin token `fleet up` runs with: FLEET_ADMIN_TOKEN, else one kept in the data dir
+    (created on first use, readable by its owner only where the OS supports that)."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    path = settings.data_dir / TOKEN_FILE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
 def _api(method: str, path: str, **kwargs: Any) -> Any:
     settings = _settings()
     url = f"{settings.resolved_api_url}{path}"
+    token = _local_token(settings)
+    headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {token}"} if token else {})}
     try:
-        response = httpx.request(method, url, timeout=30, **kwargs)
+        response = httpx.request(method, url, timeout=30, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         err_console.print(
             f"[red]error:[/red] cannot reach the controller at {settings.resolved_api_url} ({exc.__class__.__name__}). "
@@ -185,6 +212,7 @@ def up(
         overrides["mqtt_url"] = f"mqtt://{host}:{settings.broker_port}"
     if not no_site and "reference" not in settings.platform_urls:
         overrides["platform_urls"] = {**settings.platform_urls, "reference": f"http://127.0.0.1:{site_port}"}
+    overrides["admin_token"] = _ensure_local_token(settings)
     settings = _settings(**overrides)
     configure_logging(settings.log_level)
 
@@ -418,6 +446,49 @@ def file_upload(path: Path = typer.Argument(..., exists=True, dir_okay=False, re
         stored = _api("POST", "/api/v1/files", params={"name": path.name}, content=body,
                       headers={"content-type": "application/octet-stream"})
     console.print_json(data={k: stored[k] for k in ("url", "size", "sha256")})
+
+
+token_app = typer.Typer(help="REST API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: str = typer.Option(..., help="who or what uses it"),
+    scope: str = typer.Option("operate", help="read, operate or admin"),
+) -> None:
+    """Create an API token in the controller's database (FLEET_DATABASE_URL); prints it once."""
+    if scope not in ("read", "operate", "admin"):
+        raise typer.BadParameter(f"--scope must be read, operate or admin, not {scope!r}")
+    from controller.db import create_db_engine, create_sessionmaker, migrate
+    from controller.services.tokens import create_token
+
+    settings = _settings()
+    engine = create_db_engine(settings.resolved_database_url)
+    migrate(engine)
+    with create_sessionmaker(engine)() as session:
+        token, secret = create_token(session, name, scope)
+    engine.dispose()
+    console.print(f"token {token.id} ({scope}) for {name}:")
+    console.print(secret, highlight=False, soft_wrap=True)
+    console.print("send it as 'Authorization: Bearer <token>', or set FLEET_API_TOKEN for the CLI; it is not shown again")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List API tokens (never their secrets)."""
+    table = Table("id", "name", "scope", "created", "last used", "revoked")
+    for item in _api("GET", "/api/v1/tokens"):
+        table.add_row(item["id"], item["name"], item["scope"], item["created_at"], str(item["last_used_at"] or ""),
+                      str(item["revoked_at"] or ""))
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    """Revoke an API token; requests with it get 401 from then on."""
+    _api("DELETE", f"/api/v1/tokens/{token_id}")
+    console.print(f"token {token_id} revoked")
 
 
 @app.command()

@@ -205,3 +205,26 @@ class FileOut(BaseModel):
     content_type: str
     created_at: UtcDatetime
     url: str = Field(description="where devices download it (HTTP range requests resume a broken download)")
+
+
+Scope = Literal["read", "operate", "admin"]
+
+
+class TokenCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=200, description="who or what uses it, e.g. 'ops dashboard'")
+    scope: Scope = Field(description="read: GET only; operate: also tasks, broadcasts, accounts, files; admin: also tokens")
+
+
+class TokenOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    scope: Scope
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the secret: shown once, send it as 'Authorization: Bearer <token>'")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -154,12 +155,16 @@ class Controller:
         self.port = free_port()
         self.data_dir = work / "controller"
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
+        self.admin_token = secrets.token_urlsafe(32)
         env = base_env(
             mqtt_url=mqtt_url or broker.url, database_url=self.database_url, api_port=str(self.port),
-            data_dir=str(self.data_dir), controller_client_id=f"controller-{self.port}", **settings,
+            data_dir=str(self.data_dir), controller_client_id=f"controller-{self.port}", admin_token=self.admin_token,
+            **settings,
         )
         self.process = Process("controller", fleet_argv("controller"), work, env)
-        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+        self.api = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}", timeout=10, headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
 
     def start(self) -> None:
         self.process.start()

@@ -16,26 +16,46 @@ def run_fleet(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 def test_fleet_up_runs_broker_controller_and_device(tmp_path: Path) -> None:
     broker_port, api_port = free_port(), free_port()
-    env = base_env(device_id="local-pc", api_port=str(api_port))
-    up = Process("fleet-up", fleet_argv("up", "--broker-port", str(broker_port), "--data-dir", str(tmp_path)), tmp_path, env)
+    env = base_env(device_id="local-pc", api_port=str(api_port), data_dir=str(tmp_path))
+    argv = fleet_argv("up", "--broker-port", str(broker_port), "--site-port", str(free_port()))
+    up = Process("fleet-up", argv, tmp_path, env)
     up.start()
     try:
         api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=5)
 
         def local_device_online() -> bool:
             assert up.running, up.log_tail()
+            token = tmp_path / "api-token"
+            if token.exists():
+                api.headers["Authorization"] = f"Bearer {token.read_text()}"
             try:
                 return api.get("/api/v1/devices/local-pc").json().get("status") == "online"
             except (httpx.HTTPError, ValueError):
                 return False
 
         wait_for(local_device_online, 30, 0.1, "fleet up: local device online")
+        assert httpx.get(f"http://127.0.0.1:{api_port}/api/v1/devices").status_code == 401  # no token, no entry
         sent = run_fleet("task", "send", "local-pc", "echo", "-p", "message=hi", "--wait", env=env, cwd=tmp_path)
         assert sent.returncode == 0, sent.stderr
         assert "succeeded" in sent.stdout and "hi" in sent.stdout
         listed = run_fleet("devices", env=env, cwd=tmp_path)
         assert "local-pc" in listed.stdout and "online" in listed.stdout
         assert (tmp_path / "controller.db").exists() and (tmp_path / "journal-local-pc.sqlite3").exists()
+
+        created = run_fleet("token", "create", "--name", "dashboard", "--scope", "read", env=env, cwd=tmp_path)
+        assert created.returncode == 0, created.stderr
+        reader = created.stdout.split()[created.stdout.split().index("dashboard:") + 1]
+        as_reader = {"Authorization": f"Bearer {reader}"}
+        assert httpx.get(f"http://127.0.0.1:{api_port}/api/v1/tasks", headers=as_reader).status_code == 200
+        refused = httpx.post(f"http://127.0.0.1:{api_port}/api/v1/tasks", headers=as_reader,
+                             json={"device_id": "local-pc", "type": "ping"})
+        assert refused.status_code == 403 and "'operate'" in refused.json()["detail"]
+        listed = run_fleet("token", "list", env=env, cwd=tmp_path)
+        assert "dashboard" in listed.stdout and reader not in listed.stdout
+        token_id = reader.split("_")[1]
+        assert run_fleet("token", "revoke", token_id, env=env, cwd=tmp_path).returncode == 0
+        assert httpx.get(f"http://127.0.0.1:{api_port}/api/v1/tasks", headers=as_reader).status_code == 401
+        assert reader not in up.log_path.read_text()  # secrets stay out of the logs
     finally:
         up.stop()
 

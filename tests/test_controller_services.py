@@ -418,6 +418,9 @@ def _unused_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+
+
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     """The real app on SQLite; its broker does not exist, which must not stop it from starting."""
@@ -426,8 +429,9 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         database_url=f"sqlite:///{tmp_path / 'data' / 'controller.db'}",
         mqtt_url=f"mqtt://operator:hunter2@127.0.0.1:{_unused_port()}",
         reconnect_max_delay=1,
+        admin_token=ADMIN_TOKEN,
     )
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as test_client:
         yield test_client
 
 
@@ -636,12 +640,39 @@ def test_files_upload_hash_and_ranged_download(client: TestClient) -> None:
     assert stored.status_code == 201, stored.text
     info = stored.json()
     assert (info["size"], info["sha256"], info["name"]) == (len(body), hashlib.sha256(body).hexdigest(), "clip.mp4")
-    assert info["url"].endswith(f"/api/v1/files/{info['id']}")
+    assert f"/api/v1/files/{info['id']}/download?expires=" in info["url"]
 
     whole = client.get(f"/api/v1/files/{info['id']}")
     assert whole.status_code == 200 and whole.content == body
-    tail = client.get(f"/api/v1/files/{info['id']}", headers={"Range": "bytes=100000-"})
+    device = TestClient(client.app)  # no API token: the signed link is the credential
+    tail = device.get(info["url"], headers={"Range": "bytes=100000-"})
     assert tail.status_code == 206 and tail.content == body[100_000:]
+    forged = device.get(info["url"][:-1] + ("0" if info["url"][-1] != "0" else "1"))
+    assert forged.status_code == 403 and "signature" in forged.json()["detail"]
+    assert device.get(f"/api/v1/files/{info['id']}").status_code == 401
     assert [f["id"] for f in client.get("/api/v1/files").json()] == [info["id"]]
     assert client.delete(f"/api/v1/files/{info['id']}").status_code == 204
     assert client.get(f"/api/v1/files/{info['id']}").status_code == 404
+
+
+def test_rest_needs_a_token_with_enough_scope(client: TestClient) -> None:
+    anonymous = TestClient(client.app)
+    assert anonymous.get("/healthz").status_code == 200  # the one open endpoint
+    missing = anonymous.get("/api/v1/tasks")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert "fleet token create" in missing.json()["detail"]
+    assert anonymous.get("/api/v1/tasks", headers={"Authorization": "Bearer flt_nope_guess"}).status_code == 401
+
+    made = client.post("/api/v1/tokens", json={"name": "viewer", "scope": "read"})
+    assert made.status_code == 201
+    viewer = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert anonymous.get("/api/v1/devices", headers=viewer).status_code == 200
+    denied = anonymous.post("/api/v1/broadcasts", headers=viewer, json={"type": "ping"})
+    assert denied.status_code == 403 and "'operate'" in denied.json()["detail"]
+    assert anonymous.get("/api/v1/tokens", headers=viewer).status_code == 403
+    listed = client.get("/api/v1/tokens").json()
+    assert {t["name"] for t in listed} == {"FLEET_ADMIN_TOKEN", "viewer"}
+    assert all("token" not in t and "secret_sha256" not in t for t in listed)
+    assert client.delete(f"/api/v1/tokens/{made.json()['id']}").json()["revoked_at"] is not None
+    assert client.delete("/api/v1/tokens/admin0").status_code == 409  # FLEET_ADMIN_TOKEN is retired by config
+    assert anonymous.get("/api/v1/devices", headers=viewer).status_code == 401

@@ -301,8 +301,6 @@ def test_chat_message_is_recorded(site: Site, page: Any) -> None:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="known site bug: a 422 validation answer's `detail` is a list, "
-                   "and the page shows it as '[object Object]' (device/platforms/reference/site/pages.py)")
 def test_an_empty_recipient_shows_a_readable_error(site: Site, page: Any) -> None:
     log_in(site, page, "alice")
     page.goto("/messages")

@@ -13,6 +13,10 @@ class ServiceError(Exception):
         self.detail = detail
 
 
+class ForbiddenError(ServiceError):
+    status_code = 403
+
+
 class NotFoundError(ServiceError):
     status_code = 404
 

@@ -1,10 +1,17 @@
 """Files operators upload for devices to fetch (videos, covers): streamed to disk with their
-sha256, served back with HTTP range requests so an interrupted download resumes."""
+sha256, served back with HTTP range requests so an interrupted download resumes.
+
+Devices have no API token, so the URL a task carries is signed: HMAC-SHA256 over the file id
+and an expiry time, with a key only the controller knows (FLEET_FILE_URL_KEY, else a random
+key kept in `<data dir>/file-url-key`)."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.models import StoredFile
-from controller.services.errors import NotFoundError, ServiceError
+from controller.services.errors import ForbiddenError, NotFoundError, ServiceError
 from schemas.common import new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,38 @@ async def save_stream(chunks: AsyncIterator[bytes], directory: Path, max_bytes: 
     finally:
         part.unlink(missing_ok=True)
     return SavedFile(file_id, size, digest.hexdigest())
+
+
+URL_TTL = 7 * 86400  # seconds a signed download URL stays valid
+KEY_FILE = "file-url-key"
+
+
+def url_key(configured: str | None, data_dir: Path) -> bytes:
+    """The signing key: the configured one, else one generated once and kept in the data dir."""
+    if configured:
+        return configured.encode()
+    path = data_dir / KEY_FILE
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip().encode()
+
+
+def _signature(key: bytes, file_id: str, expires: int) -> str:
+    return hmac.new(key, f"{file_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def signed_url(base_url: str, key: bytes, file_id: str, ttl: int = URL_TTL) -> str:
+    expires = int(time.time()) + ttl
+    return f"{base_url}/api/v1/files/{file_id}/download?expires={expires}&signature={_signature(key, file_id, expires)}"
+
+
+def check_signature(key: bytes, file_id: str, expires: int, signature: str) -> None:
+    if expires < time.time():
+        raise ForbiddenError("this download link has expired; ask the controller for the file's URL again")
+    if not hmac.compare_digest(_signature(key, file_id, expires), signature):
+        raise ForbiddenError("this download link's signature is not valid")
 
 
 def record(session: Session, saved: SavedFile, name: str, content_type: str) -> StoredFile:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from controller.api.deps import SessionDep
+from controller.api.security import Operate
 from controller.services import accounts as service
 from schemas.api import AccountCreate, AccountOut, AccountUpdate, ErrorBody, LoginStatus
 
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/accounts", tags=["accounts"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "unknown account or device"}}
 
 
-@router.post("", status_code=201, summary="Bind an account to a device", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
+@router.post("", dependencies=[Operate], status_code=201, summary="Bind an account to a device", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
 def create_account(session: SessionDep, body: AccountCreate) -> AccountOut:
     """Tasks may then name just the account; they go to its device."""
     return AccountOut.model_validate(service.create_account(session, body))
@@ -37,12 +38,12 @@ def get_account(session: SessionDep, name: str) -> AccountOut:
     return AccountOut.model_validate(service.get_account(session, name))
 
 
-@router.patch("/{name}", summary="Move an account to another device", responses=NOT_FOUND)
+@router.patch("/{name}", dependencies=[Operate], summary="Move an account to another device", responses=NOT_FOUND)
 def update_account(session: SessionDep, name: str, body: AccountUpdate) -> AccountOut:
     return AccountOut.model_validate(service.update_account(session, name, body))
 
 
-@router.delete("/{name}", status_code=204, summary="Forget an account", responses=NOT_FOUND)
+@router.delete("/{name}", dependencies=[Operate], status_code=204, summary="Forget an account", responses=NOT_FOUND)
 def delete_account(session: SessionDep, name: str) -> Response:
     service.delete_account(session, name)
     return Response(status_code=204)

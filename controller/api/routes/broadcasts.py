@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from controller.api.deps import PublisherDep, SessionDep
+from controller.api.security import Operate
 from controller.services import broadcasts as service
 from schemas.api import BroadcastCreate, BroadcastOut, ErrorBody
 
 router = APIRouter(prefix="/broadcasts", tags=["broadcasts"])
 
 
-@router.post("", status_code=201, summary="Broadcast a task")
+@router.post("", dependencies=[Operate], status_code=201, summary="Broadcast a task")
 def create_broadcast(session: SessionDep, publisher: PublisherDep, body: BroadcastCreate) -> BroadcastOut:
     """Published once on `fleet/broadcast/tasks` (or `fleet/groups/<group>/tasks`); each
     device's run is a task named `<broadcast id>:<device id>`."""

@@ -8,25 +8,39 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from config.settings import FleetSettings
 from controller.api.deps import SessionDep, SettingsDep
+from controller.api.security import Operate
 from controller.models import StoredFile
 from controller.services import files as service
 from schemas.api import ErrorBody, FileOut
 
 router = APIRouter(prefix="/files", tags=["files"])
+# Downloads by devices: authorised by the URL's signature instead of an API token.
+download_router = APIRouter(prefix="/files", tags=["files"])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
 
 
-def _out(stored: StoredFile, base_url: str) -> FileOut:
+def _key(settings: FleetSettings) -> bytes:
+    configured = settings.file_url_key.get_secret_value() if settings.file_url_key else None
+    return service.url_key(configured, settings.data_dir)
+
+
+def _out(stored: StoredFile, settings: FleetSettings) -> FileOut:
     return FileOut(
         id=stored.id, name=stored.name, size=stored.size, sha256=stored.sha256, content_type=stored.content_type,
-        created_at=stored.created_at, url=f"{base_url}/api/v1/files/{stored.id}",
+        created_at=stored.created_at, url=service.signed_url(settings.public_base_url, _key(settings), stored.id),
     )
+
+
+def _send(settings: FleetSettings, stored: StoredFile) -> FileResponse:
+    return FileResponse(settings.data_dir / "files" / stored.id, media_type=stored.content_type, filename=stored.name)
 
 
 @router.post(
     "",
+    dependencies=[Operate],
     status_code=201,
     summary="Upload a file (the request body is the file)",
     responses={413: {"model": ErrorBody, "description": "larger than FLEET_MAX_UPLOAD_BYTES"}},
@@ -46,22 +60,35 @@ async def upload_file(
         with request.app.state.sessions() as session:
             return service.record(session, saved, name, content_type[:200])
 
-    return _out(await run_in_threadpool(record), settings.public_base_url)
+    return _out(await run_in_threadpool(record), settings)
 
 
 @router.get("", summary="List files")
 def list_files(session: SessionDep, settings: SettingsDep) -> list[FileOut]:
-    return [_out(f, settings.public_base_url) for f in service.list_files(session)]
+    return [_out(f, settings) for f in service.list_files(session)]
 
 
 @router.get("/{file_id}", summary="Download a file (HTTP range requests supported)", responses=NOT_FOUND,
             response_class=FileResponse)
 def download_file(session: SessionDep, settings: SettingsDep, file_id: str) -> FileResponse:
-    stored = service.get_file(session, file_id)
-    return FileResponse(settings.data_dir / "files" / stored.id, media_type=stored.content_type, filename=stored.name)
+    return _send(settings, service.get_file(session, file_id))
 
 
-@router.delete("/{file_id}", status_code=204, summary="Delete a file", responses=NOT_FOUND)
+@download_router.get(
+    "/{file_id}/download",
+    summary="Download a file with a signed link (what devices use; HTTP range requests supported)",
+    responses={403: {"model": ErrorBody, "description": "expired or invalid signature"}, **NOT_FOUND},
+    response_class=FileResponse,
+)
+def download_signed(
+    session: SessionDep, settings: SettingsDep, file_id: str,
+    expires: Annotated[int, Query(ge=0, le=2**40)], signature: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+) -> FileResponse:
+    service.check_signature(_key(settings), file_id, expires, signature)
+    return _send(settings, service.get_file(session, file_id))
+
+
+@router.delete("/{file_id}", dependencies=[Operate], status_code=204, summary="Delete a file", responses=NOT_FOUND)
 def delete_file(session: SessionDep, settings: SettingsDep, file_id: str) -> Response:
     service.delete_file(session, settings.data_dir / "files", file_id)
     return Response(status_code=204)

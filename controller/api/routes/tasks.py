@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from controller.api.deps import PublisherDep, SessionDep
+from controller.api.security import Operate
 from controller.services import tasks as service
 from schemas.api import ErrorBody, TaskCreate, TaskDetail, TaskInput, TaskOut, TaskPage
 from schemas.events import TaskStatus
@@ -16,6 +17,7 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 @router.post(
     "",
+    dependencies=[Operate],
     status_code=201,
     summary="Create a task for one device",
     responses={404: {"model": ErrorBody, "description": "unknown device"}, 422: {"description": "invalid task"}},
@@ -49,6 +51,7 @@ def get_task(session: SessionDep, task_id: str) -> TaskDetail:
 
 @router.post(
     "/{task_id}/cancel",
+    dependencies=[Operate],
     status_code=202,
     summary="Cancel a task",
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody, "description": "the task already finished"}},
@@ -61,6 +64,7 @@ def cancel_task(session: SessionDep, publisher: PublisherDep, task_id: str) -> T
 
 @router.post(
     "/{task_id}/input",
+    dependencies=[Operate],
     status_code=202,
     summary="Send a running task the input it waits for (e.g. a login's SMS code)",
     responses={

@@ -9,6 +9,18 @@ STYLE = """<style>body{font-family:sans-serif;max-width:40em;margin:2em auto}lab
 #error{color:#b00}</style>"""
 
 
+# How a page shows a failure in #error: FastAPI answers a string, or a list of {loc, msg}
+# for input it refused.
+SHOW_ERROR = """
+function describe(detail) {
+  return Array.isArray(detail) ? detail.map((d) => `${(d.loc || []).slice(1).join('.')}: ${d.msg}`).join('; ') : String(detail);
+}
+function showError(text) {
+  document.getElementById('outcome').innerHTML = '<div id="error"></div>';
+  document.getElementById('error').textContent = text;
+}"""
+
+
 def layout(title: str, body: str) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>{STYLE}</head><body>{body}</body></html>"
 
@@ -82,10 +94,7 @@ def upload_page() -> str:
 let uploadId = null;
 const bar = document.getElementById('upload-progress');
 const publish = document.getElementById('publish');
-function showError(text) {
-  document.getElementById('outcome').innerHTML = '<div id="error"></div>';
-  document.getElementById('error').textContent = text;
-}
+""" + SHOW_ERROR + """
 function send(file, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
@@ -115,7 +124,7 @@ publish.addEventListener('click', async () => {
       body: JSON.stringify({upload_id: uploadId, cover_id: coverId, title: document.getElementById('title').value,
                             tags, publish_at: document.getElementById('publish-at').value || null})});
     const result = await answer.json();
-    if (!answer.ok) { showError(result.detail); publish.disabled = false; return; }
+    if (!answer.ok) { showError(describe(result.detail)); publish.disabled = false; return; }
     document.getElementById('outcome').innerHTML = '<div id="publish-result">published</div>';
     document.getElementById('publish-result').dataset.videoId = result.video_id;
   } catch (error) { showError(error.message); publish.disabled = false; }
@@ -131,13 +140,12 @@ def messages_page() -> str:
 <button id="send">Send</button>
 <div id="outcome"></div>
 <script>
+""" + SHOW_ERROR + """
 document.getElementById('send').addEventListener('click', async () => {
   const answer = await fetch('/api/send', {method: 'POST', headers: {'content-type': 'application/json'},
     body: JSON.stringify({to: document.getElementById('to').value, message: document.getElementById('message').value})});
   const result = await answer.json();
-  const outcome = document.getElementById('outcome');
-  if (answer.ok) { outcome.innerHTML = '<div id="send-result">sent</div>'; return; }
-  outcome.innerHTML = '<div id="error"></div>';
-  document.getElementById('error').textContent = result.detail;
+  if (answer.ok) { document.getElementById('outcome').innerHTML = '<div id="send-result">sent</div>'; return; }
+  showError(describe(result.detail));
 });
 </script>""")

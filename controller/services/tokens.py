@@ -1,0 +1,82 @@
+"""REST API tokens: `flt_<id>_<secret>`. Only the secret's sha256 is stored (the secret is 32
+random bytes, so a plain hash is enough); scopes are ordered read < operate < admin."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.models import ApiToken
+from controller.services.errors import ConflictError, NotFoundError
+from schemas.common import utcnow
+
+log = logging.getLogger(__name__)
+
+PREFIX = "flt"
+SCOPES = ("read", "operate", "admin")
+BOOTSTRAP_ID = "admin0"  # the token from FLEET_ADMIN_TOKEN
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def allows(granted: str, needed: str) -> bool:
+    return SCOPES.index(granted) >= SCOPES.index(needed)
+
+
+def create_token(session: Session, name: str, scope: str) -> tuple[ApiToken, str]:
+    """A new token and its full secret text (shown once, never stored)."""
+    token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    token = ApiToken(id=token_id, name=name, scope=scope, secret_sha256=_hash(secret), created_at=utcnow())
+    session.add(token)
+    session.commit()
+    log.info("API token %s (%s, scope %s) created", token_id, name, scope)
+    return token, f"{PREFIX}_{token_id}_{secret}"
+
+
+def ensure_bootstrap(session: Session, secret: str) -> None:
+    """Accept FLEET_ADMIN_TOKEN as an admin token (any text of 24+ characters, used whole)."""
+    token = session.get(ApiToken, BOOTSTRAP_ID)
+    if token is None:
+        session.add(ApiToken(id=BOOTSTRAP_ID, name="FLEET_ADMIN_TOKEN", scope="admin", secret_sha256=_hash(secret),
+                             created_at=utcnow()))
+    else:
+        token.secret_sha256, token.revoked_at, token.scope = _hash(secret), None, "admin"
+    session.commit()
+
+
+def authenticate(session: Session, presented: str) -> ApiToken | None:
+    """The live token `presented` stands for, or None."""
+    if presented.startswith(f"{PREFIX}_") and presented.count("_") >= 2:
+        _prefix, token_id, secret = presented.split("_", 2)
+    else:
+        token_id, secret = BOOTSTRAP_ID, presented
+    token = session.get(ApiToken, token_id)
+    if token is None or token.revoked_at is not None or not hmac.compare_digest(token.secret_sha256, _hash(secret)):
+        return None
+    token.last_used_at = utcnow()
+    session.commit()
+    return token
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.created_at)))
+
+
+def revoke_token(session: Session, token_id: str) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFoundError(f"token {token_id!r} does not exist; list tokens with GET /api/v1/tokens")
+    if token.id == BOOTSTRAP_ID:
+        raise ConflictError("this token comes from FLEET_ADMIN_TOKEN; change or unset that setting to retire it")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.commit()
+        log.info("API token %s (%s) revoked", token.id, token.name)
+    return token
