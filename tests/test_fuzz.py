@@ -117,7 +117,7 @@ def test_openapi_fuzz_against_the_running_controller(tmp_path: Path, _processes:
         [binary, "run", f"http://127.0.0.1:{controller.port}/openapi.json", "--checks", "not_a_server_error",
          "-H", f"Authorization: Bearer {controller.admin_token}", "--max-examples", "40", "--seed", "7",
          "--workers", "1", "--no-color"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its report files go there
     )
     summary = run.stdout[-3000:]
     assert run.returncode == 0, summary + run.stderr[-2000:]
