@@ -21,6 +21,8 @@ def mosquitto_conf(
     *,
     persistence_dir: Path | None = None,
     password_file: Path | None = None,
+    acl_file: Path | None = None,
+    pid_file: Path | None = None,
     tls: TlsFiles | None = None,
 ) -> str:
     """A mosquitto.conf for a fleet broker.
@@ -39,6 +41,10 @@ def mosquitto_conf(
         lines.append("allow_anonymous true")
     else:
         lines += ["allow_anonymous false", f"password_file {password_file.as_posix()}"]
+    if acl_file is not None:
+        lines.append(f"acl_file {acl_file.as_posix()}")
+    if pid_file is not None:
+        lines.append(f"pid_file {pid_file.as_posix()}")
     if persistence_dir is None:
         lines.append("persistence false")
     else:

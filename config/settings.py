@@ -67,6 +67,14 @@ class FleetSettings(BaseSettings):
     broker_port: int = Field(DEFAULT_BROKER_PORT, ge=1, le=65535, description="TCP port of the embedded broker (1–65535)")
     broker_session_expiry: int = Field(3600, ge=0, description="seconds a disconnected persistent session is kept")
 
+    broker_password_file: Path | None = Field(
+        None, description="Mosquitto password file the controller keeps current for provisioned identities"
+    )
+    broker_acl_file: Path | None = Field(None, description="Mosquitto ACL file the controller keeps current")
+    broker_pid_file: Path | None = Field(
+        None, description="pid file of that Mosquitto; it is sent SIGHUP to reload after every change"
+    )
+
     # --- controller -------------------------------------------------------------------------
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/controller.db (e.g. postgresql+psycopg://…)"

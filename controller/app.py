@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from config.settings import FleetSettings
-from controller.api.routes import accounts, broadcasts, devices, files, health, tasks, tokens
+from controller.api.routes import accounts, broadcasts, devices, files, health, identities, tasks, tokens
 from controller.api.security import Read
 from controller.services.tokens import ensure_bootstrap
 from controller.api.routes.health import package_version
@@ -94,5 +94,6 @@ def create_app(settings: FleetSettings) -> FastAPI:
     for module in (devices, accounts, tasks, broadcasts, files):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(tokens.router, prefix=API_PREFIX)
+    app.include_router(identities.router, prefix=API_PREFIX)
     app.include_router(files.download_router, prefix=API_PREFIX)  # signed links, no token
     return app

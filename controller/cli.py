@@ -314,12 +314,19 @@ def controller(
     run_controller(settings)
 
 
-@app.command()
+device_app = typer.Typer(help="Run the device daemon (no sub-command), or provision devices on the broker.")
+app.add_typer(device_app, name="device")
+
+
+@device_app.callback(invoke_without_command=True)
 def device(
+    ctx: typer.Context,
     device_id: Optional[str] = typer.Option(None, "--id", help="device id (default: generated once and kept)"),
     name: Optional[str] = typer.Option(None, help="display name (default: host name)"),
 ) -> None:
     """Run the device daemon: connect to the broker, announce presence, execute tasks."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = _settings(device_id=device_id, device_name=name)
     configure_logging(settings.log_level)
     from device.daemon import run_device
@@ -329,6 +336,67 @@ def device(
     except ValueError as exc:  # an unreadable device id file
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
+
+
+def _provision(name: str, role: str, groups: list[str]) -> None:
+    """Create a broker identity in the controller's database and apply the broker files."""
+    from pydantic import ValidationError
+
+    from controller.db import create_db_engine, create_sessionmaker, migrate
+    from controller.services.errors import ServiceError
+    from controller.services.identities import add_identity, apply_to_broker
+    from schemas.api import IdentityCreate
+
+    try:
+        body = IdentityCreate(name=name, role=role, groups=groups)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors(include_input=False)))
+    settings = _settings()
+    engine = create_db_engine(settings.resolved_database_url)
+    migrate(engine)
+    try:
+        with create_sessionmaker(engine)() as session:
+            identity, secret = add_identity(session, body)
+            outcome = apply_to_broker(session, settings)
+    except ServiceError as exc:
+        err_console.print(f"[red]error:[/red] {exc.detail}", highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    console.print(f"{identity.role} {identity.name} provisioned; broker files: {outcome}")
+    console.print(f"its MQTT password (shown once): {secret}", highlight=False, soft_wrap=True)
+    console.print(f"e.g. FLEET_MQTT_URL=mqtt://{identity.name}:<password>@<broker host>:<port>", highlight=False)
+
+
+@device_app.command("add")
+def device_add(
+    device_id: str = typer.Argument(..., help="the device id, which is also its MQTT user name"),
+    group: list[str] = typer.Option([], "--group", "-g", help="a group it belongs to; repeatable"),
+) -> None:
+    """Provision a device: a random MQTT password (only its hash is kept) and its topic ACL."""
+    _provision(device_id, "device", group)
+
+
+@device_app.command("revoke")
+def device_revoke(device_id: str) -> None:
+    """Revoke a device: the broker refuses it from its next connection (no restart needed)."""
+    revoked = _api("DELETE", f"/api/v1/identities/{device_id}")
+    console.print(f"{revoked['role']} {revoked['name']} revoked")
+
+
+identity_app = typer.Typer(help="Broker logins of the controller and operators.", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
+
+
+@identity_app.command("add")
+def identity_add(
+    name: str = typer.Argument(..., help="MQTT user name"),
+    role: str = typer.Option(..., help="controller or operator (devices: fleet device add)"),
+) -> None:
+    """Provision the controller's or an operator's broker login (operators may publish tasks)."""
+    if role not in ("controller", "operator"):
+        raise typer.BadParameter(f"--role must be controller or operator, not {role!r}")
+    _provision(name, role, [])
 
 
 # ---- operating the fleet through REST ------------------------------------------------------

@@ -228,3 +228,32 @@ class TokenOut(BaseModel):
 
 class TokenCreated(TokenOut):
     token: str = Field(description="the secret: shown once, send it as 'Authorization: Bearer <token>'")
+
+
+MqttRole = Literal["device", "controller", "operator"]
+
+
+class IdentityCreate(StrictModel):
+    name: DeviceId = Field(description="the MQTT user name; for a device, its device id")
+    role: MqttRole = "device"
+    groups: list[GroupName] = Field(default_factory=list, description="a device's groups: it may read their task topics")
+
+
+class IdentityOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    role: MqttRole
+    groups: list[str]
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None
+
+
+class IdentityCreated(IdentityOut):
+    secret: str = Field(description="the MQTT password: shown once, e.g. FLEET_MQTT_URL=mqtt://<name>:<secret>@host")
+    broker_files: str = Field(description="'written and reloaded', or what to configure on a broker the controller does not manage")
+
+
+class BrokerFiles(BaseModel):
+    password_file: str = Field(description="Mosquitto password file (mosquitto_passwd format)")
+    acl_file: str = Field(description="Mosquitto ACL file")

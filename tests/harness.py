@@ -117,7 +117,10 @@ def base_env(**values: Any) -> dict[str, str]:
 class Broker:
     """A broker process of one kind ("amqtt" or "mosquitto") on a free port."""
 
-    def __init__(self, kind: str, work: Path, password_file: Path | None = None, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self, kind: str, work: Path, password_file: Path | None = None, tls: TlsFiles | None = None,
+        acl_file: Path | None = None, pid_file: Path | None = None,
+    ) -> None:
         self.kind = kind
         self.port = free_port()
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
@@ -126,7 +129,7 @@ class Broker:
             if binary is None:
                 missing_service("mosquitto is not installed (Debian: apt-get install mosquitto mosquitto-clients)")
             conf = work / f"mosquitto-{self.port}.conf"
-            text = mosquitto_conf(self.port, password_file=password_file, tls=tls)
+            text = mosquitto_conf(self.port, password_file=password_file, acl_file=acl_file, pid_file=pid_file, tls=tls)
             if hasattr(os, "geteuid") and os.geteuid() == 0:
                 text += "user root\n"  # else it drops to user mosquitto, who cannot read pytest's tmp dir
             conf.write_text(text)

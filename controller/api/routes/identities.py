@@ -1,0 +1,40 @@
+"""`/api/v1/identities`: provision and revoke broker logins for devices, the controller and
+operators (admin scope). Every change is applied to the broker files at once."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from controller.api.deps import SessionDep, SettingsDep
+from controller.api.security import Admin
+from controller.services import identities as service
+from schemas.api import BrokerFiles, ErrorBody, IdentityCreate, IdentityCreated, IdentityOut
+
+router = APIRouter(prefix="/identities", tags=["identities"], dependencies=[Admin])
+
+
+@router.post("", status_code=201, summary="Provision a device, controller or operator on the broker",
+             responses={409: {"model": ErrorBody}})
+def add_identity(session: SessionDep, settings: SettingsDep, body: IdentityCreate) -> IdentityCreated:
+    identity, secret = service.add_identity(session, body)
+    outcome = service.apply_to_broker(session, settings)
+    return IdentityCreated(**IdentityOut.model_validate(identity).model_dump(), secret=secret, broker_files=outcome)
+
+
+@router.get("", summary="List MQTT identities (never their secrets)")
+def list_identities(session: SessionDep) -> list[IdentityOut]:
+    return [IdentityOut.model_validate(i) for i in service.list_identities(session)]
+
+
+@router.get("/broker-files", summary="The Mosquitto password and ACL files for every live identity")
+def broker_files(session: SessionDep) -> BrokerFiles:
+    passwords, acls = service.broker_files(session)
+    return BrokerFiles(password_file=passwords, acl_file=acls)
+
+
+@router.delete("/{name}", summary="Revoke an identity (the broker refuses it from the next connection)",
+               responses={404: {"model": ErrorBody}})
+def revoke_identity(session: SessionDep, settings: SettingsDep, name: str) -> IdentityOut:
+    identity = service.revoke_identity(session, name)
+    service.apply_to_broker(session, settings)
+    return IdentityOut.model_validate(identity)

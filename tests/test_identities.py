@@ -1,0 +1,152 @@
+"""Device identities and topic ACLs on a real Mosquitto (issue 5): the controller provisions two
+devices, writes the password and ACL files and reloads the broker; device A, holding its own
+credentials, cannot read B's tasks, forge B's results or status, or command anyone; a revoked
+device and a wrong password are refused; the controller's records are unchanged by every
+attempt; no secret appears in any log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from broker.connection import BrokerAddress, create_client
+from tests.harness import Broker, Controller, Device, Process, base_env, fleet_argv, wait_for
+
+
+class Client:
+    """A raw MQTT login, to try what a compromised PC would."""
+
+    def __init__(self, port: int, user: str, password: str) -> None:
+        self.connected = threading.Event()
+        self.refused: Any = None
+        self.granted: dict[str, bool] = {}
+        self.received: list[str] = []
+        self._subacks: dict[int, list[str]] = {}
+        self.client = create_client(BrokerAddress.from_url(f"mqtt://{user}:{password}@127.0.0.1:{port}"), f"raw-{user}")
+        self.client.reconnect_delay_set(30, 30)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = lambda _c, _u, message: self.received.append(message.topic)
+        self.client.connect_async("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self.refused = reason
+        self.connected.set()
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: list[Any], _p: Any) -> None:
+        for topic, code in zip(self._subacks.pop(mid, []), codes, strict=False):
+            self.granted[topic] = not code.is_failure
+
+    def subscribe(self, *topics: str) -> None:
+        _rc, mid = self.client.subscribe([(t, 1) for t in topics])
+        self._subacks[mid] = list(topics)
+        wait_for(lambda: all(t in self.granted for t in topics), 10, what=f"SUBACK for {topics}")
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        self.client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def provision(env: dict[str, str], tmp_path: Path, name: str, role: str) -> str:
+    result = subprocess.run(fleet_argv("identity", "add", name, "--role", role), env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("shown once):", 1)[1].split()[0]
+
+
+def test_device_acls_revocation_and_secrets_on_mosquitto(tmp_path: Path, _processes: list[Process]) -> None:
+    files = tmp_path / "broker-files"
+    password_file, acl_file, pid_file = files / "passwd", files / "acl", files / "mosquitto.pid"
+    broker_settings = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file),
+                       "broker_pid_file": str(pid_file)}
+    database = f"sqlite:///{tmp_path / 'controller' / 'controller.db'}"
+    env = base_env(database_url=database, data_dir=str(tmp_path / "controller"), **broker_settings)
+    controller_secret = provision(env, tmp_path, "fleet-controller", "controller")
+    operator_secret = provision(env, tmp_path, "ops", "operator")
+
+    broker = Broker("mosquitto", tmp_path, password_file=password_file, acl_file=acl_file, pid_file=pid_file)
+    _processes.append(broker.process)
+    broker.start()
+    wait_for(pid_file.exists, 10, what="mosquitto's pid file")
+    controller = Controller(broker, tmp_path, mqtt_url=f"mqtt://fleet-controller:{controller_secret}@127.0.0.1:{broker.port}",
+                            keepalive="5", **broker_settings)
+    _processes.append(controller.process)
+    controller.start()
+
+    secrets = {"controller": controller_secret, "operator": operator_secret}
+    devices: dict[str, Device] = {}
+    for name, groups in (("dev-a", ["lab"]), ("dev-b", ["field"])):
+        made = controller.api.post("/api/v1/identities", json={"name": name, "role": "device", "groups": groups})
+        assert made.status_code == 201, made.text
+        assert "reloaded" in made.json()["broker_files"]
+        secrets[name] = made.json()["secret"]
+        device = Device(name, broker, tmp_path, mqtt_url=f"mqtt://{name}:{secrets[name]}@127.0.0.1:{broker.port}",
+                        groups=groups, keepalive="5")
+        _processes.append(device.process)
+        device.start()
+        devices[name] = device
+    for name in devices:
+        controller.wait_device(name, "online")
+    assert controller.wait_task(controller.create_task("dev-b", "ping")["id"])["status"] == "succeeded"
+    done = controller.wait_task(controller.create_task("dev-b", "echo", params={"message": "real"})["id"])
+
+    # Device A, with its own valid credentials, tries what a compromised PC would.
+    intruder = Client(broker.port, "dev-a", secrets["dev-a"])
+    assert intruder.connected.wait(10) and intruder.refused is None
+    # Mosquitto 2.0 acknowledges a subscription its ACL denies, then delivers nothing on it.
+    intruder.subscribe("devices/dev-b/tasks", "devices/+/results", "devices/dev-b/status", "fleet/groups/field/tasks")
+    status_before = controller.device("dev-b")
+    forged_event = {"task_id": done["id"], "device_id": "dev-b", "event": "failed", "seq": 99, "at": "2026-01-01T00:00:00Z",
+                    "session_id": "x", "error": {"code": "forged", "message": "forged"}}
+    intruder.publish("devices/dev-b/results", forged_event)
+    intruder.publish("devices/dev-b/status", {"device_id": "dev-b", "state": "offline",
+                                               "session_id": status_before["session_id"]})  # type: ignore[index]
+    intruder.publish("devices/dev-b/tasks", {"id": "forged-task", "type": "append", "params": {"line": "pwned"}})
+    intruder.publish("fleet/broadcast/tasks", {"id": "forged-broadcast", "type": "append"})
+
+    marker = controller.wait_task(controller.create_task("dev-b", "echo", params={"message": "after"})["id"])
+    assert marker["status"] == "succeeded"
+    assert intruder.received == []  # not even B's tasks, sent meanwhile
+    unchanged = controller.task(done["id"])
+    assert unchanged is not None and (unchanged["status"], unchanged["events"]) == ("succeeded", done["events"])
+    assert controller.device("dev-b")["status"] == "online"  # type: ignore[index]
+    assert controller.api.get("/api/v1/tasks/forged-task").status_code == 404
+    assert devices["dev-b"].executions("forged-task") == 0
+    assert not any((devices[n].data_dir / f"appended-{n}.log").exists() for n in devices)
+    intruder.close()
+
+    # An operator may command devices by hand.
+    operator = Client(broker.port, "ops", operator_secret)
+    assert operator.connected.wait(10) and operator.refused is None
+    operator.publish("devices/dev-b/tasks", {"id": "by-operator", "type": "echo", "params": {"message": "ops"}})
+    assert controller.wait_task("by-operator")["status"] == "succeeded"
+    operator.close()
+
+    # Revoked: refused from its next connection, without restarting anything.
+    assert controller.api.delete("/api/v1/identities/dev-a").status_code == 200
+    devices["dev-a"].kill()
+    controller.wait_device("dev-a", "offline")
+    devices["dev-a"].start()
+    retry = Client(broker.port, "dev-a", secrets["dev-a"])
+    assert retry.connected.wait(10) and retry.refused is not None
+    retry.close()
+    wait_for(lambda: "not authori" in devices["dev-a"].process.log_path.read_text().lower(), 15,
+             what="the revoked daemon logging why it cannot connect")
+    assert controller.device("dev-a")["status"] == "offline"  # type: ignore[index]
+    wrong = Client(broker.port, "dev-b", "not-the-password")
+    assert wrong.connected.wait(10) and wrong.refused is not None
+    wrong.close()
+
+    logs = [p.log_path.read_text(errors="replace") for p in _processes if p.log_path.exists()]
+    for label, secret in secrets.items():
+        assert not any(secret in text for text in logs), f"the {label} secret appears in a log"
