@@ -22,7 +22,7 @@ def list_devices(
     group: Annotated[str | None, Query(max_length=64, description="only members of this group")] = None,
     q: Annotated[str | None, Query(max_length=200, description="part of the id or name")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> DevicePage:
     items, total = service.list_devices(session, status=status, group=group, q=q, limit=limit, offset=offset)
     return DevicePage(items=[DeviceOut.model_validate(d) for d in items], total=total, limit=limit, offset=offset)

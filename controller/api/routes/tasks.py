@@ -36,7 +36,7 @@ def list_tasks(
     type: Annotated[str | None, Query(max_length=64)] = None,
     broadcast_id: Annotated[str | None, Query(max_length=160)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> TaskPage:
     items, total = service.list_tasks(
         session, device_id=device_id, status=status, type=type, broadcast_id=broadcast_id, limit=limit, offset=offset
