@@ -94,6 +94,11 @@ class FleetSettings(BaseSettings):
     file_url_key: SecretStr | None = Field(
         None, description="key that signs file download URLs (same on every controller); default a key in the data dir"
     )
+    max_request_bytes: int = Field(1024 * 1024, ge=1024, description="largest REST request body except file uploads")
+    device_message_rate: float = Field(
+        50.0, gt=0, le=100_000, description="results/heartbeats per second one device may send on average"
+    )
+    device_message_burst: int = Field(500, ge=1, le=1_000_000, description="how many it may send at once")
     max_upload_bytes: int = Field(8 * 1024**3, ge=1024, description="largest file POST /api/v1/files accepts")
     sweep_interval: float = Field(1.0, gt=0, le=60, description="seconds between checks for expiries, timeouts and due retries")
     task_timeout_grace: float = Field(

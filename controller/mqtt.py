@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
 from controller.services import devices, tasks
+from controller.throttle import DeviceThrottle
 from schemas.events import TaskEvent
 from schemas.status import DeviceStatus, Heartbeat
 from schemas.topics import ALL_HEARTBEATS, ALL_RESULTS, ALL_STATUS, parse_device_topic
@@ -52,6 +53,7 @@ class ControllerMqtt:
     def __init__(self, settings: FleetSettings, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._max_payload = settings.max_payload_bytes
+        self._throttle = DeviceThrottle(settings.device_message_rate, settings.device_message_burst)
         self._address = BrokerAddress.from_url(str(settings.mqtt_url))
         self._keepalive = settings.keepalive
         self._client = create_client(
@@ -140,6 +142,10 @@ class ControllerMqtt:
             return  # a cleared retained status
         if len(payload) > self._max_payload:
             log.warning("dropped a %d-byte message on %s: larger than max_payload_bytes", len(payload), topic)
+            return
+        if parsed.channel != "status" and not self._throttle.allow(parsed.device_id):
+            devices.warn_once("flood", parsed.device_id, "device %s sends more than FLEET_DEVICE_MESSAGE_RATE allows: "
+                              "its excess messages are dropped", parsed.device_id)
             return
         model, what = _PAYLOADS[parsed.channel]
         try:

@@ -676,3 +676,17 @@ def test_rest_needs_a_token_with_enough_scope(client: TestClient) -> None:
     assert client.delete(f"/api/v1/tokens/{made.json()['id']}").json()["revoked_at"] is not None
     assert client.delete("/api/v1/tokens/admin0").status_code == 409  # FLEET_ADMIN_TOKEN is retired by config
     assert anonymous.get("/api/v1/devices", headers=viewer).status_code == 401
+
+
+def test_oversized_bodies_and_floods_are_refused(client: TestClient) -> None:
+    from controller.throttle import DeviceThrottle
+
+    huge = client.post("/api/v1/tasks", content=b"{" + b" " * 2_000_000 + b"}", headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "at most" in huge.json()["detail"]
+
+    now = [0.0]
+    throttle = DeviceThrottle(rate=10, burst=3, clock=lambda: now[0])
+    assert [throttle.allow("noisy") for _ in range(5)] == [True, True, True, False, False]
+    assert throttle.allow("quiet")  # one device's flood does not touch another's budget
+    now[0] += 0.2  # two messages' worth of refill
+    assert [throttle.allow("noisy") for _ in range(3)] == [True, True, False]
