@@ -123,6 +123,9 @@ class FleetSettings(BaseSettings):
     locator_dir: Path | None = Field(
         None, description="folder of <platform>.toml locator files that replace the shipped ones (a quick fix for a site change)"
     )
+    task_signing_key: SecretStr | None = Field(
+        None, min_length=16, description="HMAC key: the controller signs tasks, and a device with it runs signed ones only"
+    )
     heartbeat_interval: int = Field(
         30, ge=1, le=3600, description="seconds between a device's heartbeats; 3 missed ones mark it offline (1–3600)"
     )
@@ -172,7 +175,7 @@ def _describe(error: dict[str, Any]) -> str:
     info = FleetSettings.model_fields.get(field)
     accepted = f" Accepted: {info.description}." if info is not None and info.description else ""
     given = error.get("input")
-    secret = field in ("mqtt_url", "admin_token", "api_token", "file_url_key")
+    secret = field in ("mqtt_url", "admin_token", "api_token", "file_url_key", "task_signing_key")
     shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
     return f"{ENV_PREFIX}{field.upper()} ({field}): {error['msg']}{shown}.{accepted}"
 

@@ -470,6 +470,25 @@ def task_list(
     console.print(table)
 
 
+@task_app.command("sign")
+def task_sign(envelope: str = typer.Argument(..., help='a task envelope as JSON, e.g. \'{"type": "ping"}\'')) -> None:
+    """Sign a hand-written task with FLEET_TASK_SIGNING_KEY and print it for mosquitto_pub."""
+    from pydantic import ValidationError
+
+    from schemas.signing import sign
+    from schemas.tasks import TaskEnvelope
+
+    settings = _settings()
+    if settings.task_signing_key is None:
+        raise typer.BadParameter("set FLEET_TASK_SIGNING_KEY to the devices' key first")
+    try:
+        parsed = TaskEnvelope.model_validate_json(envelope)
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)))
+    signed = sign(parsed, settings.task_signing_key.get_secret_value().encode())
+    print(signed.model_dump_json(exclude_none=True))
+
+
 @task_app.command("input")
 def task_input(
     task_id: str,

@@ -23,7 +23,9 @@ from config.settings import FleetSettings
 from controller.services import devices, tasks
 from controller.throttle import DeviceThrottle
 from schemas.events import TaskEvent
+from schemas.signing import sign
 from schemas.status import DeviceStatus, Heartbeat
+from schemas.tasks import TaskEnvelope
 from schemas.topics import ALL_HEARTBEATS, ALL_RESULTS, ALL_STATUS, parse_device_topic
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class ControllerMqtt:
         self._sessions = sessions
         self._max_payload = settings.max_payload_bytes
         self._throttle = DeviceThrottle(settings.device_message_rate, settings.device_message_burst)
+        key = settings.task_signing_key
+        self._signing_key = key.get_secret_value().encode() if key is not None else None
         self._address = BrokerAddress.from_url(str(settings.mqtt_url))
         self._keepalive = settings.keepalive
         self._client = create_client(
@@ -95,7 +99,10 @@ class ControllerMqtt:
         return self._connected.is_set()
 
     def publish(self, topic: str, model: BaseModel) -> bool:
-        """Publish `model` as JSON (QoS 1, not retained); True when paho accepted it for sending."""
+        """Publish `model` as JSON (QoS 1, not retained), signed when a signing key is set; True
+        when paho accepted it for sending."""
+        if self._signing_key is not None and isinstance(model, TaskEnvelope):
+            model = sign(model, self._signing_key)
         payload = model.model_dump_json(exclude_none=True)
         info = self._client.publish(topic, payload, qos=QOS, retain=False)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS

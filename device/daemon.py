@@ -81,6 +81,7 @@ class DeviceDaemon:
             registry=self.registry,
             browser=browser_environment(settings),
         )
+        self._journal = journal
         log.info("device %s starting (journal %s)", self.device_id, journal.path)
         heartbeats: asyncio.Task[None] | None = None
         try:
@@ -134,12 +135,15 @@ class DeviceDaemon:
         if not payload:
             log.debug("ignored an empty message on %s (a retained message being cleared)", topic)
             return
+        key = self.settings.task_signing_key
         outcome = read_task(
             topic,
             payload,
             device_id=self.device_id,
             registry=self.registry,
             max_payload_bytes=self.settings.max_payload_bytes,
+            signing_key=key.get_secret_value().encode() if key is not None else None,
+            remember_nonce=self._journal.remember_nonce,
         )
         if isinstance(outcome, Rejection):
             self._reporter.reject(outcome.run, task_error(outcome.code, outcome.message), outcome.summary)

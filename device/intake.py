@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from device.handlers.base import TaskHandler
 from device.handlers.registry import HandlerRegistry
 from device.journal import RunRef
 from schemas.common import TASK_ID_PATTERN, TASK_TYPE_PATTERN, new_id
+from schemas import signing
 from schemas.events import TaskSummary
 from schemas.tasks import CANCEL_TYPE, CONTROL_TYPES, INPUT_TYPE, CancelParams, InputParams, TaskEnvelope
 from schemas.topics import device_tasks
@@ -77,8 +79,18 @@ class Rejection:
 Intake = TaskRequest | CancelRequest | InputRequest | Rejection
 
 
+NonceCheck = Callable[[str], bool]  # records a nonce; False when it was seen before
+
+
 def read_task(
-    topic: str, payload: bytes, *, device_id: str, registry: HandlerRegistry, max_payload_bytes: int
+    topic: str,
+    payload: bytes,
+    *,
+    device_id: str,
+    registry: HandlerRegistry,
+    max_payload_bytes: int,
+    signing_key: bytes | None = None,
+    remember_nonce: NonceCheck | None = None,
 ) -> Intake:
     """Validate `payload` received on the task topic `topic` (this device's own, broadcast or group).
 
@@ -121,6 +133,10 @@ def read_task(
     if not re.fullmatch(TASK_ID_PATTERN, task_id):
         message = f"invalid task: id: too long to name this device's run '<id>:{device_id}' (at most 128 characters)"
         return Rejection(new_id(), "invalid_task", message, readable)
+    if signing_key is not None:
+        refusal = _signature_problem(envelope, signing_key, remember_nonce)
+        if refusal is not None:
+            return Rejection(task_id, refusal[0], refusal[1], readable)
     envelope = envelope.model_copy(update={"id": task_id, "broadcast_id": broadcast_id})
     summary = TaskSummary(
         type=envelope.type,
@@ -165,6 +181,16 @@ def _control(
     if isinstance(params, InputParams):
         return InputRequest(target, params.name, params.value)
     return CancelRequest(target, params.attempt)
+
+
+def _signature_problem(envelope: TaskEnvelope, key: bytes, remember_nonce: NonceCheck | None) -> tuple[str, str] | None:
+    """Signed tasks only: a bad or stale signature is refused; a nonce seen before is refused
+    for a task without an id (with an id, the journal answers a repeat without running it)."""
+    issue = signing.problem(envelope, key)
+    if issue is None and envelope.nonce and remember_nonce is not None:
+        if not remember_nonce(envelope.nonce) and envelope.id is None:
+            issue = ("replayed_nonce", "this signed task was already received once; it is not run again")
+    return issue
 
 
 def describe_errors(exc: ValidationError, prefix: str | None = None) -> str:

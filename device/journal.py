@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -35,7 +36,12 @@ CREATE TABLE IF NOT EXISTS executions (
     started_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS executions_task_id ON executions (task_id);
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce TEXT PRIMARY KEY,
+    seen_at TEXT NOT NULL
+);
 """
+NONCE_MEMORY = 3600  # seconds a signed task's nonce is remembered (signatures expire much sooner)
 
 
 class TaskState(StrEnum):
@@ -171,6 +177,17 @@ class Journal:
                 (TaskState.FINAL,),
             ).fetchall()
         return [_entry(row) for row in rows]
+
+    def remember_nonce(self, nonce: str) -> bool:
+        """Record a signed task's nonce; False when it was seen before."""
+        now = utcnow()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM nonces WHERE seen_at < ?", ((now - timedelta(seconds=NONCE_MEMORY)).isoformat(),))
+            inserted = self._db.execute(
+                "INSERT INTO nonces (nonce, seen_at) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING", (nonce, now.isoformat())
+            ).rowcount
+        return bool(inserted)
 
     def execution_count(self, key: str) -> int:
         """How many times a handler was started for this run (0 or 1 unless a bug)."""

@@ -29,6 +29,9 @@ class TaskEnvelope(StrictModel):
     timeout: float | None = Field(None, gt=0, le=86_400, description="seconds the handler may run")
     broadcast_id: TaskId | None = Field(None, description="set on a device's run of a broadcast")
     attempt: int = Field(1, ge=1, le=MAX_ATTEMPTS, description="1, then 2, 3, … for the controller's retries")
+    signed_at: UtcDatetime | None = Field(None, description="when signing is on: when the controller signed it")
+    nonce: str | None = Field(None, min_length=8, max_length=64, pattern=r"^[0-9a-f]+$", description="used once")
+    signature: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256, see schemas/signing.py")
 
 
 # ---- parameters of the built-in task types ------------------------------------------------

@@ -381,3 +381,32 @@ def test_every_locator_an_adapter_uses_is_in_its_locator_file() -> None:
         assert selectors and pages, name
         assert selectors <= set(locators.selectors), f"{name}: {sorted(selectors - set(locators.selectors))}"
         assert pages <= set(locators.pages), f"{name}: {sorted(pages - set(locators.pages))}"
+
+
+def test_signed_tasks_fresh_unaltered_and_once(registry: HandlerRegistry, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from schemas.signing import sign
+    from schemas.tasks import TaskEnvelope
+
+    key = b"k" * 32
+    journal = Journal(tmp_path / "j.sqlite3")
+
+    def check(envelope: TaskEnvelope | dict[str, Any], with_key: bytes = key) -> Any:
+        raw = envelope.model_dump_json(exclude_none=True) if isinstance(envelope, TaskEnvelope) else json.dumps(envelope)
+        return read_task(OWN_TOPIC, raw.encode(), device_id=DEVICE, registry=registry, max_payload_bytes=LIMIT,
+                         signing_key=with_key, remember_nonce=journal.remember_nonce)
+
+    signed = sign(TaskEnvelope(id="s1", type="ping"), key)
+    assert isinstance(check(signed), TaskRequest)
+    assert isinstance(check(signed), TaskRequest)  # a redelivery: the journal answers it, not a rejection
+    assert rejection(check({"id": "s2", "type": "ping"}), "unsigned")
+    altered = signed.model_copy(update={"type": "sleep"})
+    assert rejection(check(altered), "invalid_signature")
+    assert rejection(check(signed, b"x" * 32), "invalid_signature")
+    old = sign(TaskEnvelope(id="s3", type="ping"), key, now=utcnow() - timedelta(minutes=10))
+    assert rejection(check(old), "stale_signature")
+    anonymous = sign(TaskEnvelope(type="ping"), key)
+    assert isinstance(check(anonymous), TaskRequest)
+    assert rejection(check(anonymous), "replayed_nonce")  # an id-less task would otherwise run again
+    journal.close()
