@@ -137,7 +137,8 @@ class Broker:
             env = None
         else:
             argv = fleet_argv("broker", "--port", str(self.port))
-            env = base_env()
+            files = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)} if acl_file else {}
+            env = base_env(**files)
         self.process = Process(f"broker-{kind}", argv, work, env)
 
     def start(self) -> None:

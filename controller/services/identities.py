@@ -49,7 +49,7 @@ def apply_to_broker(session: Session, settings: FleetSettings) -> str:
 
 def _reload(pid_file: Path | None) -> str:
     if pid_file is None:
-        return "reload the broker to apply them (FLEET_BROKER_PID_FILE is not set)"
+        return "the embedded broker reads them as they change (for Mosquitto, set FLEET_BROKER_PID_FILE)"
     if not hasattr(signal, "SIGHUP"):
         return "reload the broker by hand (this OS has no SIGHUP)"
     try:
