@@ -27,6 +27,10 @@ class PortInUseError(RuntimeError):
     """The embedded broker's port is held by another process."""
 
 
+class BrokerConfigError(RuntimeError):
+    """The embedded broker's settings do not say who may connect."""
+
+
 def port_in_use_message(host: str, port: int) -> str:
     return (
         f"cannot start the embedded MQTT broker: {host}:{port} is already in use "
@@ -53,14 +57,20 @@ def ensure_port_free(host: str, port: int) -> None:
 def broker_config(settings: FleetSettings) -> dict[str, Any]:
     """The amqtt configuration with the fleet's defaults: with the controller's password and ACL
     files (FLEET_BROKER_PASSWORD_FILE, FLEET_BROKER_ACL_FILE) only provisioned identities get in,
-    each limited to its topics; without them, anonymous access (a lab set-up)."""
-    if settings.broker_password_file is not None and settings.broker_acl_file is not None:
-        plugins: dict[str, Any] = {
+    each limited to its topics; anonymous access only when FLEET_BROKER_ALLOW_ANONYMOUS says so."""
+    if settings.broker_allow_anonymous:
+        plugins: dict[str, Any] = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+    elif settings.broker_password_file is not None and settings.broker_acl_file is not None:
+        plugins = {
             "broker.amqtt_acl.FleetPasswordAuth": {"password_file": str(settings.broker_password_file)},
             "broker.amqtt_acl.FleetTopicAcl": {"acl_file": str(settings.broker_acl_file)},
         }
     else:
-        plugins = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+        raise BrokerConfigError(
+            "the embedded broker admits provisioned devices only: set FLEET_BROKER_PASSWORD_FILE and "
+            "FLEET_BROKER_ACL_FILE to the files the controller keeps (fleet device add), or "
+            "FLEET_BROKER_ALLOW_ANONYMOUS=true for a lab"
+        )
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{settings.broker_host}:{settings.broker_port}"}},
         "session_expiry_interval": settings.broker_session_expiry,

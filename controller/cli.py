@@ -216,15 +216,29 @@ def up(
     settings = _settings(**overrides)
     configure_logging(settings.log_level)
 
-    from broker.embedded import EmbeddedBroker, PortInUseError
+    from broker.embedded import BrokerConfigError, EmbeddedBroker, PortInUseError
     from controller.server import ControllerStartupError, serve
     from device.daemon import DeviceDaemon
+    from device.identity import resolve_device_id
 
     try:
-        local_device = None if no_device else DeviceDaemon(settings)
+        device_id = None if no_device else resolve_device_id(settings)
     except ValueError as exc:  # an unreadable device id file
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
+    device_settings = settings
+    if not no_broker and not settings.broker_allow_anonymous:
+        # Secure by default: the embedded broker admits the controller and this device only.
+        from controller.local_setup import CONTROLLER_USER, broker_files, ensure_local_logins
+
+        password_file, acl_file = broker_files(settings.data_dir)
+        overrides.update(broker_password_file=password_file, broker_acl_file=acl_file)
+        settings = _settings(**overrides)
+        logins = ensure_local_logins(settings, device_id)
+        address = f"{settings.mqtt_url.host}:{settings.mqtt_url.port}"
+        settings = _settings(**{**overrides, "mqtt_url": f"mqtt://{CONTROLLER_USER}:{logins.controller}@{address}"})
+        device_settings = _settings(**{**overrides, "mqtt_url": f"mqtt://{device_id}:{logins.device}@{address}"})
+    local_device = None if device_id is None else DeviceDaemon(device_settings)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -246,7 +260,7 @@ def up(
 
     try:
         asyncio.run(main())
-    except (PortInUseError, ControllerStartupError) as exc:
+    except (PortInUseError, BrokerConfigError, ControllerStartupError) as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
@@ -283,7 +297,7 @@ def broker(
     """Run the embedded MQTT broker (amqtt) on its own."""
     settings = _settings(broker_host=host, broker_port=port)
     configure_logging(settings.log_level)
-    from broker.embedded import EmbeddedBroker, PortInUseError
+    from broker.embedded import BrokerConfigError, EmbeddedBroker, PortInUseError
 
     async def main() -> None:
         embedded = EmbeddedBroker(settings)
@@ -294,7 +308,7 @@ def broker(
 
     try:
         asyncio.run(main())
-    except PortInUseError as exc:
+    except (PortInUseError, BrokerConfigError) as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:

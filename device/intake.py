@@ -21,7 +21,7 @@ from device.journal import RunRef
 from schemas.common import TASK_ID_PATTERN, TASK_TYPE_PATTERN, new_id
 from schemas import signing
 from schemas.events import TaskSummary
-from schemas.tasks import CANCEL_TYPE, CONTROL_TYPES, INPUT_TYPE, CancelParams, InputParams, TaskEnvelope
+from schemas.tasks import CANCEL_TYPE, CONTROL_TYPES, CancelParams, InputParams, TaskEnvelope
 from schemas.topics import device_tasks
 
 INVALID_TYPE = "invalid"

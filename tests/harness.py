@@ -138,7 +138,7 @@ class Broker:
         else:
             argv = fleet_argv("broker", "--port", str(self.port))
             files = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)} if acl_file else {}
-            env = base_env(**files)
+            env = base_env(**files) if files else base_env(broker_allow_anonymous="true")
         self.process = Process(f"broker-{kind}", argv, work, env)
 
     def start(self) -> None:
@@ -273,6 +273,45 @@ class MqttProbe:
 
     def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class RawClient:
+    """A raw MQTT login, to try what a compromised PC would."""
+
+    def __init__(self, port: int, user: str, password: str) -> None:
+        self.connected = threading.Event()
+        self.refused: Any = None
+        self.granted: dict[str, bool] = {}
+        self.received: list[str] = []
+        self._subacks: dict[int, list[str]] = {}
+        self.client = create_client(BrokerAddress.from_url(f"mqtt://{user}:{password}@127.0.0.1:{port}"), f"raw-{user}")
+        self.client.reconnect_delay_set(30, 30)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = lambda _c, _u, message: self.received.append(message.topic)
+        self.client.connect_async("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self.refused = reason
+        self.connected.set()
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: list[Any], _p: Any) -> None:
+        for topic, code in zip(self._subacks.pop(mid, []), codes, strict=False):
+            self.granted[topic] = not code.is_failure
+
+    def subscribe(self, *topics: str) -> None:
+        _rc, mid = self.client.subscribe([(t, 1) for t in topics])
+        self._subacks[mid] = list(topics)
+        wait_for(lambda: all(t in self.granted for t in topics), 10, what=f"SUBACK for {topics}")
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        self.client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(10)
 
     def close(self) -> None:
         self.client.loop_stop()

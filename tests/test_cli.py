@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import httpx
 
-from tests.harness import Broker, Process, base_env, fleet_argv, free_port, wait_for
+from tests.harness import Broker, Process, RawClient, base_env, fleet_argv, free_port, wait_for
 
 
 def run_fleet(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -56,6 +57,13 @@ def test_fleet_up_runs_broker_controller_and_device(tmp_path: Path) -> None:
         assert run_fleet("token", "revoke", token_id, env=env, cwd=tmp_path).returncode == 0
         assert httpx.get(f"http://127.0.0.1:{api_port}/api/v1/tasks", headers=as_reader).status_code == 401
         assert reader not in up.log_path.read_text()  # secrets stay out of the logs
+
+        # Secure by default: the embedded broker admits only the provisioned controller and device.
+        stranger = RawClient(broker_port, "", "")
+        assert stranger.connected.wait(10) and stranger.refused is not None
+        stranger.close()
+        credentials = (tmp_path / "local-credentials.json").read_text()
+        assert not any(secret in up.log_path.read_text() for secret in json.loads(credentials).values())
     finally:
         up.stop()
 
@@ -71,6 +79,12 @@ def test_taken_broker_port_stops_with_a_clear_message(tmp_path: Path) -> None:
         assert up.returncode == 2 and "already in use" in up.stderr
     finally:
         taken.kill()
+
+
+def test_broker_without_logins_or_lab_switch_refuses_to_start(tmp_path: Path) -> None:
+    result = run_fleet("broker", "--port", str(free_port()), env=base_env(), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "FLEET_BROKER_PASSWORD_FILE" in result.stderr and "FLEET_BROKER_ALLOW_ANONYMOUS" in result.stderr
 
 
 def test_bad_setting_stops_start_up_naming_it(tmp_path: Path) -> None:

@@ -6,56 +6,12 @@ attempt; no secret appears in any log."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import threading
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from broker.connection import BrokerAddress, create_client
-from tests.harness import Broker, Controller, Device, Process, base_env, fleet_argv, wait_for
-
-
-class Client:
-    """A raw MQTT login, to try what a compromised PC would."""
-
-    def __init__(self, port: int, user: str, password: str) -> None:
-        self.connected = threading.Event()
-        self.refused: Any = None
-        self.granted: dict[str, bool] = {}
-        self.received: list[str] = []
-        self._subacks: dict[int, list[str]] = {}
-        self.client = create_client(BrokerAddress.from_url(f"mqtt://{user}:{password}@127.0.0.1:{port}"), f"raw-{user}")
-        self.client.reconnect_delay_set(30, 30)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = lambda _c, _u, message: self.received.append(message.topic)
-        self.client.connect_async("127.0.0.1", port, keepalive=30)
-        self.client.loop_start()
-
-    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            self.refused = reason
-        self.connected.set()
-
-    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: list[Any], _p: Any) -> None:
-        for topic, code in zip(self._subacks.pop(mid, []), codes, strict=False):
-            self.granted[topic] = not code.is_failure
-
-    def subscribe(self, *topics: str) -> None:
-        _rc, mid = self.client.subscribe([(t, 1) for t in topics])
-        self._subacks[mid] = list(topics)
-        wait_for(lambda: all(t in self.granted for t in topics), 10, what=f"SUBACK for {topics}")
-
-    def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        self.client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+from tests.harness import Broker, Controller, Device, Process, RawClient, base_env, fleet_argv, wait_for
 
 
 def provision(env: dict[str, str], tmp_path: Path, name: str, role: str) -> str:
@@ -105,7 +61,7 @@ def test_device_acls_revocation_and_secrets(kind: str, tmp_path: Path, _processe
     done = controller.wait_task(controller.create_task("dev-b", "echo", params={"message": "real"})["id"])
 
     # Device A, with its own valid credentials, tries what a compromised PC would.
-    intruder = Client(broker.port, "dev-a", secrets["dev-a"])
+    intruder = RawClient(broker.port, "dev-a", secrets["dev-a"])
     assert intruder.connected.wait(10) and intruder.refused is None
     # Mosquitto 2.0 acknowledges a subscription its ACL denies, then delivers nothing on it.
     intruder.subscribe("devices/dev-b/tasks", "devices/+/results", "devices/dev-b/status", "fleet/groups/field/tasks")
@@ -133,7 +89,7 @@ def test_device_acls_revocation_and_secrets(kind: str, tmp_path: Path, _processe
     intruder.close()
 
     # An operator may command devices by hand.
-    operator = Client(broker.port, "ops", operator_secret)
+    operator = RawClient(broker.port, "ops", operator_secret)
     assert operator.connected.wait(10) and operator.refused is None
     operator.publish("devices/dev-b/tasks", {"id": "by-operator", "type": "echo", "params": {"message": "ops"}})
     assert controller.wait_task("by-operator")["status"] == "succeeded"
@@ -144,13 +100,13 @@ def test_device_acls_revocation_and_secrets(kind: str, tmp_path: Path, _processe
     devices["dev-a"].kill()
     controller.wait_device("dev-a", "offline")
     devices["dev-a"].start()
-    retry = Client(broker.port, "dev-a", secrets["dev-a"])
+    retry = RawClient(broker.port, "dev-a", secrets["dev-a"])
     assert retry.connected.wait(10) and retry.refused is not None
     retry.close()
     wait_for(lambda: "not authori" in devices["dev-a"].process.log_path.read_text().lower(), 15,
              what="the revoked daemon logging why it cannot connect")
     assert controller.device("dev-a")["status"] == "offline"  # type: ignore[index]
-    wrong = Client(broker.port, "dev-b", "not-the-password")
+    wrong = RawClient(broker.port, "dev-b", "not-the-password")
     assert wrong.connected.wait(10) and wrong.refused is not None
     wrong.close()
 
