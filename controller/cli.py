@@ -366,6 +366,12 @@ def _provision(name: str, role: str, groups: list[str]) -> None:
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors(include_input=False)))
     settings = _settings()
+    if settings.broker_password_file is None:
+        from controller.local_setup import broker_files
+
+        password_file, acl_file = broker_files(settings.data_dir)
+        if password_file.exists():  # the embedded broker of `fleet up` in this data dir
+            settings = _settings(broker_password_file=password_file, broker_acl_file=acl_file)
     engine = create_db_engine(settings.resolved_database_url)
     migrate(engine)
     try:
