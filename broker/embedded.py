@@ -71,8 +71,13 @@ def broker_config(settings: FleetSettings) -> dict[str, Any]:
             "FLEET_BROKER_ACL_FILE to the files the controller keeps (fleet device add), or "
             "FLEET_BROKER_ALLOW_ANONYMOUS=true for a lab"
         )
+    listener: dict[str, Any] = {"type": "tcp", "bind": f"{settings.broker_host}:{settings.broker_port}"}
+    if settings.broker_certfile is not None or settings.broker_keyfile is not None:
+        if settings.broker_certfile is None or settings.broker_keyfile is None:
+            raise BrokerConfigError("TLS needs both FLEET_BROKER_CERTFILE and FLEET_BROKER_KEYFILE")
+        listener.update(ssl=True, certfile=str(settings.broker_certfile), keyfile=str(settings.broker_keyfile))
     return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{settings.broker_host}:{settings.broker_port}"}},
+        "listeners": {"default": listener},
         "session_expiry_interval": settings.broker_session_expiry,
         "plugins": plugins,
     }
@@ -107,7 +112,8 @@ class EmbeddedBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self._settings.broker_host}:{self._settings.broker_port}"
+        scheme = "mqtts" if self._settings.broker_certfile else "mqtt"
+        return f"{scheme}://{self._settings.broker_host}:{self._settings.broker_port}"
 
     async def start(self) -> None:
         ensure_port_free(self._settings.broker_host, self._settings.broker_port)

@@ -67,6 +67,8 @@ class FleetSettings(BaseSettings):
     broker_port: int = Field(DEFAULT_BROKER_PORT, ge=1, le=65535, description="TCP port of the embedded broker (1–65535)")
     broker_session_expiry: int = Field(3600, ge=0, description="seconds a disconnected persistent session is kept")
 
+    broker_certfile: Path | None = Field(None, description="PEM certificate (chain): the embedded broker listens with TLS")
+    broker_keyfile: Path | None = Field(None, description="PEM private key of FLEET_BROKER_CERTFILE")
     broker_allow_anonymous: bool = Field(
         False, description="let clients without a login into the embedded broker (a lab only; every topic open)"
     )

@@ -138,7 +138,9 @@ class Broker:
         else:
             argv = fleet_argv("broker", "--port", str(self.port))
             files = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)} if acl_file else {}
-            env = base_env(**files) if files else base_env(broker_allow_anonymous="true")
+            if tls is not None:
+                files.update(broker_certfile=str(tls.certfile), broker_keyfile=str(tls.keyfile))
+            env = base_env(**files) if acl_file else base_env(broker_allow_anonymous="true", **files)
         self.process = Process(f"broker-{kind}", argv, work, env)
 
     def start(self) -> None:

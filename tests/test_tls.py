@@ -1,10 +1,13 @@
-"""Controller and device reach a broker over TLS (`mqtts://`) and verify its certificate."""
+"""Controller and device reach a broker over TLS (`mqtts://`), the embedded one or Mosquitto,
+and verify its certificate."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from broker.mosquitto import TlsFiles
 from tests.harness import Broker, Controller, Device, missing_service, wait_for
@@ -27,9 +30,10 @@ def make_certificates(directory: Path) -> TlsFiles:
     return TlsFiles(cafile=ca, certfile=cert, keyfile=key)
 
 
-def test_mqtts_with_the_ca_file_verifies_the_broker_and_works(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["amqtt", "mosquitto"])
+def test_mqtts_with_the_ca_file_verifies_the_broker_and_works(kind: str, tmp_path: Path) -> None:
     tls = make_certificates(tmp_path)
-    broker = Broker("mosquitto", tmp_path, tls=tls)
+    broker = Broker(kind, tmp_path, tls=tls)
     broker.start()
     controller = Controller(broker, tmp_path, mqtt_ca_file=str(tls.cafile))
     device = Device("pc-tls", broker, tmp_path, mqtt_ca_file=str(tls.cafile), keepalive="5")
