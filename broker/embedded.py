@@ -1,8 +1,11 @@
 """The embedded amqtt broker that `fleet up` and `fleet broker` start in-process.
 
-amqtt 0.12.1 speaks MQTT 3.1.1 only. Its known gaps (no keepalive enforcement, will leaks,
-linear subscription matching; see DESIGN.md) are worked around by the fleet itself: devices
-validate every topic they receive and the controller re-dispatches on birth.
+amqtt 0.12.1 speaks MQTT 3.1.1 only. Who may connect and which topics each login may use
+come from the controller's password and ACL files (`broker.amqtt_acl`), with one override of
+amqtt's retained-message delivery (`FleetBroker`); optional TLS from a certificate and key.
+Its other known gaps (no keepalive enforcement, linear subscription matching; see DESIGN.md)
+are worked around by the fleet itself: devices validate every topic they receive, send
+heartbeats, and the controller re-dispatches on birth.
 """
 
 from __future__ import annotations
