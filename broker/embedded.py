@@ -1,11 +1,11 @@
 """The embedded amqtt broker that `fleet up` and `fleet broker` start in-process.
 
 amqtt 0.12.1 speaks MQTT 3.1.1 only. Who may connect and which topics each login may use
-come from the controller's password and ACL files (`broker.amqtt_acl`), with one override of
-amqtt's retained-message delivery (`FleetBroker`); optional TLS from a certificate and key.
-Its other known gaps (no keepalive enforcement, linear subscription matching; see DESIGN.md)
-are worked around by the fleet itself: devices validate every topic they receive, send
-heartbeats, and the controller re-dispatches on birth.
+come from the controller's password and ACL files (`broker.amqtt_acl`). The broker itself is
+`broker.fleet_broker.FleetBroker`: amqtt with small overrides that make it keep MQTT 3.1.1
+where the fleet relies on it (keepalive and will, retained and queued messages, QoS, `$`
+topics) and route through a topic tree (`broker.topic_tree`). It listens on TCP, with TLS when
+given a certificate and key, and optionally on a websocket port (`broker.listeners`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import os
 import socket
 from typing import Any
 
-from amqtt.broker import Broker
-from amqtt.contexts import Action
-from amqtt.session import Session
-
+from broker.amqtt_pin import AmqttVersionError, check_amqtt_version
+from broker.listeners import Listener, ListenerConfigError, listeners_for
 from config.settings import ENV_PREFIX, FleetSettings
 
 log = logging.getLogger(__name__)
@@ -74,55 +72,61 @@ def broker_config(settings: FleetSettings) -> dict[str, Any]:
             "FLEET_BROKER_ACL_FILE to the files the controller keeps (fleet device add), or "
             "FLEET_BROKER_ALLOW_ANONYMOUS=true for a lab"
         )
-    listener: dict[str, Any] = {"type": "tcp", "bind": f"{settings.broker_host}:{settings.broker_port}"}
-    if settings.broker_certfile is not None or settings.broker_keyfile is not None:
-        if settings.broker_certfile is None or settings.broker_keyfile is None:
-            raise BrokerConfigError("TLS needs both FLEET_BROKER_CERTFILE and FLEET_BROKER_KEYFILE")
-        listener.update(ssl=True, certfile=str(settings.broker_certfile), keyfile=str(settings.broker_keyfile))
+    try:
+        listeners = listeners_for(settings)
+    except ListenerConfigError as exc:
+        raise BrokerConfigError(str(exc)) from None
     return {
-        "listeners": {"default": listener},
+        "listeners": {listener.name: listener.amqtt_config() for listener in listeners},
         "session_expiry_interval": settings.broker_session_expiry,
         "plugins": plugins,
     }
 
 
-class FleetBroker(Broker):
-    """amqtt's broker with one override: retained messages sent because of a new subscription
-    pass the topic ACL's RECEIVE check first. amqtt 0.12.1 sends them even for a subscription
-    its ACL refused (`_handle_subscription` tests the return code the wrong way round), which
-    would let a device read another device's retained status."""
-
-    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
-        topic_filter, qos = subscription
-        handler = self._get_handler(session)
-        if handler is None:
-            return
-        sends = [
-            asyncio.ensure_future(handler.mqtt_publish(retained.topic, retained.data, min(qos, retained.qos or qos), retain=True))
-            for topic, retained in list(self._retained_messages.items())
-            if self._matches(topic, topic_filter) and await self._topic_filtering(session, topic, Action.RECEIVE)
-        ]
-        if sends:
-            await asyncio.wait(sends)
-
-
 class EmbeddedBroker:
-    """An amqtt broker bound to the settings' host and port."""
+    """The fleet's amqtt broker (`FleetBroker`) on the settings' listeners."""
 
     def __init__(self, settings: FleetSettings) -> None:
         self._settings = settings
-        self._broker: Broker | None = None
+        self._broker: Any = None
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return listeners_for(self._settings)
 
     @property
     def url(self) -> str:
-        scheme = "mqtts" if self._settings.broker_certfile else "mqtt"
-        return f"{scheme}://{self._settings.broker_host}:{self._settings.broker_port}"
+        """The TCP (or TLS) listener, the one `fleet up` points the controller and device at."""
+        return self.listeners[0].url
+
+    @property
+    def urls(self) -> list[str]:
+        return [listener.url for listener in self.listeners]
 
     async def start(self) -> None:
-        ensure_port_free(self._settings.broker_host, self._settings.broker_port)
+        try:
+            check_amqtt_version()
+        except AmqttVersionError as exc:
+            raise BrokerConfigError(str(exc)) from None
+        from broker.fleet_broker import FleetBroker
+
+        try:
+            listeners = listeners_for(self._settings)
+        except ListenerConfigError as exc:
+            raise BrokerConfigError(str(exc)) from None
+        for listener in listeners:
+            try:
+                ensure_port_free(listener.host, listener.port)
+            except PortInUseError:
+                if listener.transport == "tcp":
+                    raise
+                raise PortInUseError(
+                    f"cannot start the embedded MQTT broker's websocket listener: {listener.host}:{listener.port} "
+                    f"is already in use. Pick another port with --ws-port N or {ENV_PREFIX}BROKER_WS_PORT=N."
+                ) from None
         self._broker = FleetBroker(broker_config(self._settings))
         await self._broker.start()
-        log.info("embedded MQTT broker listening on %s", self.url)
+        log.info("embedded MQTT broker listening on %s", ", ".join(self.urls))
 
     async def stop(self) -> None:
         if self._broker is not None:

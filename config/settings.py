@@ -69,6 +69,9 @@ class FleetSettings(BaseSettings):
 
     broker_certfile: Path | None = Field(None, description="PEM certificate (chain): the embedded broker listens with TLS")
     broker_keyfile: Path | None = Field(None, description="PEM private key of FLEET_BROKER_CERTFILE")
+    broker_ws_port: int | None = Field(
+        None, ge=1, le=65535, description="port of the embedded broker's MQTT-over-websocket listener (wss with the certificate)"
+    )
     broker_allow_anonymous: bool = Field(
         False, description="let clients without a login into the embedded broker (a lab only; every topic open)"
     )

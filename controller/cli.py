@@ -292,10 +292,11 @@ def _banner(settings: FleetSettings, *, device_id: str | None, site: str | None)
 @app.command()
 def broker(
     host: Optional[str] = typer.Option(None, help="address to listen on (default 127.0.0.1)"),
-    port: Optional[int] = typer.Option(None, help="TCP port (default 1884)"),
+    port: Optional[int] = typer.Option(None, help="TCP port (default 1884); TLS with FLEET_BROKER_CERTFILE/KEYFILE"),
+    ws_port: Optional[int] = typer.Option(None, help="also listen for MQTT over websocket on this port (wss with TLS)"),
 ) -> None:
     """Run the embedded MQTT broker (amqtt) on its own."""
-    settings = _settings(broker_host=host, broker_port=port)
+    settings = _settings(broker_host=host, broker_port=port, broker_ws_port=ws_port)
     configure_logging(settings.log_level)
     from broker.embedded import BrokerConfigError, EmbeddedBroker, PortInUseError
 
@@ -303,7 +304,7 @@ def broker(
         embedded = EmbeddedBroker(settings)
         stop = asyncio.Event()
         await embedded.start()
-        console.print(f"embedded MQTT broker listening on {embedded.url} (Ctrl-C stops it)")
+        console.print(f"embedded MQTT broker listening on {', '.join(embedded.urls)} (Ctrl-C stops it)", highlight=False)
         await _until_interrupted(_stop_on(stop, embedded.stop), stop=stop)
 
     try:

@@ -1,0 +1,492 @@
+"""MQTT 3.1.1 where the fleet depends on it, checked the same way on the embedded broker
+(`fleet broker`, a real process) and on a Mosquitto process: keepalive → will for a client that
+goes silent without closing its socket, retained set/clear/wildcards, a will only for its own
+topic's subscribers, offline queueing and re-sending for a persistent session, QoS downgrade,
+and `$` topics not matched by `#` or `+`.
+
+The clients here are raw sockets speaking MQTT 3.1.1 byte by byte, so a test sees exactly the
+flags the broker sets (retain, DUP, QoS, session present) and can go silent or drop a
+connection the way a sleeping PC or a lost NAT mapping does. Absence is proven with a sentinel:
+a later message on the same connection, which the broker must deliver after anything that
+would have leaked.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import time
+import tomllib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from broker.amqtt_pin import PINNED_AMQTT_VERSION, fingerprint_drift, installed_amqtt_version
+from tests.harness import Broker, Process, fleet_argv, base_env, free_port, port_open, wait_for
+
+CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 8, 9, 12, 13, 14
+
+
+# --- a raw MQTT 3.1.1 client ---------------------------------------------------------------------
+def _string(value: str | bytes) -> bytes:
+    raw = value.encode() if isinstance(value, str) else value
+    return struct.pack("!H", len(raw)) + raw
+
+
+def _packet(kind: int, flags: int, body: bytes) -> bytes:
+    length, encoded = len(body), bytearray()
+    while True:
+        byte, length = length % 128, length // 128
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([kind << 4 | flags]) + bytes(encoded) + body
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    dup: bool
+    packet_id: int | None
+
+
+class RawClient:
+    """One MQTT connection over a plain socket; nothing is sent unless a method says so."""
+
+    def __init__(
+        self, port: int, client_id: str, *, clean: bool = True, keepalive: int = 60, will: Will | None = None
+    ) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = b""
+        self._early: list[tuple[int, int, bytes]] = []
+        self._next_id = 0
+        flags = (0x02 if clean else 0) | (
+            (0x04 | will.qos << 3 | (0x20 if will.retain else 0)) if will else 0
+        )
+        body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + _string(client_id)
+        if will:
+            body += _string(will.topic) + _string(will.payload)
+        self.sock.sendall(_packet(CONNECT, 0, body))
+        kind, _flags, reply = self.read_packet(10)
+        assert kind == CONNACK and reply[1] == 0, f"CONNECT refused: {kind} {reply!r}"
+        self.session_present = bool(reply[0] & 1)
+
+    # reading
+    def read_packet(self, timeout: float) -> tuple[int, int, bytes]:
+        """The next packet off the wire, or raises TimeoutError; EOF raises ConnectionError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            parsed = self._parse()
+            if parsed is not None:
+                return parsed
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no packet")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError("no packet") from None
+            if not chunk:
+                raise ConnectionError("closed by the broker")
+            self._buffer += chunk
+
+    def _parse(self) -> tuple[int, int, bytes] | None:
+        data, length, multiplier, index = self._buffer, 0, 1, 1
+        while True:
+            if index >= len(data):
+                return None
+            length += (data[index] & 0x7F) * multiplier
+            multiplier *= 128
+            index += 1
+            if not data[index - 1] & 0x80:
+                break
+        if len(data) < index + length:
+            return None
+        self._buffer = data[index + length:]
+        return data[0] >> 4, data[0] & 0x0F, data[index:index + length]
+
+    def next_message(self, timeout: float = 5, ack: bool = True) -> Message:
+        """The next PUBLISH (other packets skipped), acknowledged unless ack=False."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._early:
+                kind, flags, body = self._early.pop(0)
+            else:
+                kind, flags, body = self.read_packet(max(deadline - time.monotonic(), 0.001))
+            if kind != PUBLISH:
+                continue
+            qos = flags >> 1 & 3
+            topic_length = struct.unpack("!H", body[:2])[0]
+            topic = body[2:2 + topic_length].decode()
+            rest = body[2 + topic_length:]
+            packet_id = struct.unpack("!H", rest[:2])[0] if qos else None
+            message = Message(topic, rest[2:] if qos else rest, qos, bool(flags & 1), bool(flags & 8), packet_id)
+            if ack and packet_id is not None:
+                self.puback(packet_id)
+            return message
+
+    def messages_until(self, sentinel_topic: str, timeout: float = 5) -> list[Message]:
+        """Every PUBLISH up to and including the first one on `sentinel_topic`."""
+        got: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while not got or got[-1].topic != sentinel_topic:
+            got.append(self.next_message(max(deadline - time.monotonic(), 0.001)))
+        return got
+
+    # writing
+    def _packet_id(self) -> int:
+        self._next_id = self._next_id % 65535 + 1
+        return self._next_id
+
+    def subscribe(self, *filters: tuple[str, int]) -> list[int]:
+        """SUBSCRIBE and wait for SUBACK; returns the granted QoS (0x80: refused) per filter."""
+        packet_id = self._packet_id()
+        body = struct.pack("!H", packet_id) + b"".join(_string(f) + bytes([q]) for f, q in filters)
+        self.sock.sendall(_packet(SUBSCRIBE, 2, body))
+        while True:
+            kind, flags, reply = self.read_packet(5)
+            if kind == SUBACK and struct.unpack("!H", reply[:2])[0] == packet_id:
+                return list(reply[2:])
+            if kind == PUBLISH:  # allowed before the SUBACK [MQTT-3.8.4]: keep it for next_message
+                self._early.append((kind, flags, reply))
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """PUBLISH; at QoS 1 wait for the broker's PUBACK (the broker has taken it)."""
+        packet_id = self._packet_id() if qos else None
+        body = _string(topic) + (struct.pack("!H", packet_id) if packet_id else b"") + payload
+        self.sock.sendall(_packet(PUBLISH, qos << 1 | int(retain), body))
+        while packet_id is not None:
+            kind, flags, reply = self.read_packet(5)
+            if kind == PUBACK and struct.unpack("!H", reply)[0] == packet_id:
+                return
+            if kind == PUBLISH:
+                self._early.append((kind, flags, reply))
+
+    def puback(self, packet_id: int) -> None:
+        self.sock.sendall(_packet(PUBACK, 0, struct.pack("!H", packet_id)))
+
+    def ping(self) -> None:
+        self.sock.sendall(_packet(PINGREQ, 0, b""))
+
+    def disconnect(self) -> None:
+        """A clean DISCONNECT: no will."""
+        try:
+            self.sock.sendall(_packet(DISCONNECT, 0, b""))
+        finally:
+            self.sock.close()
+
+    def drop(self) -> None:
+        """Close the socket without DISCONNECT, as a crashed client would."""
+        self.sock.close()
+
+    def closed_by_broker(self, timeout: float) -> bool:
+        try:
+            while True:
+                self.read_packet(timeout)
+        except ConnectionError:
+            return True
+        except TimeoutError:
+            return False
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    running = Broker(request.param, tmp_path_factory.mktemp(f"conformance-{request.param}"))
+    running.start()
+    yield running
+    running.process.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix of this test's own."""
+    return f"conf/{uuid.uuid4().hex[:8]}"
+
+
+def client_id(tag: str) -> str:
+    return f"{tag}-{uuid.uuid4().hex[:8]}"
+
+
+# --- the checks ----------------------------------------------------------------------------------
+def test_keepalive_silent_client_is_dropped_and_its_will_published(broker: Broker, prefix: str) -> None:
+    """[MQTT-3.1.2-24]: no packet for 1.5 × keepalive → disconnect and publish the will. The
+    silent client never closes its socket (a sleeping PC, a lost NAT mapping); a client that
+    keeps pinging with the same keepalive stays connected."""
+    watcher = RawClient(broker.port, client_id("watcher"))
+    assert watcher.subscribe((f"{prefix}/+/status", 1)) == [1]
+    pinger = RawClient(broker.port, client_id("pinger"), keepalive=2, will=Will(f"{prefix}/pinger/status", b"offline"))
+    silent = RawClient(broker.port, client_id("silent"), keepalive=2, will=Will(f"{prefix}/silent/status", b"offline"))
+    started = last_ping = time.monotonic()
+    will_at: float | None = None
+    wills: list[Message] = []
+    while time.monotonic() - started < 8:
+        if time.monotonic() - last_ping >= 1:
+            pinger.ping()
+            last_ping = time.monotonic()
+        try:
+            wills.append(watcher.next_message(0.1))
+        except TimeoutError:
+            pass
+        if will_at is None and any(m.topic == f"{prefix}/silent/status" for m in wills):
+            will_at = time.monotonic() - started
+        if will_at is not None and time.monotonic() - started >= 4.5:
+            break  # the pinger has now outlived 1.5 × keepalive too
+    assert will_at is not None, f"{broker.kind}: no will published for a client silent for 8 s (keepalive 2 s)"
+    assert 2.0 <= will_at <= 6.0, f"{broker.kind}: will after {will_at:.1f} s; expected about 1.5 × 2 s"
+    assert silent.closed_by_broker(2), f"{broker.kind} kept the silent client's socket open"
+    assert [m.topic for m in wills] == [f"{prefix}/silent/status"], f"{broker.kind}: the pinging client was dropped"
+    assert wills[0].payload == b"offline" and not wills[0].retain and wills[0].qos == 1
+    late = RawClient(broker.port, client_id("late"))  # the will was retained
+    late.subscribe((f"{prefix}/silent/status", 1))
+    assert late.next_message().retain
+    pinger.disconnect()
+    for client in (watcher, late):
+        client.disconnect()
+    RawClient(broker.port, client_id("clear")).publish(f"{prefix}/silent/status", b"", retain=True)
+
+
+def test_retained_set_clear_and_wildcards(broker: Broker, prefix: str) -> None:
+    publisher = RawClient(broker.port, client_id("pub"))
+    for name, value in (("a", b"1"), ("b", b"2"), ("c/d", b"3")):
+        publisher.publish(f"{prefix}/r/{name}", value, retain=True)
+
+    plus = RawClient(broker.port, client_id("plus"))
+    plus.subscribe((f"{prefix}/r/+", 1))
+    got = {m.topic: m for m in (plus.next_message(), plus.next_message())}
+    assert set(got) == {f"{prefix}/r/a", f"{prefix}/r/b"} and all(m.retain for m in got.values())
+    publisher.publish(f"{prefix}/r/live", b"now", retain=False)
+    publisher.publish(f"{prefix}/r/a", b"", retain=True)  # clears a
+    live = plus.messages_until(f"{prefix}/r/live")
+    assert [(m.topic, m.retain) for m in live] == [(f"{prefix}/r/live", False)], "c/d leaked into +, or a live message kept retain"
+
+    hash_ = RawClient(broker.port, client_id("hash"))
+    hash_.subscribe((f"{prefix}/r/#", 1))
+    publisher.publish(f"{prefix}/r/sentinel", b"end")
+    seen = hash_.messages_until(f"{prefix}/r/sentinel")
+    retained = {m.topic: m.payload for m in seen if m.retain}
+    assert retained == {f"{prefix}/r/b": b"2", f"{prefix}/r/c/d": b"3"}, f"{broker.kind}: cleared or missing retained: {retained}"
+
+    parent = RawClient(broker.port, client_id("parent"))  # `#` also matches its parent level
+    publisher.publish(f"{prefix}/r", b"parent", retain=True)
+    parent.subscribe((f"{prefix}/r/#", 1))
+    assert sorted(parent.next_message().topic for _ in range(3)) == sorted([f"{prefix}/r", f"{prefix}/r/b", f"{prefix}/r/c/d"])
+    for name in ("b", "c/d"):
+        publisher.publish(f"{prefix}/r/{name}", b"", retain=True)
+    publisher.publish(f"{prefix}/r", b"", retain=True)
+    for client in (publisher, plus, hash_, parent):
+        client.disconnect()
+
+
+def test_will_reaches_only_its_own_topic_subscribers(broker: Broker, prefix: str) -> None:
+    """A device's retained last will goes to subscribers of its status topic, never to clients
+    subscribed to other topics, not even when they come back to a persistent session (amqtt
+    0.12.1 sent it to them)."""
+    status, tasks = f"{prefix}/dev/status", f"{prefix}/dev/tasks"
+    watcher = RawClient(broker.port, client_id("watcher"))
+    watcher.subscribe((status, 1))
+    persistent_id = client_id("persistent")
+    persistent = RawClient(broker.port, persistent_id, clean=False)
+    persistent.subscribe((tasks, 1), (f"{prefix}/other/#", 1))
+    persistent.disconnect()
+    fresh = RawClient(broker.port, client_id("fresh"))
+    fresh.subscribe((tasks, 1))
+
+    device = RawClient(broker.port, client_id("device"), clean=False, will=Will(status, b"offline"))
+    device.drop()
+    will = watcher.next_message()
+    assert (will.topic, will.payload) == (status, b"offline")
+
+    back = RawClient(broker.port, persistent_id, clean=False)
+    assert back.session_present
+    publisher = RawClient(broker.port, client_id("pub"))
+    publisher.publish(tasks, b"sentinel")
+    for client in (back, fresh):
+        assert [m.topic for m in client.messages_until(tasks)] == [tasks], f"{broker.kind} leaked the will"
+    newcomer = RawClient(broker.port, client_id("new"))
+    newcomer.subscribe((tasks, 1), (f"{prefix}/+/tasks", 1))
+    publisher.publish(tasks, b"sentinel")
+    assert {m.topic for m in newcomer.messages_until(tasks)} == {tasks}
+    back.disconnect()
+    RawClient(broker.port, persistent_id, clean=True).disconnect()  # forget the session
+    publisher.publish(status, b"", retain=True)
+    for client in (watcher, fresh, newcomer, publisher):
+        client.disconnect()
+
+
+def test_persistent_session_queues_offline_messages_and_resends_unacknowledged(broker: Broker, prefix: str) -> None:
+    """clean_session=0 (no login: anonymous on the embedded broker): QoS 1 messages published
+    while the client is away are delivered when it returns, without the retain flag, and one it
+    received but never acknowledged is sent again, with DUP, on its next connection."""
+    topic, persistent_id = f"{prefix}/q", client_id("queue")
+    first = RawClient(broker.port, persistent_id, clean=False)
+    assert first.subscribe((topic, 1)) == [1]
+    first.disconnect()
+
+    publisher = RawClient(broker.port, client_id("pub"))
+    publisher.publish(topic, b"m1")
+    publisher.publish(topic, b"m2")
+
+    second = RawClient(broker.port, persistent_id, clean=False)
+    assert second.session_present, f"{broker.kind} forgot the persistent session"
+    queued = [second.next_message(ack=False), second.next_message(ack=False)]
+    assert [(m.payload, m.qos, m.retain) for m in queued] == [(b"m1", 1, False), (b"m2", 1, False)]
+    assert queued[0].packet_id is not None
+    second.puback(queued[0].packet_id)  # m2 is never acknowledged
+    second.drop()
+
+    third = RawClient(broker.port, persistent_id, clean=False)
+    assert third.session_present
+    publisher.publish(topic, b"m3")
+    again = [third.next_message(), third.next_message()]
+    assert [(m.payload, m.dup) for m in again] == [(b"m2", True), (b"m3", False)], f"{broker.kind}: {again}"
+    third.disconnect()
+    RawClient(broker.port, persistent_id, clean=True).disconnect()
+    publisher.disconnect()
+
+
+def test_delivered_qos_is_min_of_published_and_granted(broker: Broker, prefix: str) -> None:
+    subscriber = RawClient(broker.port, client_id("sub"))
+    assert subscriber.subscribe((f"{prefix}/q0", 0), (f"{prefix}/q1", 1)) == [0, 1]
+    publisher = RawClient(broker.port, client_id("pub"))
+    publisher.publish(f"{prefix}/q0", b"a", qos=1)
+    publisher.publish(f"{prefix}/q1", b"b", qos=0)
+    publisher.publish(f"{prefix}/q1", b"c", qos=1)
+    got = [subscriber.next_message() for _ in range(3)]
+    assert [(m.payload, m.qos) for m in got] == [(b"a", 0), (b"b", 0), (b"c", 1)], f"{broker.kind}: {got}"
+
+    assert subscriber.subscribe((f"{prefix}/q0", 1)) == [1]  # a repeated SUBSCRIBE replaces the QoS
+    publisher.publish(f"{prefix}/q0", b"d", qos=1)
+    assert (lambda m: (m.payload, m.qos))(subscriber.next_message()) == (b"d", 1)
+
+    publisher.publish(f"{prefix}/kept", b"r0", qos=0, retain=True)  # retained at QoS 0 stays QoS 0
+    subscriber.subscribe((f"{prefix}/kept", 1))
+    kept = subscriber.next_message()
+    assert (kept.payload, kept.qos, kept.retain) == (b"r0", 0, True)
+    publisher.publish(f"{prefix}/kept", b"", retain=True)
+    subscriber.disconnect()
+    publisher.disconnect()
+
+
+def test_dollar_topics_are_not_matched_by_leading_wildcards(broker: Broker, prefix: str) -> None:
+    """[MQTT-4.7.2-1]: `#` and `+/…` do not match a topic starting with `$`; `$…/#` does."""
+    dollar = f"$fleet/{prefix.split('/')[1]}/probe"
+    wild = RawClient(broker.port, client_id("wild"))
+    assert wild.subscribe(("#", 1), ("+/" + dollar.split("/", 1)[1], 1), ("+/+/probe", 1)) == [1, 1, 1]
+    exact = RawClient(broker.port, client_id("exact"))
+    exact.subscribe(("$fleet/#", 1))
+    publisher = RawClient(broker.port, client_id("pub"))
+    publisher.publish(dollar, b"reserved")
+    publisher.publish(f"{prefix}/sentinel", b"end")
+    seen = [m.topic for m in wild.messages_until(f"{prefix}/sentinel", 10)]
+    assert not [t for t in seen if t.startswith("$")], f"{broker.kind}: a leading wildcard matched {seen}"
+    assert exact.next_message().topic == dollar
+    for client in (wild, exact, publisher):
+        client.disconnect()
+
+
+# --- the embedded broker only ----------------------------------------------------------------------
+def test_amqtt_is_the_version_the_overrides_were_written_for() -> None:
+    """An amqtt upgrade must fail here, naming each overridden method whose source changed."""
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    pins = [d for d in pyproject["project"]["dependencies"] if re.match(r"amqtt\b", d)]
+    assert pins == [f"amqtt=={PINNED_AMQTT_VERSION}"], "pyproject.toml must pin the amqtt broker.amqtt_pin was written for"
+    assert installed_amqtt_version() == PINNED_AMQTT_VERSION, (
+        f"amqtt {installed_amqtt_version()} is installed; the embedded broker's overrides need {PINNED_AMQTT_VERSION}"
+    )
+    assert fingerprint_drift() == [], "amqtt methods the overrides replace or rely on have changed; re-read them"
+
+
+def test_topic_tree_matches_like_the_mqtt_rules() -> None:
+    """The topic trees against a plain reading of MQTT 3.1.1 section 4.7, on many random cases."""
+    import random
+
+    from broker.topic_tree import RetainedTable, SubscriptionTable
+
+    def reference(topic: str, topic_filter: str) -> bool:
+        if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+            return False
+        f_levels, t_levels = topic_filter.split("/"), topic.split("/")
+        for index, level in enumerate(f_levels):
+            if level == "#":
+                return True
+            if index >= len(t_levels) or level not in ("+", t_levels[index]):
+                return False
+        return len(f_levels) == len(t_levels)
+
+    rnd, words = random.Random(6), ["a", "b", "", "$x", "c"]
+
+    def topic() -> str:
+        return "/".join(rnd.choice(words) for _ in range(rnd.randint(1, 4)))
+
+    def topic_filter() -> str:
+        levels = [rnd.choice([*words, "+", "+"]) for _ in range(rnd.randint(1, 4))]
+        if rnd.random() < 0.3:
+            levels[-1] = "#"
+        return "/".join(levels)
+
+    for _ in range(200):
+        filters, topics = {topic_filter() for _ in range(25)}, {topic() for _ in range(25)}
+        subscriptions, retained = SubscriptionTable((f, 0) for f in filters), RetainedTable((t, 0) for t in topics)
+        for removed in list(filters)[:4]:
+            del subscriptions[removed]
+            filters.discard(removed)
+        for removed in list(topics)[:4]:
+            retained.pop(removed)
+            topics.discard(removed)
+        for t in topics | {topic() for _ in range(8)}:
+            assert sorted(subscriptions.matching(t)) == sorted(f for f in filters if reference(t, f)), t
+        for f in filters | {topic_filter() for _ in range(8)}:
+            assert sorted(retained.matching(f)) == sorted(t for t in topics if reference(t, f)), f
+
+
+def test_fleet_broker_listens_on_tcp_and_websocket_and_says_where(tmp_path: Path) -> None:
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    port, ws_port = free_port(), free_port()
+    process = Process(
+        "fleet-broker-ws", fleet_argv("broker", "--port", str(port), "--ws-port", str(ws_port)), tmp_path,
+        base_env(broker_allow_anonymous="true"),
+    )
+    process.start()
+    try:
+        wait_for(lambda: port_open(ws_port) or not process.running, 15, what="fleet broker websocket listener")
+        wait_for(lambda: "listening on" in process.log_tail(), 5, what="the listen line")
+        assert f"mqtt://127.0.0.1:{port}, ws://127.0.0.1:{ws_port}" in process.log_tail()
+        tcp = RawClient(port, client_id("tcp"))
+        tcp.subscribe(("ws/+", 1))
+        received = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id("ws"), transport="websockets", protocol=mqtt.MQTTv311)
+        client.on_connect = lambda c, _u, _f, _rc, _p: c.publish("ws/hello", b"over websocket", qos=1)
+        client.on_publish = lambda *_a: received.set()
+        client.connect("127.0.0.1", ws_port)
+        client.loop_start()
+        try:
+            assert received.wait(10)
+            assert tcp.next_message().payload == b"over websocket"
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        tcp.disconnect()
+    finally:
+        process.stop()
