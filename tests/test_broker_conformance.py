@@ -457,36 +457,57 @@ def test_topic_tree_matches_like_the_mqtt_rules() -> None:
             assert sorted(retained.matching(f)) == sorted(t for t in topics if reference(t, f)), f
 
 
-def test_fleet_broker_listens_on_tcp_and_websocket_and_says_where(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_fleet_broker_listens_on_tcp_and_websocket_and_says_where(tls: bool, tmp_path: Path) -> None:
+    """`fleet broker --ws-port`: MQTT over TCP and over a websocket, both with TLS (mqtts, wss)
+    when given a certificate; a message crosses from the websocket to the TCP listener."""
     import threading
 
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     port, ws_port = free_port(), free_port()
+    files = {}
+    if tls:
+        from tests.test_tls import make_certificates
+
+        certificates = make_certificates(tmp_path)
+        files = {"broker_certfile": str(certificates.certfile), "broker_keyfile": str(certificates.keyfile)}
     process = Process(
         "fleet-broker-ws", fleet_argv("broker", "--port", str(port), "--ws-port", str(ws_port)), tmp_path,
-        base_env(broker_allow_anonymous="true"),
+        base_env(broker_allow_anonymous="true", **files),
     )
+
+    def client(transport: str) -> mqtt.Client:
+        made = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id(transport), transport=transport, protocol=mqtt.MQTTv311)
+        if tls:
+            made.tls_set(ca_certs=str(certificates.cafile))
+        return made
+
     process.start()
     try:
         wait_for(lambda: port_open(ws_port) or not process.running, 15, what="fleet broker websocket listener")
         wait_for(lambda: "listening on" in process.log_tail(), 5, what="the listen line")
-        assert f"mqtt://127.0.0.1:{port}, ws://127.0.0.1:{ws_port}" in process.log_tail()
-        tcp = RawClient(port, client_id("tcp"))
-        tcp.subscribe(("ws/+", 1))
-        received = threading.Event()
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id("ws"), transport="websockets", protocol=mqtt.MQTTv311)
-        client.on_connect = lambda c, _u, _f, _rc, _p: c.publish("ws/hello", b"over websocket", qos=1)
-        client.on_publish = lambda *_a: received.set()
-        client.connect("127.0.0.1", ws_port)
-        client.loop_start()
+        schemes = ("mqtts", "wss") if tls else ("mqtt", "ws")
+        assert f"{schemes[0]}://127.0.0.1:{port}, {schemes[1]}://127.0.0.1:{ws_port}" in process.log_tail()
+        subscribed, received = threading.Event(), threading.Event()
+        got: list[bytes] = []
+        tcp = client("tcp")
+        tcp.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("ws/+", 1)
+        tcp.on_subscribe = lambda *_a: subscribed.set()
+        tcp.on_message = lambda _c, _u, message: (got.append(message.payload), received.set())
+        tcp.connect("127.0.0.1", port)
+        tcp.loop_start()
+        ws = client("websockets")
         try:
-            assert received.wait(10)
-            assert tcp.next_message().payload == b"over websocket"
+            assert subscribed.wait(10), "no SUBACK on the TCP listener"
+            ws.on_connect = lambda c, _u, _f, _rc, _p: c.publish("ws/hello", b"over websocket", qos=1)
+            ws.connect("127.0.0.1", ws_port)
+            ws.loop_start()
+            assert received.wait(10) and got == [b"over websocket"]
         finally:
-            client.loop_stop()
-            client.disconnect()
-        tcp.disconnect()
+            for each in (ws, tcp):
+                each.loop_stop()
+                each.disconnect()
     finally:
         process.stop()
