@@ -17,7 +17,9 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+# mqtt/mqtts: MQTT over TCP (TLS); ws/wss: MQTT over a websocket (TLS), for PCs behind
+# proxies that only let HTTP(S) out.
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
 
 
 @dataclass(frozen=True)
@@ -27,26 +29,35 @@ class BrokerAddress:
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    websocket: bool = False
+    path: str = "/mqtt"
 
     @classmethod
     def from_url(cls, url: str) -> "BrokerAddress":
         parts = urlsplit(str(url))
         if parts.scheme not in DEFAULT_PORTS:
-            raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got scheme {parts.scheme!r}")
+            raise ValueError(f"MQTT URL must start with mqtt://, mqtts://, ws:// or wss://, got scheme {parts.scheme!r}")
         if not parts.hostname:
             raise ValueError("MQTT URL has no host name, e.g. mqtt://127.0.0.1:1883")
         return cls(
             host=parts.hostname,
             port=parts.port or DEFAULT_PORTS[parts.scheme],
-            tls=parts.scheme == "mqtts",
+            tls=parts.scheme in ("mqtts", "wss"),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
+            websocket=parts.scheme in ("ws", "wss"),
+            path=parts.path or "/mqtt",
         )
+
+    @property
+    def scheme(self) -> str:
+        return ("wss" if self.tls else "ws") if self.websocket else ("mqtts" if self.tls else "mqtt")
 
     def __str__(self) -> str:
         """The address without its password, safe for logs."""
         user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+        path = self.path if self.websocket else ""
+        return f"{self.scheme}://{user}{self.host}:{self.port}{path}"
 
 
 def _set_nodelay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
@@ -72,7 +83,10 @@ def create_client(
         client_id=client_id,
         clean_session=clean_session,
         protocol=mqtt.MQTTv311,
+        transport="websockets" if address.websocket else "tcp",
     )
+    if address.websocket:
+        client.ws_set_options(path=address.path)
     if address.username:
         client.username_pw_set(address.username, address.password)
     if address.tls:

@@ -31,7 +31,7 @@ DEFAULT_CONFIG_FILE = "fleet.toml"
 DEFAULT_BROKER_PORT = 1884
 DEFAULT_API_PORT = 8080
 
-MqttUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["mqtt", "mqtts"], host_required=True)]
+MqttUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["mqtt", "mqtts", "ws", "wss"], host_required=True)]
 
 
 def default_data_dir() -> Path:
@@ -54,7 +54,7 @@ class FleetSettings(BaseSettings):
     # --- MQTT -------------------------------------------------------------------------------
     mqtt_url: MqttUrl = Field(
         AnyUrl(f"mqtt://127.0.0.1:{DEFAULT_BROKER_PORT}"),
-        description="broker URL: mqtt://[user:pass@]host[:port] or mqtts://… for TLS",
+        description="broker URL: mqtt://[user:pass@]host[:port], mqtts://… for TLS, ws:// or wss://… over a websocket",
     )
     mqtt_ca_file: Path | None = Field(None, description="CA bundle to verify an mqtts:// broker (system CAs when unset)")
     keepalive: int = Field(30, ge=2, le=3600, description="MQTT keepalive in seconds (2–3600)")

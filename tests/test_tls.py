@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from broker.mosquitto import TlsFiles
-from tests.harness import Broker, Controller, Device, missing_service, wait_for
+from tests.harness import Broker, Controller, Device, free_port, missing_service, port_open, wait_for
 
 
 def make_certificates(directory: Path) -> TlsFiles:
@@ -51,4 +51,29 @@ def test_mqtts_with_the_ca_file_verifies_the_broker_and_works(kind: str, tmp_pat
         assert controller.device("pc-untrusting") is None
     finally:
         for process in (untrusting.process, device.process, controller.process, broker.process):
+            process.kill()
+
+
+def test_a_device_behind_an_https_only_proxy_connects_over_wss(tmp_path: Path) -> None:
+    """The embedded broker's websocket listener with TLS: the device uses wss://, verifies the
+    certificate, and works like any other; the controller stays on mqtts://."""
+    tls = make_certificates(tmp_path)
+    broker = Broker("amqtt", tmp_path, tls=tls)
+    ws_port = free_port()
+    broker.process.argv += ["--ws-port", str(ws_port)]
+    broker.start()
+    wait_for(lambda: port_open(ws_port), 15, what="the websocket listener")
+    controller = Controller(broker, tmp_path, mqtt_ca_file=str(tls.cafile))
+    device = Device("pc-wss", broker, tmp_path, mqtt_url=f"wss://127.0.0.1:{ws_port}/mqtt", mqtt_ca_file=str(tls.cafile),
+                    keepalive="5")
+    try:
+        controller.start()
+        device.start()
+        online = controller.wait_device("pc-wss", "online")
+        assert online["facts"]["hostname"]
+        assert controller.wait_task(controller.create_task("pc-wss", "echo", params={"message": "via wss"})["id"])[
+            "result"]["message"] == "via wss"
+        assert f"wss://127.0.0.1:{ws_port}/mqtt" in device.process.log_path.read_text()
+    finally:
+        for process in (device.process, controller.process, broker.process):
             process.kill()
