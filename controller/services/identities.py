@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 import signal
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from broker.credentials import Identity, acl_file, hash_password, new_secret, password_file, write_atomically
 from config.settings import FleetSettings
-from controller.models import MqttIdentity
+from controller.models import Device, DeviceConnection, MqttIdentity
 from controller.services.errors import ConflictError, NotFoundError
 from schemas.api import IdentityCreate
 from schemas.common import utcnow
@@ -83,9 +84,22 @@ def revoke_identity(session: Session, name: str) -> MqttIdentity:
         raise NotFoundError(f"no MQTT identity {name!r}; list them with GET /api/v1/identities")
     if identity.revoked_at is None:
         identity.revoked_at = utcnow()
+        if identity.role == "device":
+            _take_offline(session, identity.name, identity.revoked_at)
         session.commit()
         log.info("%s %s revoked", identity.role, identity.name)
     return identity
+
+
+def _take_offline(session: Session, device_id: str, at: datetime) -> None:
+    """A revoked device is offline from now on: the broker refuses its logins, and even its will
+    (its ACL is gone), so the controller would never hear of it otherwise."""
+    device = session.get(Device, device_id, with_for_update=True)
+    if device is None or device.status == "offline":
+        return
+    device.status, device.online_since, device.silent_after = "offline", None, None
+    session.add(DeviceConnection(device_id=device_id, state="offline", session_id=device.session_id or "?", at=at,
+                                 reason="revoked"))
 
 
 def list_identities(session: Session) -> list[MqttIdentity]:
