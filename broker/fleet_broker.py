@@ -9,9 +9,13 @@ fails if the source of any overridden method changed.
 | amqtt 0.12.1 behaviour (measured, DESIGN.md)              | override                                   |
 |-----------------------------------------------------------|--------------------------------------------|
 | keepalive not enforced, will never sent for a silent peer | `_initialize_client_session` + `broker.protocol` |
+| a second connection with a connected client id left both  | `_handle_client_session`, `_claim_session`, |
+|   connected [MQTT-3.1.4-2] (clean sessions)               |   `_handle_disconnect`                     |
+| the client id's session was wiped (clean) or taken over   | `_initialize_client_session` (CONNECT only), |
+|   (persistent) *before* the password was checked          |   `_handle_client_session` (login first)   |
 | unacknowledged QoS 1 dropped instead of re-sent           | `broker.protocol.FleetProtocolHandler`     |
-| on reconnect, retained messages of *every* filter in the  | `_publish_retained_messages_for_subscription` (no-op), |
-|   broker sent to the client (the will "leak")             |   `_handle_subscription`                   |
+| on reconnect, retained messages of *every* filter in the  | `_handle_client_session` (not sent),       |
+|   broker sent to the client (the will "leak")             |   `_handle_subscription` (new filters only) |
 | delivered at the subscriber's QoS, not min(pub, granted)  | `_handle_message_delivery`, `_run_broadcast` |
 | offline QoS 1 messages dropped for anonymous clients,     | `_run_broadcast`, `_session_monitor`       |
 |   whose persistent sessions were deleted at disconnect    |                                            |
@@ -25,18 +29,21 @@ fails if the source of any overridden method changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.broker import AMQTT_MAGIC_VALUE_RET_SUBSCRIBED, Broker, RetainedApplicationMessage
+from amqtt.broker import AMQTT_MAGIC_VALUE_RET_SUBSCRIBED, Broker, RetainedApplicationMessage, Server
 from amqtt.contexts import Action, BrokerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import OutgoingApplicationMessage, Session
+from amqtt.utils import gen_client_id
 
 from broker.amqtt_pin import check_amqtt_version
 from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler
@@ -49,6 +56,9 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_MESSAGES = 1000
 """QoS 1/2 messages kept for one disconnected persistent session (Mosquitto's default too);
 newer ones are dropped, with a warning."""
+
+_RENEWED_ON_RECONNECT = ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive", "username", "password")
+"""What a resumed persistent session takes from the new CONNECT (amqtt forgot `will_retain`)."""
 
 _FILTERS = "fleet.filters"  # Session.attributes key: the session's own topic filters
 
@@ -68,16 +78,88 @@ class FleetBroker(Broker):
         self._subscriptions: SubscriptionTable[list[tuple[Session, int]]] = SubscriptionTable()
         self._retained_messages: RetainedTable[RetainedApplicationMessage] = RetainedTable()
 
-    # --- connections: keepalive ------------------------------------------------------------------
+    # --- connections: CONNECT, login, take-over, keepalive ---------------------------------------
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
-        """amqtt's CONNECT handling, then our handler, whose read timeout of 1.5 × keepalive
+        """Read the CONNECT, nothing more: which session it gets is decided after the login is
+        checked (`_handle_client_session`). Our handler's read timeout of 1.5 × keepalive
         disconnects a silent client and so publishes its will [MQTT-3.1.2-24]."""
-        _unused, session = await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        try:
+            _unused, session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except (AMQTTError, MQTTError, NoDataError) as exc:
+            log.warning("[MQTT-3.1.0-1] %s:%s: no valid CONNECT: %s", remote_address, remote_port, exc)
+            with contextlib.suppress(OSError):
+                await writer.close()
+            raise
+        session.client_id = session.client_id or gen_client_id()
         if session.keep_alive > 0:
             session.keep_alive = session.keep_alive * KEEPALIVE_GRACE  # type: ignore[assignment]
         return FleetProtocolHandler(self.plugins_manager, loop=self._loop), session
+
+    async def _handle_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, client_session: Session,
+        handler: BrokerProtocolHandler, server: Server, listener_name: str,
+    ) -> None:
+        """A connection's life: login, session, CONNACK, queued messages, then its packets."""
+        if not await self._authenticate(client_session, self.listeners_config[listener_name]):
+            handler.attach(client_session, reader, writer)
+            await handler.mqtt_connack_authorize(False)
+            await writer.close()
+            return
+        session = await self._claim_session(client_session)
+        handler.attach(session, reader, writer)
+        self._sessions[session.client_id] = (session, handler)
+        await handler.mqtt_connack_authorize(True)
+        await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session)
+        await handler.start()
+        await self._publish_session_retained_messages(session)
+        await self._client_message_loop(session, handler)
+
+    async def _claim_session(self, new: Session) -> Session:
+        """The session an authenticated CONNECT gets. A client already connected with this id is
+        disconnected [MQTT-3.1.4-2]; a clean session replaces the old one, a persistent one
+        resumes it (session present) with the new connection's will, keepalive and login."""
+        client_id = new.client_id
+        assert client_id is not None
+        existing = self._sessions.get(client_id)
+        if existing is not None and existing[0].transitions.is_connected():
+            await self._close_taken_over(*existing, publish_will=new.clean_session)
+        if existing is None or new.clean_session or existing[0].clean_session:
+            await self._delete_session(client_id)
+            new.parent = 0
+            new.transitions.connect()
+            return new
+        resumed = existing[0]
+        for attribute in _RENEWED_ON_RECONNECT:
+            setattr(resumed, attribute, getattr(new, attribute))
+        resumed.parent = 1
+        if not resumed.transitions.is_connected():
+            resumed.transitions.connect()
+        return resumed
+
+    async def _close_taken_over(self, session: Session, handler: BrokerProtocolHandler, *, publish_will: bool) -> None:
+        """Disconnect a client whose id a new connection took over. When its session ends with
+        it (the new connection starts a clean one), its will is published, as Mosquitto does."""
+        log.warning("client %s connected again: closing its older connection [MQTT-3.1.4-2]", session.client_id)
+        if isinstance(handler, FleetProtocolHandler):
+            handler.taken_over = True
+        if publish_will and session.will_flag and session.will_topic is not None:
+            await self._broadcast_message(session, session.will_topic, session.will_message, session.will_qos)
+            if session.will_retain:
+                await self.retain_message(session, session.will_topic, session.will_message, session.will_qos)
+        await handler.handle_connection_closed()
+        await self._stop_handler(handler)
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        """amqtt's, except for a connection another took over: its will was dealt with then, and
+        its session (if persistent, now the new connection's) must stay connected."""
+        if isinstance(handler, FleetProtocolHandler) and handler.taken_over:
+            await self._stop_handler(handler)
+            return
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
     async def _session_monitor(self) -> None:
         """Forget disconnected clean sessions, and persistent ones after `session_expiry_interval`.
@@ -210,12 +292,6 @@ class FleetBroker(Broker):
                 BrokerEvents.CLIENT_SUBSCRIBED, client_id=client_session.client_id, topic=topic_filter, qos=qos
             )
             await self._send_retained_for_subscription(topic_filter, code, client_session)
-
-    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
-        """Not used. amqtt calls this on every reconnect of a persistent session with each filter
-        of *every* client in the broker, which sent clients retained messages (a dead device's
-        last will) for topics they never subscribed to. MQTT sends retained messages only for a
-        new subscription (`_handle_subscription` does that)."""
 
     async def _send_retained_for_subscription(self, topic_filter: str, granted_qos: int, session: Session) -> None:
         """The retained messages `topic_filter` matches (found in the topic tree) that the topic

@@ -32,6 +32,9 @@ KEEPALIVE_GRACE = 1.5
 class FleetProtocolHandler(BrokerProtocolHandler):
     """amqtt's broker-side protocol handler with keepalive enforced and QoS 1 kept until acked."""
 
+    taken_over = False
+    """Set when a newer connection with the same client id closed this one (`FleetBroker._claim_session`)."""
+
     def handle_read_timeout(self) -> None:
         """No packet for 1.5 × keepalive: close the connection as a network failure would,
         so the broker publishes the client's will (amqtt ignored this timeout)."""

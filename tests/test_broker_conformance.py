@@ -69,8 +69,17 @@ class RawClient:
     """One MQTT connection over a plain socket; nothing is sent unless a method says so."""
 
     def __init__(
-        self, port: int, client_id: str, *, clean: bool = True, keepalive: int = 60, will: Will | None = None
+        self, port: int, client_id: str, *, clean: bool = True, keepalive: int = 60, will: Will | None = None,
+        login: tuple[str, str] | None = None,
     ) -> None:
+        self.return_code, self.session_present = self.try_connect(port, client_id, clean, keepalive, will, login)
+        assert self.return_code == 0, f"CONNECT refused with return code {self.return_code}"
+
+    def try_connect(
+        self, port: int, client_id: str, clean: bool = True, keepalive: int = 60, will: Will | None = None,
+        login: tuple[str, str] | None = None,
+    ) -> tuple[int, bool]:
+        """Open the socket, send CONNECT and return the CONNACK's (return code, session present)."""
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffer = b""
@@ -78,14 +87,24 @@ class RawClient:
         self._next_id = 0
         flags = (0x02 if clean else 0) | (
             (0x04 | will.qos << 3 | (0x20 if will.retain else 0)) if will else 0
-        )
+        ) | (0xC0 if login else 0)
         body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + _string(client_id)
         if will:
             body += _string(will.topic) + _string(will.payload)
+        if login:
+            body += _string(login[0]) + _string(login[1])
         self.sock.sendall(_packet(CONNECT, 0, body))
         kind, _flags, reply = self.read_packet(10)
-        assert kind == CONNACK and reply[1] == 0, f"CONNECT refused: {kind} {reply!r}"
-        self.session_present = bool(reply[0] & 1)
+        assert kind == CONNACK, f"expected CONNACK, got packet type {kind}"
+        return reply[1], bool(reply[0] & 1)
+
+    @classmethod
+    def refused(cls, port: int, client_id: str, login: tuple[str, str], clean: bool = True) -> int:
+        """The return code of a CONNECT the broker must refuse; the socket is closed afterwards."""
+        client = cls.__new__(cls)
+        code, _present = client.try_connect(port, client_id, clean, login=login)
+        client.drop()
+        return code
 
     # reading
     def read_packet(self, timeout: float) -> tuple[int, int, bytes]:
@@ -399,6 +418,83 @@ def test_dollar_topics_are_not_matched_by_leading_wildcards(broker: Broker, pref
     assert not [t for t in seen if t.startswith("$")], f"{broker.kind}: a leading wildcard matched {seen}"
     assert exact.next_message().topic == dollar
     for client in (wild, exact, publisher):
+        client.disconnect()
+
+
+def test_a_second_connection_with_the_same_client_id_takes_over(broker: Broker, prefix: str) -> None:
+    """[MQTT-3.1.4-2]: the broker disconnects the client already connected with that id. A clean
+    session's old connection ends without DISCONNECT, so its will is published (as Mosquitto
+    does); a persistent session moves to the new connection with its subscriptions. amqtt
+    0.12.1 kept both clean-session connections open, so two daemons with one id never saw it."""
+    status, shared = f"{prefix}/twin/status", client_id("twin")
+    watcher = RawClient(broker.port, client_id("watcher"))
+    watcher.subscribe((status, 1))
+    older = RawClient(broker.port, shared, will=Will(status, b"older gone", retain=False))
+    newer = RawClient(broker.port, shared, will=Will(status, b"newer gone", retain=False))
+    assert older.closed_by_broker(5), f"{broker.kind} kept both connections of client id {shared}"
+    will = watcher.next_message()
+    assert (will.topic, will.payload) == (status, b"older gone")
+    assert newer.subscribe((f"{prefix}/twin/tasks", 1)) == [1]
+    publisher = RawClient(broker.port, client_id("pub"))
+    publisher.publish(f"{prefix}/twin/tasks", b"for the newer")
+    assert newer.next_message().payload == b"for the newer"
+
+    persistent_id = client_id("persistent")
+    first = RawClient(broker.port, persistent_id, clean=False)
+    assert first.subscribe((f"{prefix}/p", 1)) == [1]
+    second = RawClient(broker.port, persistent_id, clean=False)
+    assert second.session_present, f"{broker.kind}: the session did not move to the new connection"
+    assert first.closed_by_broker(5), f"{broker.kind} kept both connections of client id {persistent_id}"
+    publisher.publish(f"{prefix}/p", b"to the session")
+    assert second.next_message().payload == b"to the session"
+    newer.disconnect()  # a clean DISCONNECT: no will
+    publisher.publish(f"{prefix}/twin/sentinel", b"end")
+    watcher.subscribe((f"{prefix}/twin/sentinel", 1))
+    publisher.publish(f"{prefix}/twin/sentinel", b"end")
+    assert [m.payload for m in watcher.messages_until(f"{prefix}/twin/sentinel")] == [b"end"]
+    second.disconnect()
+    RawClient(broker.port, persistent_id, clean=True).disconnect()
+    for client in (watcher, publisher):
+        client.disconnect()
+
+
+@pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
+def locked_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A broker that admits only the logins of `LOGINS`, with the fleet's topic ACLs."""
+    from broker.credentials import Identity, acl_file, hash_password, password_file
+
+    work = tmp_path_factory.mktemp(f"locked-{request.param}")
+    identities = [Identity(name, role, hash_password(secret)) for name, (role, secret) in LOGINS.items()]
+    (work / "passwords").write_text(password_file(identities))
+    (work / "acl").write_text(acl_file(identities))
+    running = Broker(request.param, work, password_file=work / "passwords", acl_file=work / "acl")
+    running.start()
+    yield running
+    running.process.stop()
+
+
+LOGINS = {"pc-9": ("device", "device-secret-9"), "ctl": ("controller", "controller-secret")}
+
+
+def test_a_refused_login_cannot_take_over_a_connected_client(locked_broker: Broker) -> None:
+    """A CONNECT with a connected device's client id but a wrong password is refused and changes
+    nothing: the device stays connected, keeps its subscription and no will is published.
+    amqtt 0.12.1 dropped a clean session's subscriptions, or took a persistent session over,
+    before it checked the password."""
+    port, device_login = locked_broker.port, ("pc-9", LOGINS["pc-9"][1])
+    controller = RawClient(port, "ctl", login=("ctl", LOGINS["ctl"][1]))
+    controller.subscribe(("devices/#", 1))
+    device = RawClient(port, "pc-9", login=device_login, will=Will("devices/pc-9/status", b"offline", retain=False))
+    assert device.subscribe(("devices/pc-9/tasks", 1)) == [1]
+    for clean in (True, False):
+        code = RawClient.refused(port, "pc-9", ("pc-9", "wrong password"), clean=clean)
+        assert code in (4, 5), f"{locked_broker.kind} answered a wrong password with return code {code}"
+    controller.publish("devices/pc-9/tasks", b"still yours")
+    assert device.next_message().payload == b"still yours", f"{locked_broker.kind}: the device lost its subscription"
+    seen = controller.messages_until("devices/pc-9/tasks")
+    assert [m.topic for m in seen] == ["devices/pc-9/tasks"], f"{locked_broker.kind} published the device's will"
+    assert not device.closed_by_broker(0.5)
+    for client in (device, controller):
         client.disconnect()
 
 
