@@ -57,6 +57,9 @@ MAX_QUEUED_MESSAGES = 1000
 """QoS 1/2 messages kept for one disconnected persistent session (Mosquitto's default too);
 newer ones are dropped, with a warning."""
 
+TAKEOVER_CLOSE_TIMEOUT = 5.0
+"""Seconds a taken-over connection gets to close before the new one goes ahead without waiting."""
+
 _RENEWED_ON_RECONNECT = ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive", "username", "password")
 """What a resumed persistent session takes from the new CONNECT (amqtt forgot `will_retain`)."""
 
@@ -77,6 +80,7 @@ class FleetBroker(Broker):
         # Same dicts to amqtt and its plugins, plus a topic tree for matching.
         self._subscriptions: SubscriptionTable[list[tuple[Session, int]]] = SubscriptionTable()
         self._retained_messages: RetainedTable[RetainedApplicationMessage] = RetainedTable()
+        self._claiming = asyncio.Lock()  # one CONNECT at a time takes a session, so two racing ones cannot both win
 
     # --- connections: CONNECT, login, take-over, keepalive ---------------------------------------
     async def _initialize_client_session(
@@ -107,9 +111,10 @@ class FleetBroker(Broker):
             await handler.mqtt_connack_authorize(False)
             await writer.close()
             return
-        session = await self._claim_session(client_session)
-        handler.attach(session, reader, writer)
-        self._sessions[session.client_id] = (session, handler)
+        async with self._claiming:
+            session = await self._claim_session(client_session)
+            handler.attach(session, reader, writer)
+            self._sessions[session.client_id] = (session, handler)
         await handler.mqtt_connack_authorize(True)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session)
         await handler.start()
@@ -149,7 +154,11 @@ class FleetBroker(Broker):
             if session.will_retain:
                 await self.retain_message(session, session.will_topic, session.will_message, session.will_qos)
         await handler.handle_connection_closed()
-        await self._stop_handler(handler)
+        try:
+            # Closing flushes what was queued for the old peer; a peer that vanished may never read it.
+            await asyncio.wait_for(self._stop_handler(handler), TAKEOVER_CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("the older connection of client %s did not close in %g s: left to time out", session.client_id, TAKEOVER_CLOSE_TIMEOUT)
 
     async def _handle_disconnect(
         self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
@@ -158,6 +167,9 @@ class FleetBroker(Broker):
         its session (if persistent, now the new connection's) must stay connected."""
         if isinstance(handler, FleetProtocolHandler) and handler.taken_over:
             await self._stop_handler(handler)
+            await self.plugins_manager.fire_event(
+                BrokerEvents.CLIENT_DISCONNECTED, client_id=client_session.client_id, client_session=client_session
+            )
             return
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
