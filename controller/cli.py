@@ -423,6 +423,13 @@ def identity_add(
 # ---- operating the fleet through REST ------------------------------------------------------
 
 
+def _load(metrics: dict[str, Any] | None) -> str:
+    """A device's latest heartbeat metrics in one cell: CPU, memory and free disk."""
+    if not metrics:
+        return ""
+    return f"cpu {metrics['cpu_percent']:.0f}% mem {metrics['memory_percent']:.0f}% disk {metrics['disk_free_bytes'] / 1e9:.1f} GB free"
+
+
 @app.command("devices")
 def list_devices(
     status: Optional[str] = typer.Option(None, help="online or offline"),
@@ -431,14 +438,14 @@ def list_devices(
     """List devices with their presence."""
     query = {k: v for k, v in {"status": status, "group": group, "limit": 500}.items() if v is not None}
     page = _api("GET", "/api/v1/devices", params=query)
-    table = Table("id", "name", "status", "last seen", "task types", "groups")
+    table = Table("id", "name", "status", "last seen", "load", "task types", "groups")
     alerts = []
     for item in page["items"]:
         facts = item.get("facts") or {}
         colour = "green" if item["status"] == "online" else "red"
         table.add_row(
             item["id"], item.get("name") or "", f"[{colour}]{item['status']}[/{colour}]", str(item.get("last_seen") or ""),
-            ",".join(facts.get("task_types", [])), ",".join(item.get("groups", [])),
+            _load(item.get("metrics")), ",".join(facts.get("task_types", [])), ",".join(item.get("groups", [])),
         )
         if item.get("presence_alert"):
             alerts.append(f"[yellow]{item['id']}[/yellow]: {item['presence_alert']}")

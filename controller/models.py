@@ -60,6 +60,8 @@ class Device(Base):
     presence_alert: Mapped[str | None] = mapped_column(String(400))
     heartbeat_interval: Mapped[int | None]
     silent_after: Mapped[datetime | None] = mapped_column(index=True)  # offline unless heard from by then
+    last_heartbeat: Mapped[datetime | None]
+    metrics: Mapped[dict[str, Any] | None]  # the latest heartbeat's DeviceMetrics
 
     connections: Mapped[list[DeviceConnection]] = relationship(
         back_populates="device", order_by="DeviceConnection.id", cascade="all, delete-orphan"

@@ -26,6 +26,7 @@ from device.identity import resolve_device_id
 from device.intake import CancelRequest, InputRequest, Rejection, read_task
 from device.journal import Journal, journal_path
 from device.link import MqttLink
+from device.metrics import MetricsReader
 from device.presence import Presence
 from device.reporter import Reporter, task_error
 from schemas.common import utcnow
@@ -103,14 +104,16 @@ class DeviceDaemon:
                 journal.close()
 
     async def _send_heartbeats(self, interval: int) -> None:
-        """Tell the controller every `interval` seconds that this device is alive (QoS 0: a lost
-        heartbeat is replaced by the next one)."""
+        """Tell the controller every `interval` seconds that this device is alive, and how loaded
+        its PC is (QoS 0: a lost heartbeat is replaced by the next one)."""
         topic = device_heartbeat(self.device_id)
+        metrics = MetricsReader(self.settings.data_dir)
         while True:
             await asyncio.sleep(interval)
             if self._link.connected:
                 beat = Heartbeat(
-                    device_id=self.device_id, session_id=self._presence.session_id, at=utcnow(), running=self._executor.active
+                    device_id=self.device_id, session_id=self._presence.session_id, at=utcnow(),
+                    running=self._executor.active, metrics=metrics.read(),
                 )
                 self._link.publish(topic, beat.model_dump_json().encode(), qos=0)
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import DeviceId, GroupName, StrictModel, TaskId, TaskType, UtcDatetime
 from schemas.events import MAX_ATTEMPTS, EventKind, TaskError, TaskStatus
-from schemas.status import DeviceFacts
+from schemas.status import DeviceFacts, DeviceMetrics
 
 
 class TaskOptions(StrictModel):
@@ -138,6 +138,8 @@ class DeviceOut(BaseModel):
     presence_alert: str | None = Field(
         None, description="set while the device flaps: a reconnect storm, or two daemons sharing its id"
     )
+    last_heartbeat: UtcDatetime | None = None
+    metrics: DeviceMetrics | None = Field(None, description="the PC's load, from the latest heartbeat")
 
 
 class DevicePage(BaseModel):

@@ -49,12 +49,21 @@ def boot_id(session_id: str) -> str:
     return session_id.rsplit("-", 1)[0]
 
 
+class DeviceMetrics(StrictModel):
+    """How loaded a device's PC is, read when a heartbeat is sent."""
+
+    cpu_percent: float = Field(ge=0, le=100, description="CPU use since the previous heartbeat, all cores")
+    memory_percent: float = Field(ge=0, le=100, description="RAM in use")
+    disk_free_bytes: int = Field(ge=0, description="free space where the device keeps its data")
+
+
 class Heartbeat(StrictModel):
     """Sent every `heartbeat_interval` seconds on `devices/<id>/heartbeat` (QoS 0, not retained),
-    so the controller notices a device whose network vanished even on a broker that never
-    publishes its will (amqtt does not enforce keepalive)."""
+    so the controller notices a device whose network vanished even where the broker never
+    publishes its will, and sees how loaded the device is."""
 
     device_id: DeviceId
     session_id: str = Field(min_length=1, max_length=64)
     at: UtcDatetime
     running: int = Field(0, ge=0, description="tasks running on the device")
+    metrics: DeviceMetrics | None = Field(None, description="absent when the device cannot read them")

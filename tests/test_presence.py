@@ -5,6 +5,7 @@ after three missed heartbeats even where the broker never publishes its will."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -92,3 +93,36 @@ def test_a_sleeping_device_is_offline_and_back_online_when_it_wakes(
     assert awake["session_id"] == online["session_id"]  # the same connection, never dropped
     latest = controller.api.get("/api/v1/devices/hb-2/connections").json()[0]
     assert latest["reason"] == "heartbeats resumed"
+
+
+def test_heartbeats_carry_the_pcs_load_to_rest_and_the_cli(
+    controller: Controller, start_device: Callable[..., Device]
+) -> None:
+    """Each heartbeat carries CPU, memory and free disk (as seed 003's workers report them); the
+    controller keeps the latest with its time, and `fleet devices` shows it."""
+    import os
+    import shutil
+    import subprocess
+
+    import psutil
+
+    from tests.harness import fleet_argv
+
+    device = start_device("hb-3", heartbeat_interval="1")
+    first = wait_for(lambda: (d := controller.device("hb-3")) and d["metrics"] and d, 10, 0.2, "a heartbeat with metrics")
+    metrics = first["metrics"]
+    assert 0 <= metrics["cpu_percent"] <= 100
+    assert abs(metrics["memory_percent"] - psutil.virtual_memory().percent) < 10
+    free_here = shutil.disk_usage(device.data_dir).free
+    assert abs(metrics["disk_free_bytes"] - free_here) < max(0.05 * free_here, 2**30)  # the data dir's filesystem
+    later = wait_for(
+        lambda: (d := controller.device("hb-3")) and d["last_heartbeat"] != first["last_heartbeat"] and d,
+        5, 0.2, "the next heartbeat",
+    )
+    assert later["last_heartbeat"] > first["last_heartbeat"]
+
+    env = {**os.environ, "FLEET_API_URL": str(controller.api.base_url), "FLEET_API_TOKEN": controller.admin_token, "COLUMNS": "200"}
+    listed = subprocess.run(fleet_argv("devices"), env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "hb-3" in line)
+    assert re.search(r"cpu \d+% mem \d+% disk [\d.]+ GB free", row), row

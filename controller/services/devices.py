@@ -120,14 +120,15 @@ def _silent_after(device: Device, now: datetime) -> datetime | None:
 
 
 def record_heartbeat(session: Session, topic_device_id: str, heartbeat: Heartbeat) -> None:
-    """A device is alive: push its silence deadline back; one taken for offline because it fell
-    silent, whose session is still the current one, is online again."""
+    """A device is alive: push its silence deadline back and keep its load; one taken for offline
+    because it fell silent, whose session is still the current one, is online again."""
     device = session.get(Device, topic_device_id, with_for_update=True)
     if heartbeat.device_id != topic_device_id or device is None or device.session_id != heartbeat.session_id:
         session.rollback()  # another device's, or a session whose birth was not seen (yet)
         return
     now = utcnow()
-    device.last_seen = now
+    device.last_seen = device.last_heartbeat = now
+    device.metrics = heartbeat.metrics.model_dump() if heartbeat.metrics else None
     device.silent_after = _silent_after(device, now)
     if device.status == "offline":
         device.status = "online"
