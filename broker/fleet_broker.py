@@ -24,6 +24,9 @@ fails if the source of any overridden method changed.
 | re-subscribing did not change the granted QoS             | `add_subscription`                         |
 | any client publish to a `$` topic closed the connection   | `_handle_message_delivery` (`$SYS/` is dropped) |
 | retained messages sent for a subscription the ACL refused | `_send_retained_for_subscription`          |
+| an invalid filter or QoS 3 in SUBSCRIBE granted; a PUBLISH | `_handle_subscription`, `_handle_message_delivery`, |
+|   to an empty topic left the connection open but unread   |   `_protocol_violation` (close, will sent) |
+| a connection that never sends a CONNECT kept for ever     | `_initialize_client_session` (10 s)        |
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from amqtt.utils import gen_client_id
 
 from broker.amqtt_pin import check_amqtt_version
 from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler
-from broker.topic_tree import RetainedTable, SubscriptionTable
+from broker.topic_tree import RetainedTable, SubscriptionTable, is_valid_filter
 
 check_amqtt_version()  # fail at import, with a clear message, on an amqtt the overrides were not written for
 
@@ -56,6 +59,9 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_MESSAGES = 1000
 """QoS 1/2 messages kept for one disconnected persistent session (Mosquitto's default too);
 newer ones are dropped, with a warning."""
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds a new connection has to send its CONNECT; garbage or silence is closed after that."""
 
 TAKEOVER_CLOSE_TIMEOUT = 5.0
 """Seconds a taken-over connection gets to close before the new one goes ahead without waiting."""
@@ -90,12 +96,15 @@ class FleetBroker(Broker):
         checked (`_handle_client_session`). Our handler's read timeout of 1.5 × keepalive
         disconnects a silent client and so publishes its will [MQTT-3.1.2-24]."""
         try:
-            _unused, session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
-        except (AMQTTError, MQTTError, NoDataError) as exc:
-            log.warning("[MQTT-3.1.0-1] %s:%s: no valid CONNECT: %s", remote_address, remote_port, exc)
+            _unused, session = await asyncio.wait_for(
+                BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager), CONNECT_TIMEOUT
+            )
+        except (AMQTTError, MQTTError, NoDataError, asyncio.TimeoutError) as exc:
+            reason = f"no complete CONNECT within {CONNECT_TIMEOUT:g} s" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+            log.warning("[MQTT-3.1.0-1] %s:%s: no valid CONNECT (%s): closing the connection", remote_address, remote_port, reason)
             with contextlib.suppress(OSError):
                 await writer.close()
-            raise
+            raise AMQTTError(reason) from exc
         session.client_id = session.client_id or gen_client_id()
         if session.keep_alive > 0:
             session.keep_alive = session.keep_alive * KEEPALIVE_GRACE  # type: ignore[assignment]
@@ -196,16 +205,15 @@ class FleetBroker(Broker):
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
     ) -> bool:
-        """A PUBLISH from a client: checked, then routed with its own QoS (amqtt dropped it and
-        delivered every message at the subscriber's QoS). Returns False to close the connection."""
+        """A PUBLISH from a client: checked, then routed with its own QoS (amqtt delivered every
+        message at the subscriber's QoS)."""
         app_message = wait_deliver.result()
         await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id, message=app_message)
         if app_message is None:
             return True
         topic = app_message.topic
-        if not topic or "#" in topic or "+" in topic:
-            log.warning("[MQTT-3.3.2-2] client %s published to an invalid topic: closing its connection", client_session.client_id)
-            return False
+        if not topic:  # amqtt's parser already discards a PUBLISH to a wildcard topic
+            return await self._protocol_violation(client_session, handler, "[MQTT-4.7.3-1] a PUBLISH to an empty topic")
         if topic.startswith("$SYS/") or topic == "$SYS":
             log.info("client %s may not publish to %s (reserved for the broker): dropped", client_session.client_id, topic)
             return True
@@ -216,6 +224,14 @@ class FleetBroker(Broker):
         await self._broadcast_message(client_session, topic, app_message.data, app_message.qos or QOS_0)
         if app_message.publish_packet is not None and app_message.publish_packet.retain_flag:
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
+        return True
+
+    async def _protocol_violation(self, session: Session, handler: BrokerProtocolHandler, what: str) -> bool:
+        """Close the connection of a client that broke the protocol, as a network failure would
+        (its will is published). amqtt's loop only stopped reading, leaving the socket open and
+        the session connected for ever. Returns True: the client's loop carries on to the close."""
+        log.warning("client %s sent %s, which MQTT 3.1.1 forbids: closing its connection", session.client_id, what)
+        await handler.handle_connection_closed()
         return True
 
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]) -> None:
@@ -293,8 +309,15 @@ class FleetBroker(Broker):
     async def _handle_subscription(
         self, client_session: Session, handler: BrokerProtocolHandler, subscribe_waiter: asyncio.Future[Any]
     ) -> None:
-        """SUBSCRIBE → SUBACK, then the retained messages of each granted filter."""
+        """SUBSCRIBE → SUBACK, then the retained messages of each granted filter. A malformed
+        filter or a QoS above 2 is a protocol violation (amqtt granted them)."""
         subscriptions = subscribe_waiter.result()
+        for topic_filter, qos in subscriptions.topics:
+            if not is_valid_filter(topic_filter) or qos not in (QOS_0, QOS_1, QOS_2):
+                await self._protocol_violation(
+                    client_session, handler, f"[MQTT-4.7.1] a SUBSCRIBE to {topic_filter!r} at QoS {qos}"
+                )
+                return
         return_codes = [await self.add_subscription(subscription, client_session) for subscription in subscriptions.topics]
         await handler.mqtt_acknowledge_subscription(subscriptions.packet_id, return_codes)
         for (topic_filter, qos), code in zip(subscriptions.topics, return_codes, strict=True):

@@ -173,3 +173,11 @@ def _subtree(node: _Node, *, skip_dollar: bool) -> Iterator[str]:
         if current.key is not None:
             yield current.key
         stack.extend(current.children.values())
+
+
+def is_valid_filter(topic_filter: str) -> bool:
+    """MQTT 3.1.1 section 4.7: not empty, `+` and `#` only as whole levels, `#` only last."""
+    levels = topic_filter.split("/")
+    return bool(topic_filter) and all(
+        level in ("+", "#") or ("+" not in level and "#" not in level) for level in levels
+    ) and "#" not in levels[:-1]

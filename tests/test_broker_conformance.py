@@ -2,7 +2,8 @@
 (`fleet broker`, a real process) and on a Mosquitto process: keepalive → will for a client that
 goes silent without closing its socket, retained set/clear/wildcards, a will only for its own
 topic's subscribers, offline queueing and re-sending for a persistent session, QoS downgrade,
-and `$` topics not matched by `#` or `+`.
+`$` topics not matched by `#` or `+`, a second connection with one client id taking over, a
+wrong password changing nothing, and protocol violations closing only the offending connection.
 
 The clients here are raw sockets speaking MQTT 3.1.1 byte by byte, so a test sees exactly the
 flags the broker sets (retain, DUP, QoS, session present) and can go silent or drop a
@@ -13,6 +14,7 @@ would have leaked.
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import struct
@@ -458,6 +460,67 @@ def test_a_second_connection_with_the_same_client_id_takes_over(broker: Broker, 
         client.disconnect()
 
 
+def _connect_packet(client_id: str, protocol: str = "MQTT", level: int = 4, flags: int = 0x02, will: Will | None = None) -> bytes:
+    if will:
+        flags |= 0x04 | will.qos << 3
+    body = _string(protocol) + bytes([level, flags]) + struct.pack("!H", 60) + _string(client_id)
+    return _packet(CONNECT, 0, body + (_string(will.topic) + _string(will.payload) if will else b""))
+
+
+def _closed_by_broker(sock: socket.socket, timeout: float) -> bool:
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_protocol_violations_close_only_that_connection(broker: Broker, prefix: str) -> None:
+    """Malformed or forbidden packets close the offending connection (publishing its will, as for
+    any abnormal end) and nothing else: the broker and its other clients carry on. Bytes that
+    never make a CONNECT are closed too, at once by Mosquitto and after 10 s by the embedded
+    broker, whose parser waits for a whole packet."""
+    status = f"{prefix}/violator/status"
+    watcher = RawClient(broker.port, client_id("watcher"))
+    watcher.subscribe((status, 1), (f"{prefix}/alive", 1))
+
+    def send(data: bytes) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+        sock.sendall(data)
+        return sock
+
+    no_connect = [send(bytes(random.Random(1).randrange(256) for _ in range(300))),
+                  send(_packet(PUBLISH, 0, _string(f"{prefix}/x") + b"before CONNECT"))]
+    connected = _connect_packet(client_id("bad"))
+    violations = {
+        "wrong protocol name": _connect_packet(client_id("bad"), protocol="MQIsdp2"),
+        "reserved CONNECT flag": _connect_packet(client_id("bad"), flags=0x03),
+        "remaining length over 4 bytes": bytes([0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]),
+        "protocol level 9": _connect_packet(client_id("bad"), level=9),
+        "a second CONNECT": connected + _connect_packet(client_id("bad")),
+        "SUBSCRIBE with # mid-filter": connected + _packet(SUBSCRIBE, 2, struct.pack("!H", 1) + _string("a/#/b") + b"\x01"),
+        "SUBSCRIBE at QoS 3": connected + _packet(SUBSCRIBE, 2, struct.pack("!H", 1) + _string("a/b") + b"\x03"),
+        "PUBLISH to an empty topic": connected + _packet(PUBLISH, 0, _string("") + b"x"),
+    }
+    for what, data in violations.items():
+        assert _closed_by_broker(send(data), 5), f"{broker.kind} kept the connection open after {what}"
+
+    violator = send(_connect_packet(client_id("violator"), will=Will(status, b"violator gone")))
+    violator.sendall(_packet(PUBLISH, 0, _string("") + b"x"))
+    assert _closed_by_broker(violator, 5)
+    assert watcher.next_message().payload == b"violator gone", f"{broker.kind}: no will after a protocol violation"
+    for sock in no_connect:
+        assert _closed_by_broker(sock, 12), f"{broker.kind} kept a connection that never sent a CONNECT"
+    assert broker.process.running
+    RawClient(broker.port, client_id("pub")).publish(f"{prefix}/alive", b"yes")
+    assert watcher.next_message().payload == b"yes"
+    watcher.disconnect()
+
+
 @pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
 def locked_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A broker that admits only the logins of `LOGINS`, with the fleet's topic ACLs."""
@@ -512,9 +575,10 @@ def test_amqtt_is_the_version_the_overrides_were_written_for() -> None:
 
 def test_topic_tree_matches_like_the_mqtt_rules() -> None:
     """The topic trees against a plain reading of MQTT 3.1.1 section 4.7, on many random cases."""
-    import random
+    from broker.topic_tree import RetainedTable, SubscriptionTable, is_valid_filter
 
-    from broker.topic_tree import RetainedTable, SubscriptionTable
+    assert all(map(is_valid_filter, ["#", "+", "a/+/b", "a/#", "+/+", "$SYS/#", "/", "a//b"]))
+    assert not any(map(is_valid_filter, ["", "a/#/b", "a#", "a/b+", "#/a", "a/+b"]))
 
     def reference(topic: str, topic_filter: str) -> bool:
         if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
