@@ -45,6 +45,8 @@ AMQTT_FINGERPRINTS: dict[str, str] = {
     "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.mqtt_connack_authorize": "4e64256ea1f5c73c",
     "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.handle_disconnect": "63b454d06eab58f8",
     "amqtt.mqtt.protocol.handler.ProtocolHandler.attach": "ff8ecc04c80a9feb",
+    "amqtt.adapters.BufferReader.read": "4322b19ae09cc9c9",
+    "amqtt.mqtt.connack.ConnackPacket.build": "311228331b5c4e18",
     "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.handle_read_timeout": "ffd79f12457f41e1",
     "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.handle_connection_closed": "e9c448557a8dab58",
     "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.stop": "70e440da78e7178b",

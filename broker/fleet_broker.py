@@ -26,7 +26,8 @@ fails if the source of any overridden method changed.
 | retained messages sent for a subscription the ACL refused | `_send_retained_for_subscription`          |
 | an invalid filter or QoS 3 in SUBSCRIBE granted; a PUBLISH | `_handle_subscription`, `_handle_message_delivery`, |
 |   to an empty topic left the connection open but unread   |   `_protocol_violation` (close, will sent) |
-| a connection that never sends a CONNECT kept for ever     | `_initialize_client_session` (10 s)        |
+| a first packet that is not a CONNECT, or an MQTT 5 one,   | `_initialize_client_session` +            |
+|   left the client hanging with no answer, for ever        |   `broker.first_packet` (closed at once, 10 s at most) |
 """
 
 from __future__ import annotations
@@ -38,17 +39,19 @@ import time
 from collections import deque
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
 from amqtt.broker import AMQTT_MAGIC_VALUE_RET_SUBSCRIBED, Broker, RetainedApplicationMessage, Server
 from amqtt.contexts import Action, BrokerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
+from amqtt.mqtt.connack import ConnackPacket
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import OutgoingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from broker.amqtt_pin import check_amqtt_version
+from broker.first_packet import FirstPacketError, read_connect
 from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler
 from broker.topic_tree import RetainedTable, SubscriptionTable, is_valid_filter
 
@@ -61,7 +64,7 @@ MAX_QUEUED_MESSAGES = 1000
 newer ones are dropped, with a warning."""
 
 CONNECT_TIMEOUT = 10.0
-"""Seconds a new connection has to send its CONNECT; garbage or silence is closed after that."""
+"""Seconds a new connection has to send its whole CONNECT; a silent or half-sent one is closed then."""
 
 TAKEOVER_CLOSE_TIMEOUT = 5.0
 """Seconds a taken-over connection gets to close before the new one goes ahead without waiting."""
@@ -75,6 +78,17 @@ _FILTERS = "fleet.filters"  # Session.attributes key: the session's own topic fi
 def _filters_of(session: Session) -> set[str]:
     filters: set[str] = session.attributes.setdefault(_FILTERS, set())
     return filters
+
+
+def _connect_failure(exc: Exception) -> str:
+    """Why a new connection got no session, in words for the broker's log."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no complete CONNECT within {CONNECT_TIMEOUT:g} s"
+    if isinstance(exc, FirstPacketError):
+        return str(exc)
+    if isinstance(exc, (NoDataError, OSError)):
+        return "the client went away before its CONNECT was complete"
+    return f"an invalid CONNECT ({exc})"
 
 
 class FleetBroker(Broker):
@@ -96,13 +110,15 @@ class FleetBroker(Broker):
         checked (`_handle_client_session`). Our handler's read timeout of 1.5 × keepalive
         disconnects a silent client and so publishes its will [MQTT-3.1.2-24]."""
         try:
-            _unused, session = await asyncio.wait_for(
-                BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager), CONNECT_TIMEOUT
-            )
-        except (AMQTTError, MQTTError, NoDataError, asyncio.TimeoutError) as exc:
-            reason = f"no complete CONNECT within {CONNECT_TIMEOUT:g} s" if isinstance(exc, asyncio.TimeoutError) else str(exc)
-            log.warning("[MQTT-3.1.0-1] %s:%s: no valid CONNECT (%s): closing the connection", remote_address, remote_port, reason)
+            packet = await asyncio.wait_for(read_connect(reader), CONNECT_TIMEOUT)
+            _unused, session = await BrokerProtocolHandler.init_from_connect(BufferReader(packet), writer, self.plugins_manager)
+        except (AMQTTError, MQTTError, NoDataError, FirstPacketError, OSError) as exc:  # asyncio.TimeoutError is an OSError
+            reason = _connect_failure(exc)
+            log.warning("connection from %s:%s closed: %s", remote_address, remote_port, reason)
             with contextlib.suppress(OSError):
+                if isinstance(exc, FirstPacketError) and exc.connack_code is not None:
+                    writer.write(ConnackPacket.build(0, exc.connack_code).to_bytes())
+                    await writer.drain()
                 await writer.close()
             raise AMQTTError(reason) from exc
         session.client_id = session.client_id or gen_client_id()
