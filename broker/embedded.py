@@ -124,7 +124,7 @@ class EmbeddedBroker:
                     f"cannot start the embedded MQTT broker's websocket listener: {listener.host}:{listener.port} "
                     f"is already in use. Pick another port with --ws-port N or {ENV_PREFIX}BROKER_WS_PORT=N."
                 ) from None
-        self._broker = FleetBroker(broker_config(self._settings))
+        self._broker = FleetBroker(broker_config(self._settings), max_packet_bytes=self._settings.broker_max_packet_bytes)
         await self._broker.start()
         log.info("embedded MQTT broker listening on %s", ", ".join(self.urls))
 

@@ -28,6 +28,7 @@ fails if the source of any overridden method changed.
 |   to an empty topic left the connection open but unread   |   `_protocol_violation` (close, will sent) |
 | a first packet that is not a CONNECT, or an MQTT 5 one,   | `_initialize_client_session` +            |
 |   left the client hanging with no answer, for ever        |   `broker.first_packet` (closed at once, 10 s at most) |
+| no limit on a message's size                              | `_handle_client_session` + `broker.protocol.SizeLimitedReader` |
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from amqtt.utils import gen_client_id
 
 from broker.amqtt_pin import check_amqtt_version
 from broker.first_packet import FirstPacketError, read_connect
-from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler
+from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler, SizeLimitedReader
+from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES
 from broker.topic_tree import RetainedTable, SubscriptionTable, is_valid_filter
 
 check_amqtt_version()  # fail at import, with a clear message, on an amqtt the overrides were not written for
@@ -94,9 +96,13 @@ def _connect_failure(exc: Exception) -> str:
 class FleetBroker(Broker):
     """amqtt's `Broker` with the overrides listed in this module's docstring."""
 
-    def __init__(self, config: BrokerConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, config: BrokerConfig | dict[str, Any] | None = None, *,
+        max_packet_bytes: int = DEFAULT_BROKER_MAX_PACKET_BYTES, **kwargs: Any,
+    ) -> None:
         check_amqtt_version()
         super().__init__(config, **kwargs)
+        self._max_packet_bytes = max_packet_bytes
         # Same dicts to amqtt and its plugins, plus a topic tree for matching.
         self._subscriptions: SubscriptionTable[list[tuple[Session, int]]] = SubscriptionTable()
         self._retained_messages: RetainedTable[RetainedApplicationMessage] = RetainedTable()
@@ -138,7 +144,7 @@ class FleetBroker(Broker):
             return
         async with self._claiming:
             session = await self._claim_session(client_session)
-            handler.attach(session, reader, writer)
+            handler.attach(session, SizeLimitedReader(reader, self._max_packet_bytes, session.client_id), writer)
             self._sessions[session.client_id] = (session, handler)
         await handler.mqtt_connack_authorize(True)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -34,6 +36,7 @@ def mosquitto_conf(
         f"listener {port} {host}",
         "set_tcp_nodelay true",
         "max_keepalive 3600",
+        f"max_packet_size {DEFAULT_BROKER_MAX_PACKET_BYTES}",  # as the embedded broker: a larger packet disconnects
     ]
     if tls is not None:
         lines += [f"cafile {tls.cafile.as_posix()}", f"certfile {tls.certfile.as_posix()}", f"keyfile {tls.keyfile.as_posix()}"]

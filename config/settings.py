@@ -30,6 +30,7 @@ DEFAULT_CONFIG_FILE = "fleet.toml"
 # a system Mosquitto, which usually holds 1883.
 DEFAULT_BROKER_PORT = 1884
 DEFAULT_API_PORT = 8080
+DEFAULT_BROKER_MAX_PACKET_BYTES = 1024 * 1024
 
 MqttUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["mqtt", "mqtts", "ws", "wss"], host_required=True)]
 
@@ -66,6 +67,10 @@ class FleetSettings(BaseSettings):
     broker_host: str = Field("127.0.0.1", description="address the embedded broker listens on")
     broker_port: int = Field(DEFAULT_BROKER_PORT, ge=1, le=65535, description="TCP port of the embedded broker (1–65535)")
     broker_session_expiry: int = Field(3600, ge=0, description="seconds a disconnected persistent session is kept")
+    broker_max_packet_bytes: int = Field(
+        DEFAULT_BROKER_MAX_PACKET_BYTES, ge=4096, le=256 * 1024 * 1024,
+        description="largest message the embedded broker takes; a client that sends a larger one is disconnected",
+    )
 
     broker_certfile: Path | None = Field(None, description="PEM certificate (chain): the embedded broker listens with TLS")
     broker_keyfile: Path | None = Field(None, description="PEM private key of FLEET_BROKER_CERTFILE")

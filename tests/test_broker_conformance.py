@@ -14,6 +14,7 @@ would have leaked.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import shutil
@@ -521,6 +522,23 @@ def test_protocol_violations_close_only_that_connection(broker: Broker, prefix: 
     assert broker.process.running
     RawClient(broker.port, client_id("pub")).publish(f"{prefix}/alive", b"yes")
     assert watcher.next_message().payload == b"yes"
+    watcher.disconnect()
+
+
+def test_a_message_over_the_size_limit_disconnects_its_sender(broker: Broker, prefix: str) -> None:
+    """Messages up to 1 MiB pass (the embedded broker's FLEET_BROKER_MAX_PACKET_BYTES default,
+    and Mosquitto's `max_packet_size` in the fleet's configuration); a client that sends a larger
+    one is disconnected, with its will, and nobody receives the message. (Stock amqtt read any
+    size into memory.)"""
+    watcher = RawClient(broker.port, client_id("watcher"))
+    watcher.subscribe((f"{prefix}/big/#", 1))
+    sender = RawClient(broker.port, client_id("sender"), will=Will(f"{prefix}/big/will", b"sender gone", retain=False))
+    sender.publish(f"{prefix}/big/fits", b"x" * 1_000_000)
+    assert len(watcher.next_message(10).payload) == 1_000_000
+    with contextlib.suppress(OSError):  # the broker may reset the connection while the rest is still being sent
+        sender.sock.sendall(_packet(PUBLISH, 0, _string(f"{prefix}/big/over") + b"y" * (1024 * 1024 + 1)))
+    assert _closed_by_broker(sender.sock, 5), f"{broker.kind} took a message over 1 MiB"
+    assert [(m.topic, m.payload) for m in watcher.messages_until(f"{prefix}/big/will")] == [(f"{prefix}/big/will", b"sender gone")]
     watcher.disconnect()
 
 
