@@ -18,6 +18,7 @@ import socket
 from typing import Any
 
 from broker.amqtt_pin import AmqttVersionError, check_amqtt_version
+from broker.amqtt_retained_store import RetainedStoreError, open_store
 from broker.listeners import Listener, ListenerConfigError, listeners_for
 from config.settings import ENV_PREFIX, FleetSettings
 
@@ -58,7 +59,8 @@ def ensure_port_free(host: str, port: int) -> None:
 def broker_config(settings: FleetSettings) -> dict[str, Any]:
     """The amqtt configuration with the fleet's defaults: with the controller's password and ACL
     files (FLEET_BROKER_PASSWORD_FILE, FLEET_BROKER_ACL_FILE) only provisioned identities get in,
-    each limited to its topics; anonymous access only when FLEET_BROKER_ALLOW_ANONYMOUS says so."""
+    each limited to its topics; anonymous access only when FLEET_BROKER_ALLOW_ANONYMOUS says so.
+    Retained messages are kept in FLEET_BROKER_RETAINED_FILE across restarts."""
     if settings.broker_allow_anonymous:
         plugins: dict[str, Any] = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
     elif settings.broker_password_file is not None and settings.broker_acl_file is not None:
@@ -72,6 +74,7 @@ def broker_config(settings: FleetSettings) -> dict[str, Any]:
             "FLEET_BROKER_ACL_FILE to the files the controller keeps (fleet device add), or "
             "FLEET_BROKER_ALLOW_ANONYMOUS=true for a lab"
         )
+    plugins["broker.amqtt_retained_store.RetainedStore"] = {"file": str(settings.resolved_broker_retained_file)}
     try:
         listeners = listeners_for(settings)
     except ListenerConfigError as exc:
@@ -124,6 +127,10 @@ class EmbeddedBroker:
                     f"cannot start the embedded MQTT broker's websocket listener: {listener.host}:{listener.port} "
                     f"is already in use. Pick another port with --ws-port N or {ENV_PREFIX}BROKER_WS_PORT=N."
                 ) from None
+        try:
+            open_store(self._settings.resolved_broker_retained_file).close()
+        except RetainedStoreError as exc:
+            raise BrokerConfigError(str(exc)) from None
         self._broker = FleetBroker(broker_config(self._settings), max_packet_bytes=self._settings.broker_max_packet_bytes)
         await self._broker.start()
         log.info("embedded MQTT broker listening on %s", ", ".join(self.urls))

@@ -67,6 +67,9 @@ class FleetSettings(BaseSettings):
     broker_host: str = Field("127.0.0.1", description="address the embedded broker listens on")
     broker_port: int = Field(DEFAULT_BROKER_PORT, ge=1, le=65535, description="TCP port of the embedded broker (1–65535)")
     broker_session_expiry: int = Field(3600, ge=0, description="seconds a disconnected persistent session is kept")
+    broker_retained_file: Path | None = Field(
+        None, description="SQLite file the embedded broker keeps retained messages in; default <data_dir>/broker-retained.sqlite3"
+    )
     broker_max_packet_bytes: int = Field(
         DEFAULT_BROKER_MAX_PACKET_BYTES, ge=4096, le=256 * 1024 * 1024,
         description="largest message the embedded broker takes; a client that sends a larger one is disconnected",
@@ -171,6 +174,10 @@ class FleetSettings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
+
+    @property
+    def resolved_broker_retained_file(self) -> Path:
+        return self.broker_retained_file or self.data_dir / "broker-retained.sqlite3"
 
     @property
     def public_base_url(self) -> str:

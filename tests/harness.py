@@ -140,6 +140,7 @@ class Broker:
             files = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)} if acl_file else {}
             if tls is not None:
                 files.update(broker_certfile=str(tls.certfile), broker_keyfile=str(tls.keyfile))
+            files["data_dir"] = str(work)  # its retained-message file, apart from the user's data
             env = base_env(**files) if acl_file else base_env(broker_allow_anonymous="true", **files)
         self.process = Process(f"broker-{kind}", argv, work, env)
 

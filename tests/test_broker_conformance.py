@@ -570,6 +570,38 @@ def test_embedded_broker_refuses_mqtt5_at_once_and_drops_a_half_sent_connect(emb
     assert _closed_by_broker(half, 15) and 9 <= time.monotonic() - started <= 12
 
 
+def test_embedded_broker_keeps_retained_messages_across_a_crash(tmp_path: Path, prefix: str) -> None:
+    """Retained messages (every device's last status) are written through to
+    FLEET_BROKER_RETAINED_FILE, so a broker killed with SIGKILL and started again still has
+    them, cleared ones stay cleared, and binary payloads and QoS come back unchanged."""
+    broker = Broker("amqtt", tmp_path)
+    broker.start()
+    try:
+        watcher = RawClient(broker.port, client_id("watcher"))
+        watcher.subscribe((f"{prefix}/sentinel", 1))
+        publisher = RawClient(broker.port, client_id("pub"))
+        binary = bytes(range(256))
+        publisher.publish(f"{prefix}/pc-1/status", b"offline", qos=1, retain=True)
+        publisher.publish(f"{prefix}/pc-2/status", binary, qos=0, retain=True)
+        publisher.publish(f"{prefix}/pc-3/status", b"online", qos=1, retain=True)
+        publisher.publish(f"{prefix}/pc-3/status", b"", qos=1, retain=True)  # cleared
+        publisher.publish(f"{prefix}/sentinel", b"end")
+        assert watcher.next_message().topic == f"{prefix}/sentinel"  # routed after the retained ones were stored
+        broker.kill()
+        broker.start()
+        assert "restored 2 retained message(s)" in broker.process.log_tail()
+        subscriber = RawClient(broker.port, client_id("sub"))
+        subscriber.subscribe((f"{prefix}/+/status", 1))
+        got = {m.topic: (m.payload, m.qos, m.retain) for m in (subscriber.next_message(), subscriber.next_message())}
+        assert got == {f"{prefix}/pc-1/status": (b"offline", 1, True), f"{prefix}/pc-2/status": (binary, 0, True)}
+        subscriber.subscribe((f"{prefix}/sentinel", 1))
+        publisher = RawClient(broker.port, client_id("pub"))
+        publisher.publish(f"{prefix}/sentinel", b"end")
+        assert [m.topic for m in subscriber.messages_until(f"{prefix}/sentinel")] == [f"{prefix}/sentinel"]
+    finally:
+        broker.process.stop()
+
+
 @pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
 def locked_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A broker that admits only the logins of `LOGINS`, with the fleet's topic ACLs."""
@@ -684,7 +716,7 @@ def test_fleet_broker_listens_on_tcp_and_websocket_and_says_where(tls: bool, tmp
         files = {"broker_certfile": str(certificates.certfile), "broker_keyfile": str(certificates.keyfile)}
     process = Process(
         "fleet-broker-ws", fleet_argv("broker", "--port", str(port), "--ws-port", str(ws_port)), tmp_path,
-        base_env(broker_allow_anonymous="true", **files),
+        base_env(broker_allow_anonymous="true", data_dir=str(tmp_path), **files),
     )
 
     def client(transport: str) -> mqtt.Client:
