@@ -54,7 +54,7 @@ class ControllerMqtt:
 
     def __init__(self, settings: FleetSettings, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
-        self._max_payload = settings.max_payload_bytes
+        self.max_payload_bytes = settings.max_payload_bytes
         self._throttle = DeviceThrottle(settings.device_message_rate, settings.device_message_burst)
         key = settings.task_signing_key
         self._signing_key = key.get_secret_value().encode() if key is not None else None
@@ -98,13 +98,15 @@ class ControllerMqtt:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def publish(self, topic: str, model: BaseModel) -> bool:
-        """Publish `model` as JSON (QoS 1, not retained), signed when a signing key is set; True
-        when paho accepted it for sending."""
+    def encode(self, model: BaseModel) -> bytes:
+        """`model` as it goes on the wire: JSON, signed when a signing key is set."""
         if self._signing_key is not None and isinstance(model, TaskEnvelope):
             model = sign(model, self._signing_key)
-        payload = model.model_dump_json(exclude_none=True)
-        info = self._client.publish(topic, payload, qos=QOS, retain=False)
+        return model.model_dump_json(exclude_none=True).encode()
+
+    def publish(self, topic: str, model: BaseModel) -> bool:
+        """Publish `model` (QoS 1, not retained); True when paho accepted it for sending."""
+        info = self._client.publish(topic, self.encode(model), qos=QOS, retain=False)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     # ---- paho callbacks (network thread) ---------------------------------------------------
@@ -147,7 +149,7 @@ class ControllerMqtt:
             return
         if not payload:
             return  # a cleared retained status
-        if len(payload) > self._max_payload:
+        if len(payload) > self.max_payload_bytes:
             log.warning("dropped a %d-byte message on %s: larger than max_payload_bytes", len(payload), topic)
             return
         if parsed.channel != "status" and not self._throttle.allow(parsed.device_id):

@@ -33,9 +33,14 @@ from tests.harness import missing_service
 class FakePublisher:
     """Records what the services publish; stands in for the MQTT client only."""
 
+    max_payload_bytes = 4096
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, TaskEnvelope]] = []
         self.accepting = True
+
+    def encode(self, model: BaseModel) -> bytes:
+        return model.model_dump_json(exclude_none=True).encode()
 
     def publish(self, topic: str, model: BaseModel) -> bool:
         assert isinstance(model, TaskEnvelope)
@@ -676,6 +681,22 @@ def test_rest_needs_a_token_with_enough_scope(client: TestClient) -> None:
     assert client.delete(f"/api/v1/tokens/{made.json()['id']}").json()["revoked_at"] is not None
     assert client.delete("/api/v1/tokens/admin0").status_code == 409  # FLEET_ADMIN_TOKEN is retired by config
     assert anonymous.get("/api/v1/devices", headers=viewer).status_code == 401
+
+
+def test_tasks_larger_than_devices_accept_are_refused_at_creation(client: TestClient) -> None:
+    """A task whose message would exceed FLEET_MAX_PAYLOAD_BYTES (256 KiB) gets 413 saying why,
+    and nothing is stored or sent: every device would reject it, and a broker with a packet
+    limit would drop the controller for publishing it."""
+    sessions: sessionmaker[Session] = client.app.state.sessions  # type: ignore[attr-defined]
+    go_online(sessions, "pc-01", task_types=["scrape"])  # a custom type: its params are the device's business
+    big = {"type": "scrape", "params": {"page": "x" * 300_000}}
+    for path, body in (("/api/v1/tasks", {"device_id": "pc-01", **big}), ("/api/v1/broadcasts", big)):
+        refused = client.post(path, json=body)
+        assert refused.status_code == 413, refused.text
+        assert "devices accept at most 262,144 bytes (FLEET_MAX_PAYLOAD_BYTES)" in refused.json()["detail"]
+    assert client.get("/api/v1/tasks").json()["total"] == 0
+    fits = {"device_id": "pc-01", "type": "scrape", "params": {"page": "x" * 200_000}}
+    assert client.post("/api/v1/tasks", json=fits).status_code == 201
 
 
 def test_oversized_bodies_and_floods_are_refused(client: TestClient) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from controller.models import Broadcast, Device, Task
 from controller.services.errors import InvalidRequestError, NotFoundError
 from controller.services.publisher import Publisher
-from controller.services.tasks import check_params, mark_dispatched, resolve_expiry
+from controller.services.tasks import check_params, check_size, mark_dispatched, resolve_expiry
 from schemas.api import BroadcastCreate, BroadcastOut
 from schemas.common import new_id, utcnow
 from schemas.events import TaskStatus
@@ -64,6 +64,16 @@ def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publish
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
     )
+    envelope = TaskEnvelope(
+        id=broadcast.id,
+        type=broadcast.type,
+        account=broadcast.account,
+        params=broadcast.params,
+        created_at=broadcast.created_at,
+        expires_at=broadcast.expires_at,
+        timeout=broadcast.timeout,
+    )
+    check_size(envelope, publisher)
     targets = _targets(session, body)
     session.add(broadcast)
     for device in targets:
@@ -90,15 +100,6 @@ def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publish
     online_ids = [run_id(broadcast.id, device.id) for device in targets if device.status == "online"]
     session.commit()
 
-    envelope = TaskEnvelope(
-        id=broadcast.id,
-        type=broadcast.type,
-        account=broadcast.account,
-        params=broadcast.params,
-        created_at=broadcast.created_at,
-        expires_at=broadcast.expires_at,
-        timeout=broadcast.timeout,
-    )
     topic = group_tasks(broadcast.group) if broadcast.group else BROADCAST_TASKS
     if publisher.publish(topic, envelope):
         mark_dispatched(session, online_ids)

@@ -30,5 +30,9 @@ class InvalidRequestError(ServiceError):
 
 
 
+class PayloadTooLargeError(ServiceError):
+    status_code = 413
+
+
 class ServiceUnavailableError(ServiceError):
     status_code = 503

@@ -1,4 +1,4 @@
-"""The one thing the services need from MQTT: publishing a message (QoS 1, not retained)."""
+"""What the services need from MQTT: publishing a message (QoS 1, not retained), and its size."""
 
 from __future__ import annotations
 
@@ -8,6 +8,13 @@ from pydantic import BaseModel
 
 
 class Publisher(Protocol):
+    max_payload_bytes: int
+    """The largest message devices accept (FLEET_MAX_PAYLOAD_BYTES)."""
+
+    def encode(self, model: BaseModel) -> bytes:
+        """`model` as it would be sent (signed, where tasks are signed)."""
+        ...
+
     def publish(self, topic: str, model: BaseModel) -> bool:
         """Send `model` as JSON on `topic`; True when the MQTT client accepted it for delivery."""
         ...

@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session, selectinload
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
 from controller.services import accounts, lifecycle
 from controller.services.devices import device_not_found, warn_once
-from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
+from controller.services.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+)
 from controller.services.publisher import Publisher
 from schemas.api import TaskCreate, TaskInput, TaskOptions
 from schemas.common import new_id, utcnow
@@ -83,6 +89,17 @@ def envelope_for(task: Task) -> TaskEnvelope:
         broadcast_id=task.broadcast_id,
         attempt=task.attempt,
     )
+
+
+def check_size(envelope: TaskEnvelope, publisher: Publisher) -> None:
+    """Refuse a task whose message would be larger than devices accept: every device would
+    reject it, and a broker with a packet limit would drop the controller for sending it."""
+    size = len(publisher.encode(envelope))
+    if size > publisher.max_payload_bytes:
+        raise PayloadTooLargeError(
+            f"this task would be a {size:,}-byte MQTT message; devices accept at most {publisher.max_payload_bytes:,} "
+            "bytes (FLEET_MAX_PAYLOAD_BYTES). Upload large content with POST /api/v1/files and refer to it in params."
+        )
 
 
 def mark_dispatched(session: Session, task_ids: Sequence[str]) -> None:
@@ -150,7 +167,9 @@ def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Tas
         dispatch_count=0,
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
+        attempt=1,
     )
+    check_size(envelope_for(task), publisher)
     session.add(task)
     session.commit()
     log.info("task %s (%s) created for device %s", task.id, task.type, task.device_id)
