@@ -99,7 +99,7 @@ class _TopicIndexedDict(dict[str, V], Generic[V]):
         super().clear()
         self._root = _Node()
 
-    def __ior__(self, other: Any) -> "_TopicIndexedDict[V]":  # type: ignore[override]
+    def __ior__(self, other: Any) -> "_TopicIndexedDict[V]":  # type: ignore[override,misc]
         self.update(other)
         return self
 
@@ -155,10 +155,8 @@ class RetainedTable(_TopicIndexedDict[V]):
                     if depth == 0 and wildcard_first and name.startswith("$"):
                         continue
                     yield from walk(child, depth + 1)
-            else:
-                child = node.children.get(level)
-                if child is not None:
-                    yield from walk(child, depth + 1)
+            elif (named := node.children.get(level)) is not None:
+                yield from walk(named, depth + 1)
 
         yield from walk(self._root, 0)
 

@@ -9,6 +9,7 @@ configuration at all.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -190,7 +191,7 @@ class FleetSettings(BaseSettings):
         return (self.api_url or f"http://{host}:{self.api_port}").rstrip("/")
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     field = str(error["loc"][0]) if error["loc"] else "?"
     info = FleetSettings.model_fields.get(field)
     accepted = f" Accepted: {info.description}." if info is not None and info.description else ""

@@ -470,7 +470,7 @@ def task_send(
     wait_timeout: float = typer.Option(60, help="seconds to wait with --wait"),
 ) -> None:
     """Send a task to one device."""
-    body = {"device_id": None if device_id == "-" else device_id, "type": task_type, "params": _params(param, params_json)}
+    body: dict[str, Any] = {"device_id": None if device_id == "-" else device_id, "type": task_type, "params": _params(param, params_json)}
     options = {"account": account, "ttl": ttl, "timeout": timeout, "retries": retries, "retry_backoff": retry_backoff}
     body |= {k: v for k, v in options.items() if v is not None}
     task = _api("POST", "/api/v1/tasks", json=body)

@@ -34,7 +34,7 @@ def ensure_local_logins(settings: FleetSettings, device_id: str | None) -> Local
     """Provision what is missing (or no longer matches) and write the broker files."""
     path = settings.data_dir / CREDENTIALS_FILE
     stored: dict[str, str] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    wanted = [(CONTROLLER_USER, "controller", [])] + ([(device_id, "device", list(settings.groups))] if device_id else [])
+    wanted: list[tuple[str, str, list[str]]] = [(CONTROLLER_USER, "controller", [])] + ([(device_id, "device", list(settings.groups))] if device_id else [])
     engine = create_db_engine(settings.resolved_database_url)
     migrate(engine)
     try:

@@ -50,7 +50,8 @@ class ReferencePlatform(PlatformAdapter):
 
     async def _enter_code(self, page: Any, ctx: TaskContext, wait: float) -> None:
         """Ask the operator for the SMS code until the site takes one."""
-        message, details = "waiting for the verification code sent to the phone", {"waiting_for": "code"}
+        details: dict[str, Any] = {"waiting_for": "code"}
+        message = "waiting for the verification code sent to the phone"
         wrong = self.locators.texts.get("wrong_code", "wrong code")
         while True:
             await ctx.progress(50, message, details)

@@ -23,7 +23,7 @@ def port_free(host: str, port: int) -> bool:
 async def serve_site(host: str, port: int, state_dir: Path, stop: asyncio.Event) -> None:
     """Serve until `stop` is set."""
     server = uvicorn.Server(uvicorn.Config(create_app(state_dir), host=host, port=port, log_level="warning"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the caller owns signals
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined,method-assign]  # the caller owns signals
 
     async def stop_when_asked() -> None:
         await stop.wait()
