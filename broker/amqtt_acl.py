@@ -2,11 +2,13 @@
 they read the password file (`mosquitto_passwd` format, `$7$` hashes) and the ACL file
 (`user NAME` / `topic read|write|readwrite PATTERN`) the controller writes (see
 `broker.credentials`). Both files are read again whenever they change, so provisioning and
-revocation take effect without restarting the broker.
+revocation take effect without restarting the broker. One rule goes beyond Mosquitto: a client id
+that names a provisioned identity may be used only by that identity's login.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from amqtt.contexts import Action
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
 from broker.credentials import verify_password
+
+log = logging.getLogger(__name__)
 
 
 class _Watched:
@@ -70,7 +74,9 @@ def matches(pattern: str, topic: str) -> bool:
 
 
 class FleetPasswordAuth(BaseAuthPlugin):
-    """Admits a client whose user name and password match the password file."""
+    """Admits a client whose user name and password match the password file. A client id that
+    is the name of a provisioned identity is reserved for that identity's login, so one device
+    cannot knock another offline by connecting with its id (Mosquitto has no such rule)."""
 
     @dataclass
     class Config:
@@ -81,8 +87,17 @@ class FleetPasswordAuth(BaseAuthPlugin):
         self._passwords = _Watched(Path(self.context.config.password_file), parse_passwords)
 
     async def authenticate(self, *, session: Any) -> bool | None:
-        hashed = self._passwords.get().get(session.username or "")
-        return hashed is not None and session.password is not None and verify_password(session.password, hashed)
+        passwords: dict[str, str] = self._passwords.get()
+        hashed = passwords.get(session.username or "")
+        if hashed is None or session.password is None or not verify_password(session.password, hashed):
+            return False
+        if session.client_id in passwords and session.client_id != session.username:
+            log.warning(
+                "login %s refused: client id %s belongs to identity %s (connect with your own name as client id)",
+                session.username, session.client_id, session.client_id,
+            )
+            return False
+        return True
 
 
 class FleetTopicAcl(BaseTopicPlugin):

@@ -602,16 +602,19 @@ def test_embedded_broker_keeps_retained_messages_across_a_crash(tmp_path: Path, 
         broker.process.stop()
 
 
-@pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
-def locked_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+def _locked(kind: str, work: Path) -> Broker:
     """A broker that admits only the logins of `LOGINS`, with the fleet's topic ACLs."""
     from broker.credentials import Identity, acl_file, hash_password, password_file
 
-    work = tmp_path_factory.mktemp(f"locked-{request.param}")
     identities = [Identity(name, role, hash_password(secret)) for name, (role, secret) in LOGINS.items()]
     (work / "passwords").write_text(password_file(identities))
     (work / "acl").write_text(acl_file(identities))
-    running = Broker(request.param, work, password_file=work / "passwords", acl_file=work / "acl")
+    return Broker(kind, work, password_file=work / "passwords", acl_file=work / "acl")
+
+
+@pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
+def locked_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    running = _locked(request.param, tmp_path_factory.mktemp(f"locked-{request.param}"))
     running.start()
     yield running
     running.process.stop()
@@ -640,6 +643,25 @@ def test_a_refused_login_cannot_take_over_a_connected_client(locked_broker: Brok
     assert not device.closed_by_broker(0.5)
     for client in (device, controller):
         client.disconnect()
+
+
+def test_embedded_broker_reserves_an_identitys_client_id_for_its_login(tmp_path: Path) -> None:
+    """A valid login may not use another identity's name as its client id, so one device cannot
+    knock another offline by taking over its id. (Mosquitto has no such rule: there any login
+    can take over any client id.)"""
+    broker = _locked("amqtt", tmp_path)
+    broker.start()
+    try:
+        device = RawClient(broker.port, "pc-9", login=("pc-9", LOGINS["pc-9"][1]))
+        assert device.subscribe(("devices/pc-9/tasks", 1)) == [1]
+        assert RawClient.refused(broker.port, "pc-9", ("ctl", LOGINS["ctl"][1])) == 5
+        controller = RawClient(broker.port, "controller-1", login=("ctl", LOGINS["ctl"][1]))  # its own id is fine
+        controller.publish("devices/pc-9/tasks", b"still connected")
+        assert device.next_message().payload == b"still connected"
+        wait_for(lambda: "client id pc-9 belongs to identity pc-9" in broker.process.log_tail(), 5, what="the refusal in the log")
+        assert LOGINS["ctl"][1] not in broker.process.log_path.read_text()
+    finally:
+        broker.process.stop()
 
 
 # --- the embedded broker only ----------------------------------------------------------------------
