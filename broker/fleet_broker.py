@@ -54,8 +54,8 @@ from amqtt.utils import gen_client_id
 from broker.amqtt_pin import check_amqtt_version
 from broker.first_packet import FirstPacketError, read_connect
 from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler, SizeLimitedReader
-from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES
 from broker.topic_tree import RetainedTable, SubscriptionTable, is_valid_filter
+from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES
 
 check_amqtt_version()  # fail at import, with a clear message, on an amqtt the overrides were not written for
 
