@@ -47,7 +47,7 @@ AMQTT_FINGERPRINTS: dict[str, str] = {
     "amqtt.mqtt.protocol.handler.ProtocolHandler.attach": "ff8ecc04c80a9feb",
     "amqtt.adapters.BufferReader.read": "4322b19ae09cc9c9",
     "amqtt.mqtt.connack.ConnackPacket.build": "311228331b5c4e18",
-    "amqtt.mqtt.publish.PublishPayload.from_stream": "54b078cb32a68701",
+    "amqtt.mqtt.packet.MQTTFixedHeader.from_stream": "3fc24bcecb654652",
     "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.handle_read_timeout": "ffd79f12457f41e1",
     "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.handle_connection_closed": "e9c448557a8dab58",
     "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.stop": "70e440da78e7178b",

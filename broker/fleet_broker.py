@@ -24,11 +24,12 @@ fails if the source of any overridden method changed.
 | re-subscribing did not change the granted QoS             | `add_subscription`                         |
 | any client publish to a `$` topic closed the connection   | `_handle_message_delivery` (`$SYS/` is dropped) |
 | retained messages sent for a subscription the ACL refused | `_send_retained_for_subscription`          |
-| an invalid filter or QoS 3 in SUBSCRIBE granted; a PUBLISH | `_handle_subscription`, `_handle_message_delivery`, |
-|   to an empty topic left the connection open but unread   |   `_protocol_violation` (close, will sent) |
+| an invalid filter or QoS 3 in SUBSCRIBE granted           | `_handle_subscription`, `_protocol_violation` |
 | a first packet that is not a CONNECT, or an MQTT 5 one,   | `_initialize_client_session` +            |
-|   left the client hanging with no answer, for ever        |   `broker.first_packet` (closed at once, 10 s at most) |
-| no limit on a message's size                              | `_handle_client_session` + `broker.protocol.SizeLimitedReader` |
+|   left the client hanging with no answer, for ever        |   `broker.packets.read_connect` (closed at once, 10 s at most) |
+| a PUBLISH with QoS 3 or to a wildcard, empty or non-UTF-8 | `_handle_client_session` +                 |
+|   topic dropped half-read, corrupting the connection; no  |   `broker.packets.PacketReader` (whole     |
+|   limit on a packet's size                                |   packets, checked; the connection closed) |
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ from amqtt.session import OutgoingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from broker.amqtt_pin import check_amqtt_version
-from broker.first_packet import FirstPacketError, read_connect
-from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler, SizeLimitedReader
+from broker.packets import PacketError, PacketReader, read_connect
+from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler
 from broker.topic_tree import RetainedTable, SubscriptionTable, is_valid_filter
 from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES
 
@@ -86,7 +87,7 @@ def _connect_failure(exc: Exception) -> str:
     """Why a new connection got no session, in words for the broker's log."""
     if isinstance(exc, asyncio.TimeoutError):
         return f"no complete CONNECT within {CONNECT_TIMEOUT:g} s"
-    if isinstance(exc, FirstPacketError):
+    if isinstance(exc, PacketError):
         return str(exc)
     if isinstance(exc, (NoDataError, OSError)):
         return "the client went away before its CONNECT was complete"
@@ -118,11 +119,11 @@ class FleetBroker(Broker):
         try:
             packet = await asyncio.wait_for(read_connect(reader), CONNECT_TIMEOUT)
             _unused, session = await BrokerProtocolHandler.init_from_connect(BufferReader(packet), writer, self.plugins_manager)
-        except (AMQTTError, MQTTError, NoDataError, FirstPacketError, OSError) as exc:  # asyncio.TimeoutError is an OSError
+        except (AMQTTError, MQTTError, NoDataError, PacketError, OSError) as exc:  # asyncio.TimeoutError is an OSError
             reason = _connect_failure(exc)
             log.warning("connection from %s:%s closed: %s", remote_address, remote_port, reason)
             with contextlib.suppress(OSError):
-                if isinstance(exc, FirstPacketError) and exc.connack_code is not None:
+                if isinstance(exc, PacketError) and exc.connack_code is not None:
                     writer.write(ConnackPacket.build(0, exc.connack_code).to_bytes())
                     await writer.drain()
                 await writer.close()
@@ -144,7 +145,7 @@ class FleetBroker(Broker):
             return
         async with self._claiming:
             session = await self._claim_session(client_session)
-            handler.attach(session, SizeLimitedReader(reader, self._max_packet_bytes, session.client_id), writer)
+            handler.attach(session, PacketReader(reader, self._max_packet_bytes, session.client_id), writer)
             self._sessions[session.client_id] = (session, handler)
         await handler.mqtt_connack_authorize(True)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session)
@@ -233,9 +234,7 @@ class FleetBroker(Broker):
         await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id, message=app_message)
         if app_message is None:
             return True
-        topic = app_message.topic
-        if not topic:  # amqtt's parser already discards a PUBLISH to a wildcard topic
-            return await self._protocol_violation(client_session, handler, "[MQTT-4.7.3-1] a PUBLISH to an empty topic")
+        topic = app_message.topic  # a valid topic name: `broker.packets.PacketReader` checked it
         if topic.startswith("$SYS/") or topic == "$SYS":
             log.info("client %s may not publish to %s (reserved for the broker): dropped", client_session.client_id, topic)
             return True
@@ -248,13 +247,11 @@ class FleetBroker(Broker):
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
         return True
 
-    async def _protocol_violation(self, session: Session, handler: BrokerProtocolHandler, what: str) -> bool:
+    async def _protocol_violation(self, session: Session, handler: BrokerProtocolHandler, what: str) -> None:
         """Close the connection of a client that broke the protocol, as a network failure would
-        (its will is published). amqtt's loop only stopped reading, leaving the socket open and
-        the session connected for ever. Returns True: the client's loop carries on to the close."""
+        (its will is published); the client's loop carries on to the close."""
         log.warning("client %s sent %s, which MQTT 3.1.1 forbids: closing its connection", session.client_id, what)
         await handler.handle_connection_closed()
-        return True
 
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]) -> None:
         """Deliver one message to the subscriptions whose filter matches (found in the topic tree),

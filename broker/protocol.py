@@ -1,5 +1,4 @@
-"""The per-connection protocol handler of the embedded broker: amqtt's, with two fixes, and the
-reader that enforces the largest packet size.
+"""The per-connection protocol handler of the embedded broker: amqtt's, with two fixes.
 
 1. Keepalive is enforced [MQTT-3.1.2-24]. amqtt 0.12.1 reads each packet header with the
    client's keepalive as a timeout but its broker handler ignores the timeout
@@ -18,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from amqtt.adapters import ReaderAdapter
 from amqtt.errors import AMQTTError
 from amqtt.mqtt.constants import QOS_1
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -80,29 +78,3 @@ class FleetProtocolHandler(BrokerProtocolHandler):
         # sent again when the client reconnects to its persistent session.
         self.session.inflight_out.pop(packet_id, None)
 
-
-class PacketTooLarge(Exception):
-    """A client sent a packet over the broker's size limit; its connection is closed."""
-
-
-class SizeLimitedReader(ReaderAdapter):
-    """A connection's reader that refuses, before reading it, any field longer than `limit`
-    bytes. amqtt reads a PUBLISH payload in one read of its announced length, so this stops an
-    oversize message before the broker allocates memory for it. The error ends amqtt's reader
-    loop, which closes the connection as abnormal and publishes the will (as Mosquitto's
-    `max_packet_size` does)."""
-
-    def __init__(self, inner: ReaderAdapter, limit: int, client_id: str) -> None:
-        self._inner, self._limit, self._client_id = inner, limit, client_id
-
-    async def read(self, n: int = -1) -> bytes:
-        if n > self._limit:
-            log.warning(
-                "client %s sent a message of %d bytes, over the limit of %d (FLEET_BROKER_MAX_PACKET_BYTES): disconnecting it",
-                self._client_id, n, self._limit,
-            )
-            raise PacketTooLarge(f"{n} bytes over the limit of {self._limit}")
-        return await self._inner.read(n)
-
-    def feed_eof(self) -> None:
-        self._inner.feed_eof()

@@ -489,7 +489,8 @@ def test_protocol_violations_close_only_that_connection(broker: Broker, prefix: 
     """Malformed or forbidden packets close the offending connection (publishing its will, as for
     any abnormal end) and nothing else: the broker and its other clients carry on. (Stock amqtt
     kept a connection whose first packet was not a CONNECT waiting for ever, granted the bad
-    subscriptions, and stopped reading after an empty topic without closing.)"""
+    subscriptions, stopped reading after an empty topic without closing, and dropped a
+    wildcard or QoS 3 PUBLISH half-read, taking the rest of its bytes for the next packets.)"""
     status = f"{prefix}/violator/status"
     watcher = RawClient(broker.port, client_id("watcher"))
     watcher.subscribe((status, 1), (f"{prefix}/alive", 1))
@@ -511,6 +512,9 @@ def test_protocol_violations_close_only_that_connection(broker: Broker, prefix: 
         "SUBSCRIBE with # mid-filter": connected + _packet(SUBSCRIBE, 2, struct.pack("!H", 1) + _string("a/#/b") + b"\x01"),
         "SUBSCRIBE at QoS 3": connected + _packet(SUBSCRIBE, 2, struct.pack("!H", 1) + _string("a/b") + b"\x03"),
         "PUBLISH to an empty topic": connected + _packet(PUBLISH, 0, _string("") + b"x"),
+        "PUBLISH to a wildcard topic": connected + _packet(PUBLISH, 0, _string("a/+") + b"x"),
+        "PUBLISH at QoS 3": connected + _packet(PUBLISH, 6, _string("a/b") + b"\x00\x01x"),
+        "PUBLISH to a non-UTF-8 topic": connected + _packet(PUBLISH, 0, struct.pack("!H", 3) + b"\xff\xfe\xfd" + b"x"),
     }
     for what, data in violations.items():
         assert _closed_by_broker(send(data), 5), f"{broker.kind} kept the connection open after {what}"
