@@ -116,6 +116,8 @@ class PacketReader(ReaderAdapter):
         self._pending = b""  # the rest of the packet amqtt is parsing
 
     async def read(self, n: int = -1) -> bytes:
+        if n == 0:
+            return b""
         if not self._pending:
             try:
                 packet = await read_packet(self._inner, self._limit)
