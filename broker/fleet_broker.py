@@ -50,7 +50,6 @@ from amqtt.mqtt.connack import ConnackPacket
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import OutgoingApplicationMessage, Session
-from amqtt.utils import gen_client_id
 
 from broker.amqtt_pin import check_amqtt_version
 from broker.packets import PacketError, PacketReader, read_connect
@@ -128,7 +127,6 @@ class FleetBroker(Broker):
                     await writer.drain()
                 await writer.close()
             raise AMQTTError(reason) from exc
-        session.client_id = session.client_id or gen_client_id()
         if session.keep_alive > 0:
             session.keep_alive = session.keep_alive * KEEPALIVE_GRACE  # type: ignore[assignment]
         return FleetProtocolHandler(self.plugins_manager, loop=self._loop), session

@@ -231,12 +231,20 @@ class RawClient:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def running(broker: Broker) -> Iterator[Broker]:
+    """`broker` started, and stopped afterwards."""
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.process.stop()
+
+
 @pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
 def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    running = Broker(request.param, tmp_path_factory.mktemp(f"conformance-{request.param}"))
-    running.start()
-    yield running
-    running.process.stop()
+    with running(Broker(request.param, tmp_path_factory.mktemp(f"conformance-{request.param}"))) as started:
+        yield started
 
 
 @pytest.fixture
@@ -456,7 +464,6 @@ def test_a_second_connection_with_the_same_client_id_takes_over(broker: Broker, 
     publisher.publish(f"{prefix}/p", b"to the session")
     assert second.next_message().payload == b"to the session"
     newer.disconnect()  # a clean DISCONNECT: no will
-    publisher.publish(f"{prefix}/twin/sentinel", b"end")
     watcher.subscribe((f"{prefix}/twin/sentinel", 1))
     publisher.publish(f"{prefix}/twin/sentinel", b"end")
     assert [m.payload for m in watcher.messages_until(f"{prefix}/twin/sentinel")] == [b"end"]
@@ -548,10 +555,8 @@ def test_a_message_over_the_size_limit_disconnects_its_sender(broker: Broker, pr
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    running = Broker("amqtt", tmp_path_factory.mktemp("embedded"))
-    running.start()
-    yield running
-    running.process.stop()
+    with running(Broker("amqtt", tmp_path_factory.mktemp("embedded"))) as started:
+        yield started
 
 
 def test_embedded_broker_refuses_mqtt5_at_once_and_drops_a_half_sent_connect(embedded: Broker) -> None:
@@ -578,9 +583,7 @@ def test_embedded_broker_keeps_retained_messages_across_a_crash(tmp_path: Path, 
     """Retained messages (every device's last status) are written through to
     FLEET_BROKER_RETAINED_FILE, so a broker killed with SIGKILL and started again still has
     them, cleared ones stay cleared, and binary payloads and QoS come back unchanged."""
-    broker = Broker("amqtt", tmp_path)
-    broker.start()
-    try:
+    with running(Broker("amqtt", tmp_path)) as broker:
         watcher = RawClient(broker.port, client_id("watcher"))
         watcher.subscribe((f"{prefix}/sentinel", 1))
         publisher = RawClient(broker.port, client_id("pub"))
@@ -602,8 +605,6 @@ def test_embedded_broker_keeps_retained_messages_across_a_crash(tmp_path: Path, 
         publisher = RawClient(broker.port, client_id("pub"))
         publisher.publish(f"{prefix}/sentinel", b"end")
         assert [m.topic for m in subscriber.messages_until(f"{prefix}/sentinel")] == [f"{prefix}/sentinel"]
-    finally:
-        broker.process.stop()
 
 
 def _locked(kind: str, work: Path) -> Broker:
@@ -618,10 +619,8 @@ def _locked(kind: str, work: Path) -> Broker:
 
 @pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
 def locked_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    running = _locked(request.param, tmp_path_factory.mktemp(f"locked-{request.param}"))
-    running.start()
-    yield running
-    running.process.stop()
+    with running(_locked(request.param, tmp_path_factory.mktemp(f"locked-{request.param}"))) as started:
+        yield started
 
 
 LOGINS = {"pc-9": ("device", "device-secret-9"), "ctl": ("controller", "controller-secret")}
@@ -653,9 +652,7 @@ def test_embedded_broker_reserves_an_identitys_client_id_for_its_login(tmp_path:
     """A valid login may not use another identity's name as its client id, so one device cannot
     knock another offline by taking over its id. (Mosquitto has no such rule: there any login
     can take over any client id.)"""
-    broker = _locked("amqtt", tmp_path)
-    broker.start()
-    try:
+    with running(_locked("amqtt", tmp_path)) as broker:
         device = RawClient(broker.port, "pc-9", login=("pc-9", LOGINS["pc-9"][1]))
         assert device.subscribe(("devices/pc-9/tasks", 1)) == [1]
         assert RawClient.refused(broker.port, "pc-9", ("ctl", LOGINS["ctl"][1])) == 5
@@ -664,8 +661,6 @@ def test_embedded_broker_reserves_an_identitys_client_id_for_its_login(tmp_path:
         assert device.next_message().payload == b"still connected"
         wait_for(lambda: "client id pc-9 belongs to identity pc-9" in broker.process.log_tail(), 5, what="the refusal in the log")
         assert LOGINS["ctl"][1] not in broker.process.log_path.read_text()
-    finally:
-        broker.process.stop()
 
 
 # --- the embedded broker only ----------------------------------------------------------------------

@@ -6,12 +6,16 @@ after three missed heartbeats even where the broker never publishes its will."""
 from __future__ import annotations
 
 import re
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.harness import Broker, Controller, Device, Process, wait_for
+import psutil
+
+from tests.harness import Broker, Controller, Device, Process, base_env, fleet_argv, wait_for
 
 
 def births(controller: Controller, device_id: str) -> int:
@@ -100,14 +104,6 @@ def test_heartbeats_carry_the_pcs_load_to_rest_and_the_cli(
 ) -> None:
     """Each heartbeat carries CPU, memory and free disk (as seed 003's workers report them); the
     controller keeps the latest with its time, and `fleet devices` shows it."""
-    import os
-    import shutil
-    import subprocess
-
-    import psutil
-
-    from tests.harness import fleet_argv
-
     device = start_device("hb-3", heartbeat_interval="1")
     first = wait_for(lambda: (d := controller.device("hb-3")) and d["metrics"] and d, 10, 0.2, "a heartbeat with metrics")
     metrics = first["metrics"]
@@ -121,7 +117,7 @@ def test_heartbeats_carry_the_pcs_load_to_rest_and_the_cli(
     )
     assert later["last_heartbeat"] > first["last_heartbeat"]
 
-    env = {**os.environ, "FLEET_API_URL": str(controller.api.base_url), "FLEET_API_TOKEN": controller.admin_token, "COLUMNS": "200"}
+    env = {**base_env(api_url=str(controller.api.base_url), api_token=controller.admin_token), "COLUMNS": "200"}
     listed = subprocess.run(fleet_argv("devices"), env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if "hb-3" in line)
