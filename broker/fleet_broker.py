@@ -3,7 +3,7 @@
 amqtt's plugin API can watch events and refuse logins or topics, but it cannot change how
 messages are routed, queued or re-sent, so each fix below is a small override of one amqtt
 method, named after the method it replaces. They were written against amqtt 0.12.1 exactly:
-`broker.amqtt_pin` refuses to start on another version, and tests/test_broker_conformance.py
+`broker.amqtt_pin` refuses to start on another version, and tests/integration/test_broker_conformance.py
 fails if the source of any overridden method changed.
 
 | amqtt 0.12.1 behaviour (measured, DESIGN.md)              | override                                   |

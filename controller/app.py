@@ -15,13 +15,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config.settings import FleetSettings
 from controller.api.routes import accounts, broadcasts, devices, files, health, identities, tasks, tokens
-from controller.api.security import Read
-from controller.services.tokens import ensure_bootstrap
 from controller.api.routes.health import package_version
+from controller.api.security import Read
 from controller.db import create_db_engine, create_sessionmaker, migrate, safe_url
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
 from controller.services.errors import ServiceError
+from controller.services.tokens import ensure_bootstrap
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,8 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.warn_once import SESSION_KEY, WarnOnce
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST_REVISION = "0001"  # the schema release 0.1.0 created without alembic
@@ -85,7 +87,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 
 def create_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    """Sessions for one controller; they share its `WarnOnce` through `Session.info`."""
+    return sessionmaker(bind=engine, expire_on_commit=False, info={SESSION_KEY: WarnOnce()})
 
 
 def database_reachable(engine: Engine) -> bool:

@@ -22,6 +22,7 @@ from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
 from controller.services import devices, tasks
 from controller.throttle import DeviceThrottle
+from controller.warn_once import WarnOnce
 from schemas.events import TaskEvent
 from schemas.signing import sign
 from schemas.status import DeviceStatus, Heartbeat
@@ -56,6 +57,7 @@ class ControllerMqtt:
         self._sessions = sessions
         self.max_payload_bytes = settings.max_payload_bytes
         self._throttle = DeviceThrottle(settings.device_message_rate, settings.device_message_burst)
+        self._warn_once = WarnOnce()
         key = settings.task_signing_key
         self._signing_key = key.get_secret_value().encode() if key is not None else None
         self._address = BrokerAddress.from_url(str(settings.mqtt_url))
@@ -153,8 +155,8 @@ class ControllerMqtt:
             log.warning("dropped a %d-byte message on %s: larger than max_payload_bytes", len(payload), topic)
             return
         if parsed.channel != "status" and not self._throttle.allow(parsed.device_id):
-            devices.warn_once("flood", parsed.device_id, "device %s sends more than FLEET_DEVICE_MESSAGE_RATE allows: "
-                              "its excess messages are dropped", parsed.device_id)
+            self._warn_once("flood", parsed.device_id, "device %s sends more than FLEET_DEVICE_MESSAGE_RATE allows: "
+                           "its excess messages are dropped", parsed.device_id)
             return
         model, what = _PAYLOADS[parsed.channel]
         try:

@@ -18,20 +18,28 @@ from config.logging import configure_logging
 from device.browser.locate import find_browser
 from device.browser.session import BrowserOptions
 from device.executor import Executor
+from device.facts import build_facts
 from device.handlers.base import BrowserEnvironment
 from device.handlers.browser import running_as_root
-from device.facts import build_facts
-from device.handlers.registry import HandlerRegistry, default_registry
+from device.handlers.registry import HandlerRegistry, load_registry
 from device.identity import resolve_device_id
 from device.intake import CancelRequest, InputRequest, Rejection, read_task
 from device.journal import Journal, journal_path
 from device.link import MqttLink
 from device.metrics import MetricsReader
+from device.platforms.registry import load_platforms
 from device.presence import Presence
 from device.reporter import Reporter, task_error
 from schemas.common import utcnow
 from schemas.status import DeviceStatus, Heartbeat, boot_id
-from schemas.topics import BROADCAST_TASKS, device_heartbeat, device_results, device_status, device_tasks, group_tasks
+from schemas.topics import (
+    BROADCAST_TASKS,
+    device_heartbeat,
+    device_results,
+    device_status,
+    device_tasks,
+    group_tasks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +49,7 @@ class DeviceDaemon:
 
     def __init__(self, settings: FleetSettings, registry: HandlerRegistry | None = None) -> None:
         self.settings = settings
-        self.registry = registry if registry is not None else default_registry()
+        self.registry = registry if registry is not None else load_registry()
         self.device_id = resolve_device_id(settings)
         self.status_topic = device_status(self.device_id)
         self.task_topics = frozenset(
@@ -208,6 +216,7 @@ def browser_environment(settings: FleetSettings) -> BrowserEnvironment:
         platform_urls=dict(settings.platform_urls),
         locator_dir=settings.locator_dir,
         artifacts_dir=settings.data_dir / "artifacts",
+        platforms=load_platforms(),
     )
 
 

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ValidationError
 from device.handlers.base import TaskHandler
 from device.handlers.registry import HandlerRegistry
 from device.journal import RunRef
-from schemas.common import TASK_ID_PATTERN, TASK_TYPE_PATTERN, new_id
 from schemas import signing
+from schemas.common import TASK_ID_PATTERN, TASK_TYPE_PATTERN, new_id
 from schemas.events import TaskSummary
 from schemas.tasks import CANCEL_TYPE, CONTROL_TYPES, CancelParams, InputParams, TaskEnvelope
 from schemas.topics import device_tasks

@@ -1,75 +1,23 @@
-"""Fixtures that start real brokers, controllers and devices for each test."""
+"""The two tiers: `tests/unit/` runs in-process in seconds (`pytest -m "not integration"`);
+`tests/integration/` starts real brokers, controllers, devices, browsers and databases and
+marks every test `integration`. A test whose marker disagrees with its folder is an error."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.harness import Broker, Controller, Device, MqttProbe, Process
-
-BROKER_KINDS = ["amqtt", "mosquitto"]
+INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    if report.when == "call" and report.failed:
-        for process in item.funcargs.get("_processes", []) if hasattr(item, "funcargs") else []:
-            report.sections.append((f"log of {process.name}", process.log_tail(60)))
-    return report
-
-
-@pytest.fixture
-def _processes() -> Iterator[list[Process]]:
-    processes: list[Process] = []
-    yield processes
-    for process in processes:
-        process.kill()
-
-
-@pytest.fixture(params=BROKER_KINDS)
-def broker(request: pytest.FixtureRequest, tmp_path: Path, _processes: list[Process]) -> Broker:
-    """A fresh broker process: the embedded amqtt broker (`fleet broker`) or Mosquitto."""
-    instance = Broker(request.param, tmp_path)
-    _processes.append(instance.process)
-    instance.start()
-    return instance
-
-
-@pytest.fixture
-def controller(broker: Broker, tmp_path: Path, _processes: list[Process]) -> Controller:
-    instance = Controller(broker, tmp_path, keepalive="5")
-    _processes.append(instance.process)
-    instance.start()
-    return instance
-
-
-@pytest.fixture
-def start_device(broker: Broker, tmp_path: Path, _processes: list[Process]) -> Callable[..., Device]:
-    """Start a device process: `start_device("pc-01", keepalive="2", groups=["g1"])`."""
-
-    def start(device_id: str, **settings: Any) -> Device:
-        settings.setdefault("keepalive", "5")
-        instance = Device(device_id, broker, tmp_path, **settings)
-        _processes.append(instance.process)
-        instance.start()
-        return instance
-
-    return start
-
-
-@pytest.fixture
-def probe(broker: Broker) -> Iterator[Callable[..., MqttProbe]]:
-    probes: list[MqttProbe] = []
-
-    def make(*topics: str) -> MqttProbe:
-        instance = MqttProbe(broker, *topics)
-        probes.append(instance)
-        return instance
-
-    yield make
-    for instance in probes:
-        instance.close()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    misplaced = [
+        item.nodeid for item in items
+        if (INTEGRATION_DIR in item.path.parents) != (item.get_closest_marker("integration") is not None)
+    ]
+    if misplaced:
+        raise pytest.UsageError(
+            "tests in tests/integration/ must be marked integration (pytestmark = pytest.mark.integration) and "
+            f"tests elsewhere must not: {', '.join(misplaced[:5])}"
+        )

@@ -291,6 +291,9 @@ class RawClient:
         self.granted: dict[str, bool] = {}
         self.received: list[str] = []
         self._subacks: dict[int, list[str]] = {}
+        # Held from SUBSCRIBE until its mid is recorded: a SUBACK that beats `subscribe()` back
+        # waits in `_on_subscribe` instead of being matched against nothing and lost.
+        self._subscribing = threading.Lock()
         self.client = create_client(BrokerAddress.from_url(f"mqtt://{user}:{password}@127.0.0.1:{port}"), f"raw-{user}")
         self.client.reconnect_delay_set(30, 30)
         self.client.on_connect = self._on_connect
@@ -305,12 +308,15 @@ class RawClient:
         self.connected.set()
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: list[Any], _p: Any) -> None:
-        for topic, code in zip(self._subacks.pop(mid, []), codes, strict=False):
+        with self._subscribing:
+            topics = self._subacks.pop(mid, [])
+        for topic, code in zip(topics, codes, strict=True):
             self.granted[topic] = not code.is_failure
 
     def subscribe(self, *topics: str) -> None:
-        _rc, mid = self.client.subscribe([(t, 1) for t in topics])
-        self._subacks[mid] = list(topics)
+        with self._subscribing:
+            _rc, mid = self.client.subscribe([(t, 1) for t in topics])
+            self._subacks[mid] = list(topics)
         wait_for(lambda: all(t in self.granted for t in topics), 10, what=f"SUBACK for {topics}")
 
     def publish(self, topic: str, payload: dict[str, Any]) -> None:

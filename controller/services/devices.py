@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from controller.models import Device, DeviceConnection
 from controller.services.errors import NotFoundError
+from controller.warn_once import warn_once
 from schemas.common import utcnow
 from schemas.status import DeviceStatus, Heartbeat, boot_id
 
@@ -20,19 +20,6 @@ log = logging.getLogger(__name__)
 FLAP_WINDOW = timedelta(seconds=60)
 FLAP_BIRTHS = 5  # births within FLAP_WINDOW that make a device "flapping"
 HEARTBEAT_MISSES = 3  # heartbeats a device may miss before it is taken for offline
-
-_warned: set[tuple[str, str]] = set()
-_warned_lock = threading.Lock()
-
-
-def warn_once(kind: str, device_id: str, message: str, *args: object) -> None:
-    """Log a warning about a misbehaving device once per (kind, device), then stay quiet."""
-    with _warned_lock:
-        if (kind, device_id) in _warned:
-            return
-        _warned.add((kind, device_id))
-    log.warning(message, *args)
-
 
 def device_not_found(device_id: str) -> NotFoundError:
     return NotFoundError(
@@ -56,6 +43,7 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
     """
     if status.device_id != topic_device_id:
         warn_once(
+            session,
             "status",
             topic_device_id,
             "ignored a status on devices/%s/status that names another device (%s)",
@@ -183,7 +171,7 @@ def _presence_alert(
             f"takeover: daemon {boot_id(session_id)} connected as this device while daemon {boot_id(replaced)} "
             "had not gone offline; if both still run, two PCs share this id: give each its own FLEET_DEVICE_ID"
         )
-        warn_once("takeover", device_id, "device %s: %s", device_id, alert)
+        warn_once(session, "takeover", device_id, "device %s: %s", device_id, alert)
         return alert
     boots = sorted({boot_id(session_id) for session_id in recent})
     window = int(FLAP_WINDOW.total_seconds())
@@ -194,7 +182,7 @@ def _presence_alert(
         )
     else:
         alert = f"reconnect_storm: {len(recent)} connections in {window} s; check the PC's network and the broker's logs"
-    warn_once(alert.split(":", 1)[0], device_id, "device %s: %s", device_id, alert)
+    warn_once(session, alert.split(":", 1)[0], device_id, "device %s: %s", device_id, alert)
     return alert
 
 

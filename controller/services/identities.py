@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
 import signal
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select

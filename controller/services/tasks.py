@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
 from controller.services import accounts, lifecycle
-from controller.services.devices import device_not_found, warn_once
+from controller.services.devices import device_not_found
 from controller.services.errors import (
     ConflictError,
     InvalidRequestError,
@@ -27,6 +27,7 @@ from controller.services.errors import (
     ServiceUnavailableError,
 )
 from controller.services.publisher import Publisher
+from controller.warn_once import warn_once
 from schemas.api import TaskCreate, TaskInput, TaskOptions
 from schemas.common import new_id, utcnow
 from schemas.events import DEVICE_EVENTS, STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
@@ -223,6 +224,7 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
     """
     if event.device_id != topic_device_id:
         warn_once(
+            session,
             "event-device",
             topic_device_id,
             "ignored task events on devices/%s/results that name another device (%s)",
@@ -231,7 +233,7 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
         )
         return None
     if event.event not in DEVICE_EVENTS:
-        warn_once("event-kind", topic_device_id, "ignored %r events from device %s: only the controller writes them",
+        warn_once(session, "event-kind", topic_device_id, "ignored %r events from device %s: only the controller writes them",
                   event.event.value, topic_device_id)
         return None
     task = session.get(Task, event.task_id, with_for_update=True)
@@ -239,6 +241,7 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
         task = _adhoc_task(session, topic_device_id, event)
     elif task.device_id != topic_device_id:
         warn_once(
+            session,
             "event-task",
             topic_device_id,
             "ignored events from device %s about task %s, which belongs to device %s",

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from schemas.status import DeviceFacts
+
+if TYPE_CHECKING:  # platforms import handlers; handlers only name the adapter type
+    from device.platforms.base import PlatformAdapter
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -40,12 +43,13 @@ class TaskFailure(Exception):
 @dataclass(frozen=True)
 class BrowserEnvironment:
     """How this device runs browsers: the executable and flags, per-platform base URLs and
-    locator overrides, and where failure screenshots go."""
+    locator overrides, where failure screenshots go, and the platform adapters installed."""
 
     options: Any  # device.browser.session.BrowserOptions (kept loose so handlers need no Playwright)
     platform_urls: dict[str, str]
     locator_dir: Path | None
     artifacts_dir: Path
+    platforms: Mapping[str, type[PlatformAdapter]]
 
 
 @dataclass(frozen=True)

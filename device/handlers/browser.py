@@ -17,32 +17,26 @@ from typing import Any
 
 from device.browser.profiles import profile_dir
 from device.browser.session import BrowserUnavailable, browser_page, failure_artifacts
-from device.handlers.base import BrowserEnvironment, TaskContext, TaskFailure, TaskHandler
+from device.handlers.base import (
+    BrowserEnvironment,
+    TaskContext,
+    TaskFailure,
+    TaskHandler,
+)
 from device.platforms.base import MediaFiles, PlatformAdapter
-from device.platforms.registry import load_platforms
 from device.transfer import fetch
 from schemas.tasks import ChatParams, LoginParams, UploadParams
 
 Action = Callable[[PlatformAdapter, Any], Awaitable[dict[str, Any]]]
-
-_platforms: dict[str, type[PlatformAdapter]] | None = None
-
-
-def platforms() -> dict[str, type[PlatformAdapter]]:
-    global _platforms
-    if _platforms is None:
-        _platforms = load_platforms()
-    return _platforms
-
 
 def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def adapter_for(env: BrowserEnvironment, name: str) -> PlatformAdapter:
-    cls = platforms().get(name)
+    cls = env.platforms.get(name)
     if cls is None:
-        known = ", ".join(sorted(platforms())) or "none installed"
+        known = ", ".join(sorted(env.platforms)) or "none installed"
         raise TaskFailure("unknown_platform", f"this device has no adapter for platform {name!r}; it has: {known}")
     override = env.locator_dir / f"{name}.toml" if env.locator_dir else None
     try:

@@ -69,27 +69,3 @@ def load_registry() -> HandlerRegistry:
     registry = HandlerRegistry()
     registry.load_entry_points()
     return registry
-
-
-_default: HandlerRegistry | None = None
-
-
-def default_registry() -> HandlerRegistry:
-    """The process-wide registry (plug-ins loaded on first use); the daemon uses it by default."""
-    global _default
-    if _default is None:
-        _default = load_registry()
-    return _default
-
-
-def register(handler: type[AnyHandler] | AnyHandler, *, replace: bool = False) -> AnyHandler:
-    """Add a handler to the process-wide registry."""
-    return default_registry().register(handler, replace=replace)
-
-
-def get(task_type: str) -> AnyHandler | None:
-    return default_registry().get(task_type)
-
-
-def types() -> list[str]:
-    return default_registry().types()

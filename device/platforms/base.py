@@ -16,11 +16,11 @@ screenshot and the page URL.
 from __future__ import annotations
 
 import tomllib
-from urllib.parse import urlsplit
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
 

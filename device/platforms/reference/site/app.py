@@ -7,8 +7,8 @@ import hashlib
 import io
 import secrets
 from pathlib import Path
-from urllib.parse import parse_qs
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 import segno
 from fastapi import Cookie, FastAPI, HTTPException, Query, Request

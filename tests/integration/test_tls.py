@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from broker.mosquitto import TlsFiles
-from tests.harness import Broker, Controller, Device, free_port, missing_service, port_open, wait_for
+from tests.harness import (
+    Broker,
+    Controller,
+    Device,
+    free_port,
+    missing_service,
+    port_open,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
 
 
 def make_certificates(directory: Path) -> TlsFiles:

@@ -25,6 +25,8 @@ import segno
 
 from tests.harness import Process, free_port, missing_service, port_open, wait_for
 
+pytestmark = pytest.mark.integration
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]

@@ -8,7 +8,19 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.harness import Broker, Controller, Device, MqttProbe, Process, base_env, fleet_argv
+import pytest
+
+from tests.harness import (
+    Broker,
+    Controller,
+    Device,
+    MqttProbe,
+    Process,
+    base_env,
+    fleet_argv,
+)
+
+pytestmark = pytest.mark.integration
 
 KEY = "shared-signing-key-0123456789"
 

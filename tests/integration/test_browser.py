@@ -20,10 +20,19 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.harness import Broker, Controller, Device, Process, free_port, missing_service, port_open, wait_for
+from tests.harness import (
+    Broker,
+    Controller,
+    Device,
+    Process,
+    free_port,
+    missing_service,
+    port_open,
+    wait_for,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", ["amqtt"], indirect=True)]
 
 
 @dataclass
@@ -213,7 +222,7 @@ def test_site_error_wrong_selector_and_cancel_are_clear_and_close_the_browser(
     wait_for(lambda: not browser_processes(profiles), 15, what="the browser closed after the cancel")
 
     # A locator file that no longer matches the site (FLEET_LOCATOR_DIR), on a second device.
-    shipped = (Path(__file__).parents[1] / "device/platforms/reference/locators.toml").read_text()
+    shipped = (Path(__file__).parents[2] / "device/platforms/reference/locators.toml").read_text()
     overrides = tmp_path / "locators"
     overrides.mkdir()
     (overrides / "reference.toml").write_text(shipped.replace('chat_send = "#send"', 'chat_send = "#send-it-now"'))

@@ -12,6 +12,8 @@ import pytest
 
 from tests.harness import Broker, Controller, Device, Process, wait_for
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def controller(broker: Broker, tmp_path: Path, _processes: list[Process]) -> Controller:

@@ -9,7 +9,18 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from tests.harness import Broker, Controller, Device, MqttProbe, missing_service, wait_for
+import pytest
+
+from tests.harness import (
+    Broker,
+    Controller,
+    Device,
+    MqttProbe,
+    missing_service,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
 
 FINAL = {"succeeded", "failed", "rejected", "timed_out", "canceled", "expired"}
 

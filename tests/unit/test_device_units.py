@@ -184,7 +184,7 @@ def test_a_broken_plugin_is_logged_and_skipped(
         "[fleet.test_handlers]\n"
         "missing = no_such_module_for_fleet_tests:Handler\n"
         "not_a_handler = json:dumps\n"
-        "shout = tests.test_device_units:_Shout\n"
+        "shout = tests.unit.test_device_units:_Shout\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = HandlerRegistry()

@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Broker, Controller, Device, Process, RawClient, base_env, fleet_argv, wait_for
+from tests.harness import (
+    Broker,
+    Controller,
+    Device,
+    Process,
+    RawClient,
+    base_env,
+    fleet_argv,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
 
 
 def provision(env: dict[str, str], tmp_path: Path, name: str, role: str) -> str:

@@ -4,7 +4,6 @@ in-memory stand-in for the MQTT publish side only, and REST checks through `crea
 from __future__ import annotations
 
 import socket
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,44 +11,24 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import BaseModel
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
 from controller.app import create_app
-from controller.db import create_db_engine, create_sessionmaker, migrate, migration_config
-from controller.models import Device, DeviceConnection, Task, TaskEventRecord
+from controller.db import (
+    create_db_engine,
+    create_sessionmaker,
+    migrate,
+    migration_config,
+)
+from controller.models import Device, Task
 from controller.services import broadcasts, devices, lifecycle, sweeper, tasks
 from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import utcnow
-from schemas.events import EventKind, TaskEvent, TaskStatus, TaskSummary
-from schemas.status import DeviceFacts, DeviceStatus
-from schemas.tasks import TaskEnvelope
-from tests.harness import missing_service
-
-
-class FakePublisher:
-    """Records what the services publish; stands in for the MQTT client only."""
-
-    max_payload_bytes = 4096
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, TaskEnvelope]] = []
-        self.accepting = True
-
-    def encode(self, model: BaseModel) -> bytes:
-        return model.model_dump_json(exclude_none=True).encode()
-
-    def publish(self, topic: str, model: BaseModel) -> bool:
-        assert isinstance(model, TaskEnvelope)
-        if self.accepting:
-            self.sent.append((topic, model))
-        return self.accepting
-
-    def clear(self) -> None:
-        self.sent.clear()
+from schemas.events import EventKind, TaskStatus, TaskSummary
+from tests.services_kit import FakePublisher, birth, event, go_online, status_of, will
 
 
 @pytest.fixture
@@ -68,40 +47,6 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 @pytest.fixture
 def publisher() -> FakePublisher:
     return FakePublisher()
-
-
-def birth(
-    device_id: str, session_id: str, *, groups: list[str] | None = None, task_types: list[str] | None = None
-) -> DeviceStatus:
-    facts = DeviceFacts(
-        name=f"PC {device_id}",
-        version="0.1.0",
-        hostname=device_id,
-        os="Linux",
-        python="3.11",
-        task_types=task_types or ["ping", "echo", "sleep"],
-        groups=groups or [],
-        keepalive=30,
-    )
-    return DeviceStatus(device_id=device_id, state="online", session_id=session_id, at=utcnow(), facts=facts)
-
-
-def will(device_id: str, session_id: str) -> DeviceStatus:
-    return DeviceStatus(device_id=device_id, state="offline", session_id=session_id, reason="connection lost")
-
-
-def event(task_id: str, device_id: str, kind: EventKind, seq: int, **fields: Any) -> TaskEvent:
-    return TaskEvent(task_id=task_id, device_id=device_id, event=kind, seq=seq, at=utcnow(), session_id="s1", **fields)
-
-
-def go_online(sessions: sessionmaker[Session], device_id: str, session_id: str = "s1", **facts: Any) -> bool:
-    with sessions() as session:
-        return devices.apply_status(session, device_id, birth(device_id, session_id, **facts))
-
-
-def status_of(sessions: sessionmaker[Session], task_id: str) -> str:
-    with sessions() as session:
-        return tasks.get_task(session, task_id).status
 
 
 # ---- presence ----------------------------------------------------------------------------
@@ -492,59 +437,6 @@ def test_rest_task_lifecycle(client: TestClient) -> None:
     assert body["task_ids"] == [f"{body['id']}:pc-01"]
     assert client.get(f"/api/v1/broadcasts/{body['id']}").json()["status_counts"] == {"queued": 1}
     assert client.get("/api/v1/broadcasts/nope").status_code == 404
-
-
-# ---- PostgreSQL --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL, dropped afterwards."""
-    import psycopg  # in the `test` extra, so an absence fails loudly
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
-    name = f"fleet_test_{uuid.uuid4().hex[:12]}"
-    try:
-        connection = psycopg.connect(admin, autocommit=True)
-    except psycopg.OperationalError as exc:
-        missing_service(
-            f"PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres ({exc}); install and start it to run this test"
-        )
-    with connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> None:
-    engine = create_db_engine(postgres_url)
-    try:
-        migrate(engine)
-        sessions = create_sessionmaker(engine)
-        go_online(sessions, "pc-01", "s1")
-        with sessions() as session:
-            devices.apply_status(session, "pc-01", will("pc-01", "s1"))
-            task_id = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping", ttl=60), publisher).id
-        assert go_online(sessions, "pc-01", "s2") is True
-        with sessions() as session:
-            devices.apply_status(session, "pc-01", will("pc-01", "s1"))  # stale
-            assert tasks.redispatch_unfinished(session, "pc-01", publisher) == [task_id]
-            tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.SUCCEEDED, 1))
-            tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.ACCEPTED, 0))
-        with sessions() as session:
-            task = tasks.get_task(session, task_id)
-            assert (task.status, task.dispatch_count) == ("succeeded", 2)
-            assert task.created_at.tzinfo == timezone.utc
-            assert [e.event for e in task.events] == ["succeeded", "accepted"]
-            assert devices.get_device(session, "pc-01").status == "online"
-            bid = broadcasts.create_broadcast(session, BroadcastCreate(type="ping"), publisher)[0].id
-            assert broadcasts.get_broadcast(session, bid).task_ids == [f"{bid}:pc-01"]
-            assert session.scalars(select(DeviceConnection.state)).all() == ["online", "offline", "online"]
-            assert len(session.scalars(select(TaskEventRecord)).all()) == 2
-    finally:
-        engine.dispose()
 
 
 def test_presence_alerts_for_reconnect_storms_and_takeovers(sessions: sessionmaker[Session]) -> None:

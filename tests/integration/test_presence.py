@@ -14,8 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
 
-from tests.harness import Broker, Controller, Device, Process, base_env, fleet_argv, wait_for
+from tests.harness import (
+    Broker,
+    Controller,
+    Device,
+    Process,
+    base_env,
+    fleet_argv,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
 
 
 def births(controller: Controller, device_id: str) -> int:

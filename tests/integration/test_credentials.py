@@ -12,6 +12,8 @@ import pytest
 
 from tests.harness import Broker, Controller, Device, missing_service, wait_for
 
+pytestmark = pytest.mark.integration
+
 PASSWORD = "s3cret-Pa55"
 
 

@@ -7,8 +7,19 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.harness import Broker, Process, RawClient, base_env, fleet_argv, free_port, wait_for
+from tests.harness import (
+    Broker,
+    Process,
+    RawClient,
+    base_env,
+    fleet_argv,
+    free_port,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
 
 
 def run_fleet(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -30,8 +30,23 @@ from pathlib import Path
 
 import pytest
 
-from broker.amqtt_pin import PINNED_AMQTT_VERSION, fingerprint_drift, installed_amqtt_version
-from tests.harness import Broker, Process, base_env, fleet_argv, free_port, missing_service, port_open, wait_for
+from broker.amqtt_pin import (
+    PINNED_AMQTT_VERSION,
+    fingerprint_drift,
+    installed_amqtt_version,
+)
+from tests.harness import (
+    Broker,
+    Process,
+    base_env,
+    fleet_argv,
+    free_port,
+    missing_service,
+    port_open,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 8, 9, 12, 13, 14
 
@@ -666,7 +681,7 @@ def test_embedded_broker_reserves_an_identitys_client_id_for_its_login(tmp_path:
 # --- the embedded broker only ----------------------------------------------------------------------
 def test_amqtt_is_the_version_the_overrides_were_written_for() -> None:
     """An amqtt upgrade must fail here, naming each overridden method whose source changed."""
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     pins = [d for d in pyproject["project"]["dependencies"] if re.match(r"amqtt\b", d)]
     assert pins == [f"amqtt=={PINNED_AMQTT_VERSION}"], "pyproject.toml must pin the amqtt broker.amqtt_pin was written for"
     assert installed_amqtt_version() == PINNED_AMQTT_VERSION, (
@@ -731,7 +746,7 @@ def test_fleet_broker_listens_on_tcp_and_websocket_and_says_where(tls: bool, tmp
     port, ws_port = free_port(), free_port()
     files = {}
     if tls:
-        from tests.test_tls import make_certificates
+        from tests.integration.test_tls import make_certificates
 
         certificates = make_certificates(tmp_path)
         files = {"broker_certfile": str(certificates.certfile), "broker_keyfile": str(certificates.keyfile)}

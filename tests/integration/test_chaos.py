@@ -27,6 +27,8 @@ import pytest
 from tests.harness import Broker, Controller, Device, MqttProbe, Process, wait_for
 from tests.netproxy import TcpProxy
 
+pytestmark = pytest.mark.integration
+
 FINAL = {"succeeded", "failed", "rejected", "timed_out", "canceled", "expired"}
 DEVICE_IDS = ["chaos-1", "chaos-2", "chaos-3"]
 

@@ -1,0 +1,71 @@
+"""Builders for the controller-services tests: an in-memory stand-in for the MQTT publish side
+(the database is always real) and the status and event messages devices send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.services import devices, tasks
+from schemas.common import utcnow
+from schemas.events import EventKind, TaskEvent
+from schemas.status import DeviceFacts, DeviceStatus
+from schemas.tasks import TaskEnvelope
+
+
+class FakePublisher:
+    """Records what the services publish; stands in for the MQTT client only."""
+
+    max_payload_bytes = 4096
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, TaskEnvelope]] = []
+        self.accepting = True
+
+    def encode(self, model: BaseModel) -> bytes:
+        return model.model_dump_json(exclude_none=True).encode()
+
+    def publish(self, topic: str, model: BaseModel) -> bool:
+        assert isinstance(model, TaskEnvelope)
+        if self.accepting:
+            self.sent.append((topic, model))
+        return self.accepting
+
+    def clear(self) -> None:
+        self.sent.clear()
+
+
+def birth(
+    device_id: str, session_id: str, *, groups: list[str] | None = None, task_types: list[str] | None = None
+) -> DeviceStatus:
+    facts = DeviceFacts(
+        name=f"PC {device_id}",
+        version="0.1.0",
+        hostname=device_id,
+        os="Linux",
+        python="3.11",
+        task_types=task_types or ["ping", "echo", "sleep"],
+        groups=groups or [],
+        keepalive=30,
+    )
+    return DeviceStatus(device_id=device_id, state="online", session_id=session_id, at=utcnow(), facts=facts)
+
+
+def will(device_id: str, session_id: str) -> DeviceStatus:
+    return DeviceStatus(device_id=device_id, state="offline", session_id=session_id, reason="connection lost")
+
+
+def event(task_id: str, device_id: str, kind: EventKind, seq: int, **fields: Any) -> TaskEvent:
+    return TaskEvent(task_id=task_id, device_id=device_id, event=kind, seq=seq, at=utcnow(), session_id="s1", **fields)
+
+
+def go_online(sessions: sessionmaker[Session], device_id: str, session_id: str = "s1", **facts: Any) -> bool:
+    with sessions() as session:
+        return devices.apply_status(session, device_id, birth(device_id, session_id, **facts))
+
+
+def status_of(sessions: sessionmaker[Session], task_id: str) -> str:
+    with sessions() as session:
+        return tasks.get_task(session, task_id).status
