@@ -17,7 +17,7 @@ and its group's topic (3,000 subscriptions), and measures how many task messages
 reach their devices, and how long one broadcast takes to reach all 1,000.
 
 The clients are raw sockets (pre-encoded packets, counted by size), so a Python client is not
-the bottleneck the way a paho client would be (about 20k msg/s, DESIGN.md).
+the bottleneck the way a paho client would be (about 20k msg/s, docs/architecture.md#measured-facts-the-code-relies-on).
 
     .venv/bin/python -m benchmarks.broker_throughput [--seconds 3] [--window 200]
 

@@ -6,7 +6,7 @@ method, named after the method it replaces. They were written against amqtt 0.12
 `broker.amqtt_pin` refuses to start on another version, and tests/integration/test_broker_conformance.py
 fails if the source of any overridden method changed.
 
-| amqtt 0.12.1 behaviour (measured, DESIGN.md)              | override                                   |
+| amqtt 0.12.1 behaviour (measured: docs/architecture.md)   | override                                   |
 |-----------------------------------------------------------|--------------------------------------------|
 | keepalive not enforced, will never sent for a silent peer | `_initialize_client_session` + `broker.protocol` |
 | a second connection with a connected client id left both  | `_handle_client_session`, `_claim_session`, |

@@ -30,7 +30,8 @@ def mosquitto_conf(
     """A mosquitto.conf for a fleet broker.
 
     `set_tcp_nodelay true` matters: without it a task round trip took 44 ms instead of
-    0.6 ms (DESIGN.md). Without a password file anonymous access is allowed (a lab set-up).
+    0.6 ms (docs/architecture.md#measured-facts-the-code-relies-on).
+    Without a password file anonymous access is allowed (a lab set-up).
     """
     lines = [
         f"listener {port} {host}",

@@ -1,5 +1,6 @@
 """SQLAlchemy tables of the controller: devices, their connection history, tasks, task events
-and broadcasts. SQL is the source of truth for every task (DESIGN promise 1)."""
+and broadcasts. SQL is the source of truth for every task
+(docs/architecture.md#promise-1-sql-is-the-source-of-truth)."""
 
 from __future__ import annotations
 

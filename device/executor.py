@@ -6,7 +6,8 @@ arrival order (the per-account lock is taken before a slot, so a waiting task ho
 
 A task interrupted by a crash or shutdown is reported `failed`/`interrupted` with `retryable`
 set only when running it again cannot repeat a side effect: it never started, or its type is
-marked `safe_to_retry`. The controller re-runs only those (DESIGN promise 6).
+marked `safe_to_retry`. The controller re-runs only those
+(docs/architecture.md#promise-6-crashes-are-reported-not-repeated).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Device presence (births, last wills and heartbeats, DESIGN promise 4) and device look-ups."""
+"""Device presence (births, last wills and heartbeats: docs/architecture.md#presence) and device look-ups."""
 
 from __future__ import annotations
 

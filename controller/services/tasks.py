@@ -1,7 +1,8 @@
 """The task lifecycle: create and dispatch, record device events, cancel, re-dispatch on birth.
 
-SQL is the source of truth: a task is committed before it is published (promise 1), and a
-task whose device is offline is published again on the device's next birth (promise 3).
+SQL is the source of truth: a task is committed before it is published
+(docs/architecture.md#promise-1-sql-is-the-source-of-truth), and a task whose device is offline
+is published again on the device's next birth (docs/architecture.md#promise-3-offline-devices-get-their-tasks).
 Which status changes are legal, and when a task is retried, is `lifecycle`'s business.
 """
 
