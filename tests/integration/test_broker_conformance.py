@@ -1,10 +1,10 @@
 """MQTT 3.1.1 where the fleet depends on it, checked the same way on the embedded broker
 (`fleet broker`, a real process) and on a Mosquitto process: keepalive → will for a client that
 goes silent without closing its socket, retained set/clear/wildcards, a will only for its own
-topic's subscribers, offline queueing and re-sending for a persistent session (QoS 2 exchanges resumed in both
-directions), QoS downgrade, a SUBSCRIBE the ACL denies,
-`$` topics not matched by `#` or `+`, a second connection with one client id taking over, a
-wrong password changing nothing, and protocol violations closing only the offending connection.
+topic's subscribers, offline queueing and re-sending for a persistent session (QoS 2 exchanges
+resumed in both directions), QoS downgrade, a SUBSCRIBE the ACL denies, `$` topics not matched
+by `#` or `+`, a second connection with one client id taking over, a wrong password changing
+nothing, and protocol violations closing only the offending connection.
 
 The clients here are raw sockets speaking MQTT 3.1.1 byte by byte, so a test sees exactly the
 flags the broker sets (retain, DUP, QoS, session present) and can go silent or drop a
