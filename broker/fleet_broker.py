@@ -14,6 +14,9 @@ fails if the source of any overridden method changed.
 | the client id's session was wiped (clean) or taken over   | `_initialize_client_session` (CONNECT only), |
 |   (persistent) *before* the password was checked          |   `_handle_client_session` (login first)   |
 | unacknowledged QoS 1 dropped instead of re-sent           | `broker.protocol.FleetProtocolHandler`     |
+| an unfinished outgoing QoS 2 exchange dropped at         | `broker.protocol.FleetProtocolHandler`:    |
+|   disconnect, never resumed [MQTT-4.4.0-1]; incoming, a   |   `_handle_qos2_message_flow`,             |
+|   PUBREC re-sent and a repeated PUBREL left unanswered    |   `_retry_deliveries`, `handle_pubrel`     |
 | on reconnect, retained messages of *every* filter in the  | `_handle_client_session` (not sent),       |
 |   broker sent to the client (the will "leak")             |   `_handle_subscription` (new filters only) |
 | delivered at the subscriber's QoS, not min(pub, granted)  | `_handle_message_delivery`, `_run_broadcast` |

@@ -1,9 +1,10 @@
 """MQTT 3.1.1 where the fleet depends on it, checked the same way on the embedded broker
 (`fleet broker`, a real process) and on a Mosquitto process: keepalive → will for a client that
 goes silent without closing its socket, retained set/clear/wildcards, a will only for its own
-topic's subscribers, offline queueing and re-sending for a persistent session, QoS downgrade,
-`$` topics not matched by `#` or `+`, a second connection with one client id taking over, a
-wrong password changing nothing, and protocol violations closing only the offending connection.
+topic's subscribers, offline queueing and re-sending for a persistent session (QoS 2 exchanges
+resumed in both directions), QoS downgrade, a SUBSCRIBE the ACL denies, `$` topics not matched
+by `#` or `+`, a second connection with one client id taking over, a wrong password changing
+nothing, and protocol violations closing only the offending connection.
 
 The clients here are raw sockets speaking MQTT 3.1.1 byte by byte, so a test sees exactly the
 flags the broker sets (retain, DUP, QoS, session present) and can go silent or drop a
@@ -48,7 +49,8 @@ from tests.harness import (
 
 pytestmark = pytest.mark.integration
 
-CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 8, 9, 12, 13, 14
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
 
 
 # --- a raw MQTT 3.1.1 client ---------------------------------------------------------------------
@@ -169,6 +171,8 @@ class RawClient:
                 kind, flags, body = self._early.pop(0)
             else:
                 kind, flags, body = self.read_packet(max(deadline - time.monotonic(), 0.001))
+            if kind == PUBREL and ack:  # the second half of a QoS 2 delivery
+                self.send_ack(PUBCOMP, struct.unpack("!H", body)[0])
             if kind != PUBLISH:
                 continue
             qos = flags >> 1 & 3
@@ -178,7 +182,7 @@ class RawClient:
             packet_id = struct.unpack("!H", rest[:2])[0] if qos else None
             message = Message(topic, rest[2:] if qos else rest, qos, bool(flags & 1), bool(flags & 8), packet_id)
             if ack and packet_id is not None:
-                self.puback(packet_id)
+                self.send_ack(PUBACK if qos == 1 else PUBREC, packet_id)
             return message
 
     def messages_until(self, sentinel_topic: str, timeout: float = 5) -> list[Message]:
@@ -207,19 +211,46 @@ class RawClient:
                 self._early.append((kind, flags, reply))
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """PUBLISH; at QoS 1 wait for the broker's PUBACK (the broker has taken it)."""
+        """PUBLISH; at QoS 1 wait for the broker's PUBACK, at QoS 2 go through PUBREC, PUBREL and
+        PUBCOMP (either way, the broker has taken it)."""
         packet_id = self._packet_id() if qos else None
         body = _string(topic) + (struct.pack("!H", packet_id) if packet_id else b"") + payload
         self.sock.sendall(_packet(PUBLISH, qos << 1 | int(retain), body))
-        while packet_id is not None:
-            kind, flags, reply = self.read_packet(5)
-            if kind == PUBACK and struct.unpack("!H", reply)[0] == packet_id:
-                return
+        if packet_id is not None:
+            self.expect_ack(PUBACK if qos == 1 else PUBREC, packet_id)
+        if qos == 2 and packet_id is not None:
+            self.send_ack(PUBREL, packet_id)
+            self.expect_ack(PUBCOMP, packet_id)
+
+    def publish_until_pubrec(self, topic: str, payload: bytes) -> int:
+        """PUBLISH at QoS 2 and wait for the broker's PUBREC, sending no PUBREL; returns the packet id."""
+        packet_id = self._packet_id()
+        self.sock.sendall(_packet(PUBLISH, 2 << 1, _string(topic) + struct.pack("!H", packet_id) + payload))
+        self.expect_ack(PUBREC, packet_id)
+        return packet_id
+
+    def next_ack(self, timeout: float = 5) -> tuple[int, int]:
+        """(packet type, packet id) of the next PUBACK, PUBREC, PUBREL or PUBCOMP; a PUBLISH read
+        meanwhile is kept for next_message."""
+        while True:
+            kind, flags, reply = self.read_packet(timeout)
+            if kind in (PUBACK, PUBREC, PUBREL, PUBCOMP):
+                return kind, struct.unpack("!H", reply[:2])[0]
             if kind == PUBLISH:
                 self._early.append((kind, flags, reply))
 
+    def expect_ack(self, kind: int, packet_id: int, timeout: float = 5) -> None:
+        """Wait for `kind` (PUBACK, PUBREC, PUBREL or PUBCOMP) for `packet_id`; any other
+        acknowledgement in between fails."""
+        got = self.next_ack(timeout)
+        assert got == (kind, packet_id), f"expected packet type {kind} for packet id {packet_id}, got {got}"
+
+    def send_ack(self, kind: int, packet_id: int) -> None:
+        """PUBACK, PUBREC, PUBREL (flags 0b0010 [MQTT-3.6.1-1]) or PUBCOMP for `packet_id`."""
+        self.sock.sendall(_packet(kind, 2 if kind == PUBREL else 0, struct.pack("!H", packet_id)))
+
     def puback(self, packet_id: int) -> None:
-        self.sock.sendall(_packet(PUBACK, 0, struct.pack("!H", packet_id)))
+        self.send_ack(PUBACK, packet_id)
 
     def ping(self) -> None:
         self.sock.sendall(_packet(PINGREQ, 0, b""))
@@ -410,6 +441,78 @@ def test_persistent_session_queues_offline_messages_and_resends_unacknowledged(b
     third.disconnect()
     RawClient(broker.port, persistent_id, clean=True).disconnect()
     publisher.disconnect()
+
+
+def test_qos2_delivery_to_a_persistent_session_is_resumed_on_reconnect(broker: Broker, prefix: str) -> None:
+    """[MQTT-4.4.0-1], broker → client: a QoS 2 message whose exchange a persistent-session
+    subscriber left unfinished is taken up again on its next connection, at the step where it
+    stopped: a PUBLISH never answered with PUBREC is sent again with DUP and the same packet id;
+    once PUBREC came, only the PUBREL is sent again, and the message never again."""
+    topic, persistent_id = f"{prefix}/q2", client_id("q2-sub")
+    first = RawClient(broker.port, persistent_id, clean=False)
+    assert first.subscribe((topic, 2)) == [2]
+    publisher = RawClient(broker.port, client_id("pub"))
+    publisher.publish(topic, b"exactly once", qos=2)
+    sent = first.next_message(ack=False)
+    assert (sent.payload, sent.qos, sent.dup) == (b"exactly once", 2, False)
+    assert sent.packet_id is not None
+    first.drop()  # before PUBREC
+
+    second = RawClient(broker.port, persistent_id, clean=False)
+    assert second.session_present, f"{broker.kind} forgot the persistent session"
+    again = second.next_message(ack=False)
+    assert (again.payload, again.qos, again.dup, again.packet_id) == (b"exactly once", 2, True, sent.packet_id), (
+        f"{broker.kind} did not re-send the unacknowledged QoS 2 PUBLISH with DUP: {again}"
+    )
+    second.send_ack(PUBREC, sent.packet_id)
+    second.expect_ack(PUBREL, sent.packet_id)
+    second.drop()  # before PUBCOMP
+
+    third = RawClient(broker.port, persistent_id, clean=False)
+    assert third.session_present
+    assert third.next_ack() == (PUBREL, sent.packet_id), f"{broker.kind} did not re-send the PUBREL"
+    third.send_ack(PUBCOMP, sent.packet_id)
+    publisher.publish(topic, b"sentinel", qos=2)
+    seen = third.messages_until(topic)  # answered with PUBREC
+    got = [(m.payload, m.dup) for m in seen]
+    assert got == [(b"sentinel", False)], f"{broker.kind} sent the message again after its PUBREC: {got}"
+    assert seen[-1].packet_id is not None
+    third.expect_ack(PUBREL, seen[-1].packet_id)
+    third.send_ack(PUBCOMP, seen[-1].packet_id)
+    third.disconnect()
+    RawClient(broker.port, persistent_id, clean=True).disconnect()
+    publisher.disconnect()
+
+
+def test_qos2_publish_from_a_persistent_session_is_resumed_on_reconnect(broker: Broker, prefix: str) -> None:
+    """[MQTT-4.4.0-1], client → broker: a client that got PUBREC for its QoS 2 PUBLISH and went
+    away before sending PUBREL sends the PUBREL on its next connection; the broker answers
+    PUBCOMP (and nothing else: no second PUBREC), answers a PUBREL repeated after a lost PUBCOMP
+    too, and its subscribers get the message exactly once."""
+    topic, persistent_id = f"{prefix}/q2in", client_id("q2-pub")
+    watcher = RawClient(broker.port, client_id("watcher"))
+    assert watcher.subscribe((topic, 1)) == [1]
+    first = RawClient(broker.port, persistent_id, clean=False)
+    packet_id = first.publish_until_pubrec(topic, b"exactly once")
+    first.drop()  # before PUBREL
+
+    second = RawClient(broker.port, persistent_id, clean=False)
+    assert second.session_present, f"{broker.kind} forgot the persistent session"
+    second.send_ack(PUBREL, packet_id)
+    assert second.next_ack() == (PUBCOMP, packet_id), f"{broker.kind} did not answer the PUBREL with PUBCOMP"
+    second.drop()  # as if the PUBCOMP had been lost: the client sends its PUBREL once more
+
+    third = RawClient(broker.port, persistent_id, clean=False)
+    third.send_ack(PUBREL, packet_id)
+    assert third.next_ack() == (PUBCOMP, packet_id), f"{broker.kind} did not answer a repeated PUBREL [MQTT-4.3.3-2]"
+    third.publish(topic, b"sentinel")  # same client, same topic: delivered after the released message [MQTT-4.6.0-6]
+    got = []
+    while not got or got[-1] != b"sentinel":
+        got.append(watcher.next_message().payload)
+    assert got == [b"exactly once", b"sentinel"], f"{broker.kind} delivered {got}"
+    third.disconnect()
+    RawClient(broker.port, persistent_id, clean=True).disconnect()
+    watcher.disconnect()
 
 
 def test_delivered_qos_is_min_of_published_and_granted(broker: Broker, prefix: str) -> None:
@@ -659,6 +762,27 @@ def test_a_refused_login_cannot_take_over_a_connected_client(locked_broker: Brok
     seen = controller.messages_until("devices/pc-9/tasks")
     assert [m.topic for m in seen] == ["devices/pc-9/tasks"], f"{locked_broker.kind} published the device's will"
     assert not device.closed_by_broker(0.5)
+    for client in (device, controller):
+        client.disconnect()
+
+
+def test_a_subscribe_the_acl_denies_gets_0x80_in_the_suback(locked_broker: Broker) -> None:
+    """[MQTT-3.9.3]: on the embedded broker a SUBSCRIBE filter the login may not read (another
+    device's tasks, or a wildcard wider than its own) is refused with return code 0x80 in the
+    SUBACK, each filter on its own (the others in the same SUBSCRIBE are granted). On both
+    brokers nothing published to such a filter reaches the client."""
+    port = locked_broker.port
+    device = RawClient(port, "pc-9", login=("pc-9", LOGINS["pc-9"][1]))
+    granted = device.subscribe(("devices/pc-9/tasks", 1), ("devices/pc-8/tasks", 1), ("devices/+/tasks", 1), ("devices/#", 0))
+    # Mosquitto 2.0.11 grants what its acl_file denies (measured: [1, 1, 1, 0]) and applies the
+    # ACL to each message instead, so it too delivers nothing to those filters.
+    expected = [1, 0x80, 0x80, 0x80] if locked_broker.kind == "amqtt" else [1, 1, 1, 0]
+    assert granted == expected, f"{locked_broker.kind} answered the SUBSCRIBE with {granted}"
+    controller = RawClient(port, "ctl", login=("ctl", LOGINS["ctl"][1]))
+    controller.publish("devices/pc-8/tasks", b"for another device")
+    controller.publish("devices/pc-9/tasks", b"sentinel")
+    got = [(m.topic, m.payload) for m in device.messages_until("devices/pc-9/tasks")]
+    assert got == [("devices/pc-9/tasks", b"sentinel")], f"{locked_broker.kind} delivered {got} to a refused filter"
     for client in (device, controller):
         client.disconnect()
 
