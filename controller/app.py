@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config.settings import FleetSettings
+from controller.api.docs import add_docs
 from controller.api.routes import accounts, broadcasts, devices, files, health, identities, tasks, tokens
 from controller.api.routes.health import package_version
 from controller.api.security import Read
@@ -105,7 +106,10 @@ def create_app(settings: FleetSettings) -> FastAPI:
         description=DESCRIPTION,
         version=package_version(),
         lifespan=lifespan,
+        docs_url=None,  # add_docs serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
+    add_docs(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

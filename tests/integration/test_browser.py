@@ -8,7 +8,9 @@ and every browser start costs seconds.
 from __future__ import annotations
 
 import hashlib
+import html
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,8 +103,12 @@ def login(fleet: BrowserFleet, account: str, code_step: bool = False) -> dict[st
     task = controller.create_task(None, "login", account=account, params={"platform": "reference", "wait": 60})
     details = waiting_for(controller, task["id"], "scan")
     assert details["qr_png"] and len(details["qr_png"]) > 200  # a real picture of the QR code
+    # The owner opens the scan link the task shows: its approval page offers the task's account.
+    phone = site.api.get(details["scan_url"])
+    assert phone.status_code == 200
+    assert re.findall(r'name="account" value="([^"]*)"', phone.text) == [html.escape(account)]
     token = parse_qs(urlsplit(details["scan_url"]).query)["token"][0]
-    assert site.api.post("/_phone/scan", json={"token": token, "account": account}).status_code == 200
+    assert site.api.post("/_phone/approve", data={"token": token, "account": account}).status_code == 200
     if code_step:
         waiting_for(controller, task["id"], "code")
         code = site.api.get("/_phone/sms", params={"account": account}).json()["code"]

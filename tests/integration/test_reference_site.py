@@ -214,6 +214,34 @@ def test_qr_login_lands_on_home_and_the_qr_code_encodes_the_scan_link(site: Site
     assert site.api.get("/_phone/sms", params={"account": "alice"}).status_code == 404
 
 
+def test_the_phone_page_approves_the_account_named_in_the_scan_link(site: Site, page: Any) -> None:
+    """The scan link a login task prints names the task's account: the phone page offers that
+    account (not a fixed "demo"), and approving it logs that account in."""
+    token = login_token(page)
+    phone = page.context.new_page()
+    phone.goto(f"/_phone/scan?token={token}&account=zoe%20k")
+    sync_api.expect(phone.locator("input[name=account]")).to_have_value("zoe k")
+    phone.click("button")
+    sync_api.expect(phone.locator("h1")).to_have_text("Approved")
+    page.wait_for_url("**/home")
+    sync_api.expect(page.locator("#account-name")).to_have_text("zoe k")
+    assert [(r["account"], r["method"]) for r in site.records()["logins"]] == [("zoe k", "qr")]
+
+
+def test_the_phone_page_without_an_account_asks_for_one(site: Site, page: Any) -> None:
+    token = login_token(page)
+    phone = page.context.new_page()
+    phone.goto(f"/_phone/scan?token={token}")
+    account = phone.locator("input[name=account]")
+    sync_api.expect(account).to_have_value("")
+    assert account.get_attribute("required") is not None
+    # A form posted without an account is refused with a reason, and nobody is logged in.
+    refused = site.api.post("/_phone/approve", data={"token": token, "account": ""})
+    assert refused.status_code == 400 and "account" in refused.text
+    assert site.api.get("/login/state", params={"token": token}).json() == {"state": "waiting", "account": None}
+    assert site.records()["logins"] == []
+
+
 def test_qr_login_with_a_wrong_then_the_right_sms_code(site: Site, page: Any) -> None:
     assert site.api.post("/_admin/config", json={"sms_required": ["bob"], "fail": {}}).status_code == 200
     token = login_token(page)

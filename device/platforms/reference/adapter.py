@@ -9,12 +9,20 @@ import asyncio
 import base64
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from device.handlers.base import TaskContext, TaskFailure
 from device.platforms.base import MediaFiles, PlatformAdapter
 from schemas.tasks import ChatParams, LoginParams, UploadParams
 
 POLL = 0.3  # seconds between looks at a page that changes by itself
+
+
+def scan_link(base_url: str, token: str, account: str | None) -> str:
+    """The link that plays the phone scanning the QR code; it names the task's account so the
+    approval page offers that account."""
+    query = {"token": token, **({"account": account} if account else {})}
+    return f"{base_url.rstrip('/')}/_phone/scan?{urlencode(query)}"
 
 
 class ReferencePlatform(PlatformAdapter):
@@ -34,7 +42,7 @@ class ReferencePlatform(PlatformAdapter):
         picture = base64.b64encode(await qr.screenshot()).decode()
         await ctx.progress(10, "scan the QR code with the platform's app", {
             "waiting_for": "scan", "qr_png": picture,
-            "scan_url": f"{self.locators.base_url.rstrip('/')}/_phone/scan?token={token}",
+            "scan_url": scan_link(self.locators.base_url, token or "", ctx.account),
         })
         used_code = False
         deadline = asyncio.get_running_loop().time() + params.wait

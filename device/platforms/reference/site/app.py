@@ -14,7 +14,7 @@ import segno
 from fastapi import Cookie, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from device.platforms.reference.site import pages
 from device.platforms.reference.site.store import SiteStore
@@ -189,18 +189,25 @@ def create_app(state_dir: Path) -> FastAPI:
         return {"state": entry.state}
 
     @app.get("/_phone/scan", response_class=HTMLResponse)
-    def phone_scan_page(token: str) -> HTMLResponse:
-        """What a person sees who opens the QR code's link: approve as an account."""
-        return HTMLResponse(pages.phone_page(token))
+    def phone_scan_page(token: str, account: str = "") -> HTMLResponse:
+        """What a person sees who opens the QR code's link: approve as an account. A login
+        task's link names its account (`&account=`), which the form then offers."""
+        return HTMLResponse(pages.phone_page(token, account))
 
     @app.post("/_phone/approve", response_class=HTMLResponse)
     async def phone_approve(request: Request) -> HTMLResponse:
         form = parse_qs((await request.body()).decode())
-        account = (form.get("account") or ["demo"])[0]
+        token, account = (form.get("token") or [""])[0], (form.get("account") or [""])[0].strip()
+        if not account:
+            raise HTTPException(400, "name the account to log in as (the scan link of a login task names it)")
         if form.get("sms"):
             store.sms_required.add(account)
-        state = phone_scan(Scan(token=(form.get("token") or [""])[0], account=account))["state"]
-        code = store.tokens[(form.get("token") or [""])[0]].code if state == "needs_code" else None
+        try:
+            scan = Scan(token=token, account=account)
+        except ValidationError:
+            raise HTTPException(400, "the account name is too long (at most 200 characters)") from None
+        state = phone_scan(scan)["state"]
+        code = store.tokens[token].code if state == "needs_code" else None
         return HTMLResponse(pages.phone_done(state, code))
 
     @app.get("/_phone/sms")

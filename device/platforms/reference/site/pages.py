@@ -57,12 +57,14 @@ poll();
 </script>""")
 
 
-def phone_page(token: str) -> str:
+def phone_page(token: str, account: str) -> str:
+    """The approval form for the login `token`, offering `account` (the one the scan link names;
+    empty when it names none, and then the person must type one)."""
     return layout("Your phone", f"""
 <h1>Approve the login</h1>
 <form method="post" action="/_phone/approve">
   <input type="hidden" name="token" value="{escape(token)}">
-  <label>Log in as <input name="account" value="demo"></label>
+  <label>Log in as <input name="account" value="{escape(account)}" required></label>
   <label><input type="checkbox" name="sms" value="1"> also ask for an SMS code</label>
   <button>Approve</button>
 </form>""")
