@@ -28,6 +28,7 @@ from schemas.signing import sign
 from schemas.status import DeviceStatus, Heartbeat
 from schemas.tasks import TaskEnvelope
 from schemas.topics import ALL_HEARTBEATS, ALL_RESULTS, ALL_STATUS, parse_device_topic
+from schemas.validation import describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,6 @@ _PAYLOADS: dict[str, tuple[type[BaseModel], str]] = {
     "heartbeat": (Heartbeat, "heartbeat"),
     "results": (TaskEvent, "task event"),
 }
-
-
-def _describe_invalid(exc: ValidationError) -> str:
-    """The first problem of an invalid payload, without the payload (it may hold secrets)."""
-    errors = exc.errors(include_input=False, include_url=False)
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "payload"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
 
 
 class ControllerMqtt:
@@ -162,7 +154,7 @@ class ControllerMqtt:
         try:
             message = model.model_validate_json(payload)
         except ValidationError as exc:
-            log.warning("dropped an invalid %s on %s: %s", what, topic, _describe_invalid(exc))
+            log.warning("dropped an invalid %s on %s: %s", what, topic, describe_validation_error(exc, limit=1, empty="payload"))
             return
         if isinstance(message, DeviceStatus):
             self._handle_status(parsed.device_id, message)

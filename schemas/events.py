@@ -70,7 +70,10 @@ MAX_ATTEMPTS = 100
 
 
 class TaskError(StrictModel):
-    code: str = Field(max_length=64, description="machine-readable reason, e.g. invalid_json, unknown_type, interrupted")
+    code: str = Field(
+        max_length=64,
+        description="machine-readable reason: a schemas.errors.WireErrorCode, or a plug-in's own code"
+    )
     message: str = Field(max_length=4000)
     retryable: bool | None = Field(
         None, description="whether running the task again is safe; false after a side effect may have happened"

@@ -33,6 +33,7 @@ from schemas.common import new_id, utcnow
 from schemas.events import DEVICE_EVENTS, STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
 from schemas.tasks import BUILTIN_PARAMS, CANCEL_TYPE, INPUT_TYPE, CancelParams, InputParams, TaskEnvelope
 from schemas.topics import device_tasks
+from schemas.validation import describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,7 @@ def check_params(task_type: str, params: dict[str, Any]) -> bool:
     try:
         model.model_validate(params)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"params.{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" if err["loc"] else f"params: {err['msg']}"
-            for err in exc.errors(include_input=False, include_url=False)
-        )
+        problems = describe_validation_error(exc, "params")
         raise InvalidRequestError(f"invalid params for task type {task_type!r}: {problems}") from None
     return True
 
