@@ -27,6 +27,7 @@ from controller.services.errors import (
     ServiceUnavailableError,
 )
 from controller.services.publisher import Publisher
+from controller.services.task_rows import new_task
 from controller.warn_once import warn_once
 from schemas.api import TaskCreate, TaskInput, TaskOptions
 from schemas.common import new_id, utcnow
@@ -151,22 +152,18 @@ def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Tas
             f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}; types this device reports: {known}"
         )
     now = utcnow()
-    task = Task(
+    task = new_task(
         id=new_id(),
         device_id=device.id,
         type=body.type,
         account=body.account,
         params=body.params,
-        status=TaskStatus.QUEUED.value,
         origin="api",
         created_at=now,
-        updated_at=now,
         expires_at=resolve_expiry(body, now),
         timeout=body.timeout,
-        dispatch_count=0,
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
-        attempt=1,
     )
     check_size(envelope_for(task), publisher)
     session.add(task)
@@ -191,19 +188,16 @@ def _adhoc_task(session: Session, device_id: str, event: TaskEvent) -> Task:
             )
         )
     summary = event.task
-    task = Task(
+    task = new_task(
         id=event.task_id,
         device_id=device_id,
         type=summary.type if summary else "unknown",
         account=summary.account if summary else None,
         params=summary.params if summary else {},
-        status=TaskStatus.QUEUED.value,
         origin="broadcast" if summary and summary.broadcast_id else "adhoc",
         broadcast_id=summary.broadcast_id if summary else None,
-        created_at=(summary.created_at if summary and summary.created_at else now),
-        updated_at=now,
+        created_at=summary.created_at if summary else None,
         expires_at=summary.expires_at if summary else None,
-        dispatch_count=0,
         attempt=event.attempt,
     )
     session.add(task)
