@@ -16,6 +16,8 @@ import importlib
 import inspect
 from importlib.metadata import PackageNotFoundError, version
 
+from schemas.errors import BrokerError
+
 PINNED_AMQTT_VERSION = "0.12.1"
 
 # "module.Class.method" → first 16 hex digits of sha256(inspect.getsource(method)) in amqtt 0.12.1.
@@ -66,7 +68,7 @@ AMQTT_FINGERPRINTS: dict[str, str] = {
 }
 
 
-class AmqttVersionError(RuntimeError):
+class AmqttVersionError(BrokerError, RuntimeError):
     """The installed amqtt is not the version the embedded broker's overrides were written for."""
 
 

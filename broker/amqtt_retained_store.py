@@ -14,10 +14,12 @@ from typing import Any
 from amqtt.broker import RetainedApplicationMessage
 from amqtt.plugins.base import BasePlugin
 
+from schemas.errors import BrokerError
+
 log = logging.getLogger(__name__)
 
 
-class RetainedStoreError(Exception):
+class RetainedStoreError(BrokerError):
     """The retained-message file cannot be opened or is not a database of ours."""
 
 

@@ -21,15 +21,16 @@ from broker.amqtt_pin import AmqttVersionError, check_amqtt_version
 from broker.amqtt_retained_store import RetainedStoreError, open_store
 from broker.listeners import Listener, ListenerConfigError, listeners_for
 from config.settings import ENV_PREFIX, FleetSettings
+from schemas.errors import BrokerError, ConfigError
 
 log = logging.getLogger(__name__)
 
 
-class PortInUseError(RuntimeError):
+class PortInUseError(BrokerError, RuntimeError):
     """The embedded broker's port is held by another process."""
 
 
-class BrokerConfigError(RuntimeError):
+class BrokerConfigError(BrokerError, ConfigError, RuntimeError):
     """The embedded broker's settings do not say who may connect."""
 
 

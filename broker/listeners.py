@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from config.settings import FleetSettings
+from schemas.errors import ConfigError
 
 
-class ListenerConfigError(ValueError):
+class ListenerConfigError(ConfigError, ValueError):
     """The listener settings are incomplete (e.g. a certificate without its key)."""
 
 

@@ -21,6 +21,8 @@ import logging
 from amqtt.adapters import ReaderAdapter
 from amqtt.codecs_amqtt import read_or_raise
 
+from schemas.errors import BrokerError
+
 log = logging.getLogger(__name__)
 
 CONNECT_TYPE, PUBLISH_TYPE = 1, 3
@@ -31,7 +33,7 @@ MAX_CONNECT_BYTES = 4 * (2 + 65_535) + 64
 and only a will payload or a password comes near that."""
 
 
-class PacketError(Exception):
+class PacketError(BrokerError):
     """A packet the broker will not take; the connection is closed. `connack_code`, when set, is
     the CONNACK return code to answer a CONNECT with first.
 

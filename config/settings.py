@@ -24,6 +24,7 @@ from pydantic_settings import (
 from typing_extensions import Annotated
 
 from schemas.common import DEVICE_ID_PATTERN, GroupName
+from schemas.errors import ConfigError
 
 ENV_PREFIX = "FLEET_"
 DEFAULT_CONFIG_FILE = "fleet.toml"
@@ -40,7 +41,7 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("mqtt-fleet", appauthor=False))
 
 
-class SettingsError(Exception):
+class SettingsError(ConfigError):
     """A setting is invalid; the message names it and says what is accepted."""
 
 

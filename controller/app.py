@@ -66,7 +66,8 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     they may hold secrets such as passwords in task params."""
     assert isinstance(exc, RequestValidationError)
     detail: list[dict[str, Any]] = [
-        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")} for err in exc.errors()
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()  # FastAPI's own error list, not a pydantic ValidationError
     ]
     return JSONResponse(status_code=422, content=jsonable_encoder({"detail": detail}))
 

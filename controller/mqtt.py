@@ -20,14 +20,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
-from controller.services import devices, tasks
+from controller.services import adhoc, devices, tasks
 from controller.throttle import DeviceThrottle
 from controller.warn_once import WarnOnce
 from schemas.events import TaskEvent
 from schemas.signing import sign
 from schemas.status import DeviceStatus, Heartbeat
 from schemas.tasks import TaskEnvelope
-from schemas.topics import ALL_HEARTBEATS, ALL_RESULTS, ALL_STATUS, parse_device_topic
+from schemas.topics import ALL_HEARTBEATS, ALL_RESULTS, ALL_STATUS, ALL_TASKS, parse_device_topic
+from schemas.validation import describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,6 @@ _PAYLOADS: dict[str, tuple[type[BaseModel], str]] = {
     "heartbeat": (Heartbeat, "heartbeat"),
     "results": (TaskEvent, "task event"),
 }
-
-
-def _describe_invalid(exc: ValidationError) -> str:
-    """The first problem of an invalid payload, without the payload (it may hold secrets)."""
-    errors = exc.errors(include_input=False, include_url=False)
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "payload"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
 
 
 class ControllerMqtt:
@@ -121,7 +113,7 @@ class ControllerMqtt:
             return
         self._seen.clear()
         self._failures.connected()
-        client.subscribe([(ALL_STATUS, QOS), (ALL_RESULTS, QOS), (ALL_HEARTBEATS, 0)])
+        client.subscribe([(ALL_STATUS, QOS), (ALL_RESULTS, QOS), (ALL_HEARTBEATS, 0), (ALL_TASKS, QOS)])
         self._connected.set()
         log.info("connected to the MQTT broker at %s (session present: %s)", self._address, flags.session_present)
 
@@ -147,12 +139,13 @@ class ControllerMqtt:
 
     def _route(self, topic: str, payload: bytes | bytearray) -> None:
         parsed = parse_device_topic(topic)
-        if parsed is None or parsed.channel == "tasks":
-            return
-        if not payload:
-            return  # a cleared retained status
+        if parsed is None or not payload:
+            return  # not a device topic, or a cleared retained status
         if len(payload) > self.max_payload_bytes:
             log.warning("dropped a %d-byte message on %s: larger than max_payload_bytes", len(payload), topic)
+            return
+        if parsed.channel == "tasks":
+            self._handle_task(parsed.device_id, payload)
             return
         if parsed.channel != "status" and not self._throttle.allow(parsed.device_id):
             self._warn_once("flood", parsed.device_id, "device %s sends more than FLEET_DEVICE_MESSAGE_RATE allows: "
@@ -162,7 +155,7 @@ class ControllerMqtt:
         try:
             message = model.model_validate_json(payload)
         except ValidationError as exc:
-            log.warning("dropped an invalid %s on %s: %s", what, topic, _describe_invalid(exc))
+            log.warning("dropped an invalid %s on %s: %s", what, topic, describe_validation_error(exc, limit=1, empty="payload"))
             return
         if isinstance(message, DeviceStatus):
             self._handle_status(parsed.device_id, message)
@@ -173,6 +166,16 @@ class ControllerMqtt:
             else:
                 assert isinstance(message, TaskEvent)
                 tasks.record_event(session, parsed.device_id, message)
+
+    def _handle_task(self, device_id: str, payload: bytes | bytearray) -> None:
+        """A task on a device's topic (the controller's own, or an operator's): recorded when its
+        device is not online, so it runs on the device's next birth (`services.adhoc`)."""
+        try:
+            envelope = TaskEnvelope.model_validate_json(payload)
+        except ValidationError:
+            return  # an online device rejects it and reports that; an offline one never sees it
+        with self._sessions() as session:
+            adhoc.record_published(session, device_id, envelope)
 
     def _handle_status(self, device_id: str, status: DeviceStatus) -> None:
         with self._sessions() as session:

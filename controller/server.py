@@ -18,11 +18,12 @@ from config.logging import configure_logging
 from config.settings import FleetSettings
 from controller.app import create_app
 from controller.db import create_db_engine, migrate, safe_url
+from schemas.errors import ControllerError
 
 log = logging.getLogger(__name__)
 
 
-class ControllerStartupError(Exception):
+class ControllerStartupError(ControllerError):
     """The controller cannot start; the message says why and which setting to change."""
 
 

@@ -24,6 +24,7 @@ from device.intake import TaskRequest
 from device.journal import ClaimStatus, Journal, JournalEntry, RunRef, TaskState
 from device.reporter import Reporter, task_error
 from schemas.common import utcnow
+from schemas.errors import WireErrorCode
 from schemas.events import EventKind, TaskError
 from schemas.status import DeviceFacts
 
@@ -86,7 +87,7 @@ class Executor:
             verdict = "its type is safe to run again"
         else:
             verdict = "it may have had an effect, so it is not run again"
-        return task_error("interrupted", f"{cause}; {verdict}", retryable=safe)
+        return task_error(WireErrorCode.INTERRUPTED, f"{cause}; {verdict}", retryable=safe)
 
     def submit(self, request: TaskRequest) -> None:
         """Handle a valid task delivery (called on the event loop)."""
@@ -145,7 +146,7 @@ class Executor:
                         return value
                     log.info("task %s: input %r ignored, waiting for %r", task_id, got, name)
         except TimeoutError:
-            raise TaskFailure("input_timeout", f"no {name!r} was sent within {timeout:g} s") from None
+            raise TaskFailure(WireErrorCode.INPUT_TIMEOUT, f"no {name!r} was sent within {timeout:g} s") from None
 
     async def shutdown(self) -> None:
         """Stop every task; each is reported failed/interrupted. Handlers that ignore
@@ -213,13 +214,13 @@ class Executor:
                 return
             log.warning("task %s (%s): handler raised %s", task_id, request.envelope.type, type(exc).__name__)
             log.debug("task %s: handler traceback", task_id, exc_info=True)
-            self._finish(request, EventKind.FAILED, error=task_error("handler_error", f"{type(exc).__name__}: {exc}"))
+            self._finish(request, EventKind.FAILED, error=task_error(WireErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}"))
         else:
             if isinstance(result, dict):
                 self._finish(request, EventKind.SUCCEEDED, result=result)
             else:
                 message = f"the handler returned {type(result).__name__}, not a dict"
-                self._finish(request, EventKind.FAILED, error=task_error("handler_error", message))
+                self._finish(request, EventKind.FAILED, error=task_error(WireErrorCode.HANDLER_ERROR, message))
 
     def _finish(self, request: TaskRequest, kind: EventKind, **fields: Any) -> None:
         run = request.run
@@ -227,7 +228,7 @@ class Executor:
             event = self._reporter.finish(run, kind, **fields)
         except ValueError as exc:  # e.g. a result that is not JSON-serialisable
             message = f"the handler's result could not be reported: {type(exc).__name__}"
-            event = self._reporter.finish(run, EventKind.FAILED, error=task_error("handler_error", message))
+            event = self._reporter.finish(run, EventKind.FAILED, error=task_error(WireErrorCode.HANDLER_ERROR, message))
         detail = f" ({event.error.code})" if event.error else ""
         log.info("task %s (%s) finished: %s%s", run.key, request.envelope.type, event.event, detail)
 
@@ -248,7 +249,7 @@ class Executor:
             exc = task.exception()
             log.error("task %s (%s): internal error", task_id, request.envelope.type, exc_info=exc)
             message = f"the device failed to run this task: {type(exc).__name__}"
-            self._finish(request, EventKind.FAILED, error=task_error("internal_error", message))
+            self._finish(request, EventKind.FAILED, error=task_error(WireErrorCode.INTERNAL_ERROR, message))
         elif user_canceled:
             self._finish(request, EventKind.CANCELED, message="canceled by request")
         else:

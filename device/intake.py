@@ -20,9 +20,11 @@ from device.handlers.registry import HandlerRegistry
 from device.journal import RunRef
 from schemas import signing
 from schemas.common import TASK_ID_PATTERN, TASK_TYPE_PATTERN, new_id
+from schemas.errors import WireErrorCode
 from schemas.events import TaskSummary
 from schemas.tasks import CANCEL_TYPE, CONTROL_TYPES, CancelParams, InputParams, TaskEnvelope
 from schemas.topics import device_tasks
+from schemas.validation import describe_validation_error
 
 INVALID_TYPE = "invalid"
 
@@ -67,7 +69,7 @@ class InputRequest:
 @dataclass(frozen=True)
 class Rejection:
     task_id: str
-    code: str
+    code: WireErrorCode
     message: str
     summary: TaskSummary
 
@@ -104,11 +106,11 @@ def read_task(
     bare = TaskSummary(type=INVALID_TYPE, source_topic=topic)
     if len(payload) > max_payload_bytes:
         message = f"task message is {len(payload)} bytes; this device accepts at most {max_payload_bytes} bytes"
-        return Rejection(new_id(), "payload_too_large", message, bare)
+        return Rejection(new_id(), WireErrorCode.PAYLOAD_TOO_LARGE, message, bare)
 
     data = _json_object(payload)
     if isinstance(data, str):
-        return Rejection(new_id(), "invalid_json", data, bare)
+        return Rejection(new_id(), WireErrorCode.INVALID_JSON, data, bare)
 
     raw_id, raw_type = data.get("id"), data.get("type")
     readable = TaskSummary(
@@ -124,7 +126,7 @@ def read_task(
             if re.fullmatch(TASK_ID_PATTERN, run_id):
                 task_id, broadcast_id = run_id, run_broadcast_id
         summary = readable.model_copy(update={"broadcast_id": broadcast_id})
-        return Rejection(task_id, "invalid_task", "invalid task: " + describe_errors(exc), summary)
+        return Rejection(task_id, WireErrorCode.INVALID_TASK, "invalid task: " + describe_validation_error(exc), summary)
 
     # Without an id every delivery is a new task; an operator who wants a broadcast grouped
     # and idempotent gives it an id.
@@ -132,7 +134,7 @@ def read_task(
     task_id, broadcast_id = _run_id(given_id, device_id, fan_out, envelope.broadcast_id)
     if not re.fullmatch(TASK_ID_PATTERN, task_id):
         message = f"invalid task: id: too long to name this device's run '<id>:{device_id}' (at most 128 characters)"
-        return Rejection(new_id(), "invalid_task", message, readable)
+        return Rejection(new_id(), WireErrorCode.INVALID_TASK, message, readable)
     if signing_key is not None:
         refusal = _signature_problem(envelope, signing_key, remember_nonce)
         if refusal is not None:
@@ -155,11 +157,11 @@ def read_task(
     if handler is None:
         supported = ", ".join([*registry.types(), *sorted(CONTROL_TYPES)])
         message = f"this device has no handler for task type {envelope.type!r}; it supports: {supported}"
-        return Rejection(task_id, "unknown_type", message, summary)
+        return Rejection(task_id, WireErrorCode.UNKNOWN_TYPE, message, summary)
     try:
         params = handler.params_model.model_validate(envelope.params)
     except ValidationError as exc:
-        return Rejection(task_id, "invalid_params", "invalid params: " + describe_errors(exc, "params"), summary)
+        return Rejection(task_id, WireErrorCode.INVALID_PARAMS, "invalid params: " + describe_validation_error(exc, "params"), summary)
     return TaskRequest(envelope=envelope, handler=handler, params=params, summary=summary)
 
 
@@ -172,34 +174,27 @@ def _control(
     try:
         params = model.model_validate(envelope.params)
     except ValidationError as exc:
-        return Rejection(task_id, "invalid_params", "invalid params: " + describe_errors(exc, "params"), summary)
+        return Rejection(task_id, WireErrorCode.INVALID_PARAMS, "invalid params: " + describe_validation_error(exc, "params"), summary)
     target = params.task_id
     if fan_out and not target.endswith(f":{device_id}"):
         target = f"{target}:{device_id}"
     if not re.fullmatch(TASK_ID_PATTERN, target):
-        return Rejection(task_id, "invalid_params", "invalid params: params.task_id: too long", summary)
+        return Rejection(task_id, WireErrorCode.INVALID_PARAMS, "invalid params: params.task_id: too long", summary)
     if isinstance(params, InputParams):
         return InputRequest(target, params.name, params.value)
     return CancelRequest(target, params.attempt)
 
 
-def _signature_problem(envelope: TaskEnvelope, key: bytes, remember_nonce: NonceCheck | None) -> tuple[str, str] | None:
+def _signature_problem(envelope: TaskEnvelope, key: bytes, remember_nonce: NonceCheck | None) -> tuple[WireErrorCode, str] | None:
     """Signed tasks only: a bad or stale signature is refused; a nonce seen before is refused
     for a task without an id (with an id, the journal answers a repeat without running it)."""
     issue = signing.problem(envelope, key)
     if issue is None and envelope.nonce and remember_nonce is not None:
         if not remember_nonce(envelope.nonce) and envelope.id is None:
-            issue = ("replayed_nonce", "this signed task was already received once; it is not run again")
+            issue = (WireErrorCode.REPLAYED_NONCE, "this signed task was already received once; it is not run again")
     return issue
 
 
-def describe_errors(exc: ValidationError, prefix: str | None = None) -> str:
-    """`field: problem` for each pydantic error, without the offending values."""
-    parts = []
-    for error in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(part) for part in ((prefix,) if prefix else ()) + tuple(error["loc"]))
-        parts.append(f"{loc or '(message)'}: {error['msg']}")
-    return "; ".join(parts)
 
 
 def _json_object(payload: bytes) -> dict[str, Any] | str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from device.journal import Journal, RunRef
 from schemas.common import utcnow
+from schemas.errors import WireErrorCode
 from schemas.events import FINAL_EVENTS, EventKind, TaskError, TaskEvent, TaskSummary
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def clip(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def task_error(code: str, message: str, retryable: bool | None = None) -> TaskError:
+def task_error(code: WireErrorCode | str, message: str, retryable: bool | None = None) -> TaskError:
     return TaskError(code=clip(code, MAX_CODE), message=clip(message), retryable=retryable)
 
 

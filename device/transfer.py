@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from device.handlers.base import TaskFailure
+from schemas.errors import WireErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,13 @@ async def fetch(url: str, cache: Path, *, size: int | None, sha256: str | None, 
         async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=60), follow_redirects=True) as client:
             await _download(client, url, part, size, progress)
     except httpx.HTTPError as exc:
-        raise TaskFailure("download_failed", f"downloading the media failed ({type(exc).__name__}); "
+        raise TaskFailure(WireErrorCode.DOWNLOAD_FAILED, f"downloading the media failed ({type(exc).__name__}); "
                           "it resumes where it stopped when the task is run again") from None
     if size is not None and part.stat().st_size != size:
-        raise TaskFailure("download_corrupt", f"downloaded {part.stat().st_size} bytes, expected {size}")
+        raise TaskFailure(WireErrorCode.DOWNLOAD_CORRUPT, f"downloaded {part.stat().st_size} bytes, expected {size}")
     if sha256 is not None and _sha256(part) != sha256:
         part.unlink()
-        raise TaskFailure("download_corrupt", "the downloaded file's sha256 does not match the task's; it was deleted")
+        raise TaskFailure(WireErrorCode.DOWNLOAD_CORRUPT, "the downloaded file's sha256 does not match the task's; it was deleted")
     part.replace(final)
     return final
 
@@ -57,7 +58,7 @@ async def _download(client: httpx.AsyncClient, url: str, part: Path, size: int |
         if response.status_code == 416 and size is not None and have == size:
             return  # already complete
         if response.status_code not in (200, 206):
-            raise TaskFailure("download_failed", f"GET of the media answered HTTP {response.status_code}")
+            raise TaskFailure(WireErrorCode.DOWNLOAD_FAILED, f"GET of the media answered HTTP {response.status_code}")
         resumed = response.status_code == 206
         if not resumed:
             have = 0

@@ -27,10 +27,6 @@ class EventKind(StrEnum):
 
 DEVICE_EVENTS = frozenset(kind for kind in EventKind if kind != EventKind.RETRYING)
 
-FINAL_EVENTS = frozenset(
-    {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.REJECTED, EventKind.CANCELED, EventKind.TIMED_OUT, EventKind.EXPIRED}
-)
-
 
 class TaskStatus(StrEnum):
     QUEUED = "queued"  # committed in SQL, not yet published
@@ -49,6 +45,9 @@ class TaskStatus(StrEnum):
         return self in FINAL_STATUSES
 
 
+# The statuses a task ends in, defined here only; everything else (the final events, the
+# controller, the tests, the CLI) derives from this set. They are StrEnum members, so
+# `"succeeded" in FINAL_STATUSES` holds for plain strings too.
 FINAL_STATUSES = frozenset(
     {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.REJECTED, TaskStatus.TIMED_OUT, TaskStatus.CANCELED, TaskStatus.EXPIRED}
 )
@@ -66,11 +65,17 @@ STATUS_OF_EVENT: dict[EventKind, TaskStatus] = {
     EventKind.RETRYING: TaskStatus.QUEUED,
 }
 
+FINAL_EVENTS = frozenset(kind for kind, status in STATUS_OF_EVENT.items() if status in FINAL_STATUSES)
+"""The events that end a run of a task (a device's `succeeded`, `failed`, ... ; not `retrying`)."""
+
 MAX_ATTEMPTS = 100
 
 
 class TaskError(StrictModel):
-    code: str = Field(max_length=64, description="machine-readable reason, e.g. invalid_json, unknown_type, interrupted")
+    code: str = Field(
+        max_length=64,
+        description="machine-readable reason: a schemas.errors.WireErrorCode, or a plug-in's own code"
+    )
     message: str = Field(max_length=4000)
     retryable: bool | None = Field(
         None, description="whether running the task again is safe; false after a side effect may have happened"

@@ -15,6 +15,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from schemas.common import utcnow
+from schemas.errors import WireErrorCode
 from schemas.tasks import TaskEnvelope
 
 MAX_AGE = timedelta(minutes=5)
@@ -30,14 +31,14 @@ def sign(envelope: TaskEnvelope, key: bytes, now: datetime | None = None) -> Tas
     return stamped.model_copy(update={"signature": hmac.new(key, canonical(stamped), hashlib.sha256).hexdigest()})
 
 
-def problem(envelope: TaskEnvelope, key: bytes, now: datetime | None = None) -> tuple[str, str] | None:
+def problem(envelope: TaskEnvelope, key: bytes, now: datetime | None = None) -> tuple[WireErrorCode, str] | None:
     """Why a device must refuse this envelope (a rejection code and message), or None."""
     if envelope.signature is None or envelope.signed_at is None or envelope.nonce is None:
-        return "unsigned", "this device runs signed tasks only: signature, signed_at and nonce are required"
+        return WireErrorCode.UNSIGNED, "this device runs signed tasks only: signature, signed_at and nonce are required"
     expected = hmac.new(key, canonical(envelope), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, envelope.signature):
-        return "invalid_signature", "the task's signature does not match (wrong key, or the task was altered)"
+        return WireErrorCode.INVALID_SIGNATURE, "the task's signature does not match (wrong key, or the task was altered)"
     age = (now or utcnow()) - envelope.signed_at
     if abs(age) > MAX_AGE:
-        return "stale_signature", f"the task was signed {age.total_seconds():.0f} s ago; at most {MAX_AGE.seconds} s are accepted"
+        return WireErrorCode.STALE_SIGNATURE, f"the task was signed {age.total_seconds():.0f} s ago; at most {MAX_AGE.seconds} s are accepted"
     return None

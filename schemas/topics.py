@@ -22,6 +22,7 @@ BROADCAST_TASKS = "fleet/broadcast/tasks"
 ALL_STATUS = "devices/+/status"
 ALL_RESULTS = "devices/+/results"
 ALL_HEARTBEATS = "devices/+/heartbeat"
+ALL_TASKS = "devices/+/tasks"
 
 _ID = DEVICE_ID_PATTERN.strip("^$")
 _GROUP = GROUP_PATTERN.strip("^$")

@@ -23,6 +23,7 @@ import pytest
 
 from broker.connection import BrokerAddress, create_client
 from broker.mosquitto import TlsFiles, mosquitto_conf
+from schemas.events import FINAL_STATUSES
 
 REQUIRE_SERVICES = os.environ.get("FLEET_REQUIRE_SERVICES") == "1"
 
@@ -205,7 +206,7 @@ class Controller:
         return response.json() if response.status_code == 200 else None
 
     def wait_task(self, task_id: str, statuses: set[str] | None = None, timeout: float = 20) -> dict[str, Any]:
-        final = statuses or {"succeeded", "failed", "rejected", "timed_out", "canceled", "expired"}
+        final = statuses or set(FINAL_STATUSES)
         return wait_for(
             lambda: (t := self.task(task_id)) is not None and t["status"] in final and t,
             timeout, what=f"task {task_id} in {sorted(final)}",

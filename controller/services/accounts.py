@@ -13,11 +13,12 @@ from controller.services.devices import device_not_found
 from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError
 from schemas.api import AccountCreate, AccountUpdate
 from schemas.common import utcnow
+from schemas.errors import WireErrorCode
 from schemas.events import TaskStatus
 
 log = logging.getLogger(__name__)
 
-NOT_LOGGED_IN = "not_logged_in"
+NOT_LOGGED_IN = WireErrorCode.NOT_LOGGED_IN
 
 
 def account_not_found(name: str) -> NotFoundError:

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 from controller.models import Broadcast, Device, Task
 from controller.services.errors import InvalidRequestError, NotFoundError
 from controller.services.publisher import Publisher
+from controller.services.task_rows import new_task
 from controller.services.tasks import check_params, check_size, mark_dispatched, resolve_expiry
 from schemas.api import BroadcastCreate, BroadcastOut
 from schemas.common import new_id, utcnow
-from schemas.events import TaskStatus
 from schemas.tasks import BUILTIN_PARAMS, TaskEnvelope
 from schemas.topics import BROADCAST_TASKS, group_tasks
 
@@ -78,20 +78,17 @@ def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publish
     session.add(broadcast)
     for device in targets:
         session.add(
-            Task(
+            new_task(
                 id=run_id(broadcast.id, device.id),
                 device_id=device.id,
                 type=broadcast.type,
                 account=broadcast.account,
                 params=broadcast.params,
-                status=TaskStatus.QUEUED.value,
                 origin="broadcast",
                 broadcast_id=broadcast.id,
                 created_at=now,
-                updated_at=now,
                 expires_at=broadcast.expires_at,
                 timeout=broadcast.timeout,
-                dispatch_count=0,
                 max_retries=broadcast.max_retries,
                 retry_backoff=broadcast.retry_backoff,
             )

@@ -1,9 +1,13 @@
-"""Errors raised by the services; each carries the HTTP status the REST API answers with."""
+"""Errors raised by the services; each carries the HTTP status the REST API answers with.
+
+Part of the fleet's exception tree: `ServiceError` is a `schemas.errors.ControllerError`."""
 
 from __future__ import annotations
 
+from schemas.errors import ControllerError
 
-class ServiceError(Exception):
+
+class ServiceError(ControllerError):
     """A request the services refuse; the message says what is wrong and how to fix it."""
 
     status_code = 400
@@ -27,7 +31,6 @@ class ConflictError(ServiceError):
 
 class InvalidRequestError(ServiceError):
     status_code = 422
-
 
 
 class PayloadTooLargeError(ServiceError):

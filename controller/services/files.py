@@ -20,14 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.models import StoredFile
-from controller.services.errors import ForbiddenError, NotFoundError, ServiceError
+from controller.services.errors import ForbiddenError, NotFoundError, PayloadTooLargeError
 from schemas.common import new_id, utcnow
 
 log = logging.getLogger(__name__)
-
-
-class PayloadTooLargeError(ServiceError):
-    status_code = 413
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from schemas.errors import WireErrorCode
 from schemas.events import TaskStatus
 
 _FORWARD = [TaskStatus.QUEUED, TaskStatus.DISPATCHED, TaskStatus.ACCEPTED, TaskStatus.RUNNING]
@@ -20,7 +21,7 @@ RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT})
 UNFINISHED_STATUSES = tuple(_FORWARD)
 PENDING_STATUSES = (TaskStatus.QUEUED, TaskStatus.DISPATCHED)  # not yet on the device, as far as SQL knows
 MAX_RETRY_DELAY = 3600.0
-INTERRUPTED = "interrupted"
+INTERRUPTED = WireErrorCode.INTERRUPTED
 
 
 def can_move(current: TaskStatus, new: TaskStatus) -> bool:

@@ -28,12 +28,14 @@ from controller.services.errors import (
     ServiceUnavailableError,
 )
 from controller.services.publisher import Publisher
+from controller.services.task_rows import new_task
 from controller.warn_once import warn_once
 from schemas.api import TaskCreate, TaskInput, TaskOptions
 from schemas.common import new_id, utcnow
 from schemas.events import DEVICE_EVENTS, STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
 from schemas.tasks import BUILTIN_PARAMS, CANCEL_TYPE, INPUT_TYPE, CancelParams, InputParams, TaskEnvelope
 from schemas.topics import device_tasks
+from schemas.validation import describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,7 @@ def check_params(task_type: str, params: dict[str, Any]) -> bool:
     try:
         model.model_validate(params)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"params.{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" if err["loc"] else f"params: {err['msg']}"
-            for err in exc.errors(include_input=False, include_url=False)
-        )
+        problems = describe_validation_error(exc, "params")
         raise InvalidRequestError(f"invalid params for task type {task_type!r}: {problems}") from None
     return True
 
@@ -154,22 +153,18 @@ def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Tas
             f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}; types this device reports: {known}"
         )
     now = utcnow()
-    task = Task(
+    task = new_task(
         id=new_id(),
         device_id=device.id,
         type=body.type,
         account=body.account,
         params=body.params,
-        status=TaskStatus.QUEUED.value,
         origin="api",
         created_at=now,
-        updated_at=now,
         expires_at=resolve_expiry(body, now),
         timeout=body.timeout,
-        dispatch_count=0,
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
-        attempt=1,
     )
     check_size(envelope_for(task), publisher)
     session.add(task)
@@ -194,19 +189,16 @@ def _adhoc_task(session: Session, device_id: str, event: TaskEvent) -> Task:
             )
         )
     summary = event.task
-    task = Task(
+    task = new_task(
         id=event.task_id,
         device_id=device_id,
         type=summary.type if summary else "unknown",
         account=summary.account if summary else None,
         params=summary.params if summary else {},
-        status=TaskStatus.QUEUED.value,
         origin="broadcast" if summary and summary.broadcast_id else "adhoc",
         broadcast_id=summary.broadcast_id if summary else None,
-        created_at=(summary.created_at if summary and summary.created_at else now),
-        updated_at=now,
+        created_at=summary.created_at if summary else None,
         expires_at=summary.expires_at if summary else None,
-        dispatch_count=0,
         attempt=event.attempt,
     )
     session.add(task)

@@ -12,6 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from schemas.errors import DeviceError
+
 _NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "msedge")
 
 
@@ -27,7 +29,7 @@ def _platform_candidates() -> list[Path]:
     return [Path("/usr/bin/chromium"), Path("/usr/bin/chromium-browser"), Path("/snap/bin/chromium")]
 
 
-class BrowserNotFound(RuntimeError):
+class BrowserNotFound(DeviceError, RuntimeError):
     """The configured browser path does not exist."""
 
 

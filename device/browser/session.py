@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas.errors import DeviceError
+
 log = logging.getLogger(__name__)
 
 # Flags for a quiet, predictable Chromium: no first-run UI, no background calls home
@@ -36,7 +38,7 @@ class BrowserOptions:
     no_sandbox: bool = False  # needed when running as root (e.g. in CI containers)
 
 
-class BrowserUnavailable(RuntimeError):
+class BrowserUnavailable(DeviceError, RuntimeError):
     """Playwright is not installed or the browser cannot start; the message says what to do."""
 
 

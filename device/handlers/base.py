@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from schemas.errors import DeviceError, FleetCodeError, WireErrorCode
 from schemas.status import DeviceFacts
 
 if TYPE_CHECKING:  # platforms import handlers; handlers only name the adapter type
@@ -29,14 +30,14 @@ ProgressReporter = Callable[[int | None, str | None, dict[str, Any] | None], Awa
 InputSource = Callable[[str, float], Awaitable[str]]
 
 
-class TaskFailure(Exception):
+class TaskFailure(FleetCodeError, DeviceError):
     """Raised by a handler to fail its task with a machine-readable code and a message;
-    `details` (e.g. a screenshot and the page URL) go into the failed event's result."""
+    `details` (e.g. a screenshot and the page URL) go into the failed event's result.
 
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    Built-in handlers use a `WireErrorCode`; a plug-in may give a code of its own."""
+
+    def __init__(self, code: WireErrorCode | str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(code, message)
         self.details = details
 
 
@@ -75,7 +76,7 @@ class TaskContext:
         """Wait for an operator to send `name` (e.g. a verification code) through the controller;
         raises TaskFailure(`input_timeout`) after `timeout` seconds. The value is never logged."""
         if self._input is None:
-            raise TaskFailure("input_unavailable", "this task cannot receive input")
+            raise TaskFailure(WireErrorCode.INPUT_UNAVAILABLE, "this task cannot receive input")
         return await self._input(name, timeout)
 
 

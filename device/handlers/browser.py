@@ -25,6 +25,7 @@ from device.handlers.base import (
 )
 from device.platforms.base import MediaFiles, PlatformAdapter
 from device.transfer import fetch
+from schemas.errors import WireErrorCode
 from schemas.tasks import ChatParams, LoginParams, UploadParams
 
 Action = Callable[[PlatformAdapter, Any], Awaitable[dict[str, Any]]]
@@ -37,20 +38,20 @@ def adapter_for(env: BrowserEnvironment, name: str) -> PlatformAdapter:
     cls = env.platforms.get(name)
     if cls is None:
         known = ", ".join(sorted(env.platforms)) or "none installed"
-        raise TaskFailure("unknown_platform", f"this device has no adapter for platform {name!r}; it has: {known}")
+        raise TaskFailure(WireErrorCode.UNKNOWN_PLATFORM, f"this device has no adapter for platform {name!r}; it has: {known}")
     override = env.locator_dir / f"{name}.toml" if env.locator_dir else None
     try:
         return cls(base_url=env.platform_urls.get(name), locator_file=override if override and override.is_file() else None)
     except ValueError as exc:  # an unreadable locator file
-        raise TaskFailure("locator_invalid", str(exc)) from None
+        raise TaskFailure(WireErrorCode.LOCATOR_INVALID, str(exc)) from None
 
 
 async def run_in_browser(ctx: TaskContext, platform: str, action: Action) -> dict[str, Any]:
     """Open the account's profile, run `action(adapter, page)`, always close the browser."""
     if ctx.account is None:
-        raise TaskFailure("account_required", "browser tasks act for an account: give the task an `account`")
+        raise TaskFailure(WireErrorCode.ACCOUNT_REQUIRED, "browser tasks act for an account: give the task an `account`")
     if ctx.browser is None:
-        raise TaskFailure("browser_unavailable", "this daemon was started without browser support")
+        raise TaskFailure(WireErrorCode.BROWSER_UNAVAILABLE, "this daemon was started without browser support")
     env = ctx.browser
     adapter = adapter_for(env, platform)
     try:
@@ -67,9 +68,9 @@ async def run_in_browser(ctx: TaskContext, platform: str, action: Action) -> dic
             except Exception as exc:
                 details = await failure_artifacts(page, env.artifacts_dir, ctx.task_id)
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise TaskFailure("browser_error", f"{type(exc).__name__}: {first}"[:1000], details) from None
+                raise TaskFailure(WireErrorCode.BROWSER_ERROR, f"{type(exc).__name__}: {first}"[:1000], details) from None
     except BrowserUnavailable as exc:
-        raise TaskFailure("browser_unavailable", str(exc)) from None
+        raise TaskFailure(WireErrorCode.BROWSER_UNAVAILABLE, str(exc)) from None
 
 
 class LoginHandler(TaskHandler[LoginParams]):

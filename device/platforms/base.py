@@ -26,7 +26,13 @@ from pydantic import Field, ValidationError
 
 from device.handlers.base import TaskContext, TaskFailure
 from schemas.common import StrictModel
+from schemas.errors import DeviceError, WireErrorCode
 from schemas.tasks import ChatParams, LoginParams, UploadParams
+from schemas.validation import describe_validation_error
+
+
+class LocatorError(DeviceError, ValueError):
+    """A locator file cannot be read or is not a valid locator file (reported `locator_invalid`)."""
 
 
 class Locators(StrictModel):
@@ -41,19 +47,21 @@ class Locators(StrictModel):
     def load(cls, path: Path) -> "Locators":
         try:
             return cls.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-        except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
-            raise ValueError(f"locator file {path} is unusable: {exc}") from None
+        except ValidationError as exc:
+            raise LocatorError(f"locator file {path} is unusable: {describe_validation_error(exc)}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise LocatorError(f"locator file {path} is unusable: {exc}") from None
 
     def url(self, page: str) -> str:
         path = self.pages.get(page)
         if path is None:
-            raise TaskFailure("locator_missing", f"the locator file names no page {page!r}")
+            raise TaskFailure(WireErrorCode.LOCATOR_MISSING, f"the locator file names no page {page!r}")
         return path if "://" in path else self.base_url.rstrip("/") + "/" + path.lstrip("/")
 
     def css(self, name: str) -> str:
         selector = self.selectors.get(name)
         if selector is None:
-            raise TaskFailure("locator_missing", f"the locator file names no selector {name!r}")
+            raise TaskFailure(WireErrorCode.LOCATOR_MISSING, f"the locator file names no selector {name!r}")
         return selector
 
 
@@ -90,7 +98,7 @@ class PlatformAdapter(ABC):
             return await page.wait_for_selector(selector, state=state, timeout=timeout * 1000)
         except PlaywrightTimeout:
             raise TaskFailure(
-                "selector_missing",
+                WireErrorCode.SELECTOR_MISSING,
                 f"{self.name}: element {name!r} ({selector}) did not appear on {page.url} within {timeout:g} s; "
                 f"if the site changed, fix the selector in {self.locator_path}",
             ) from None
@@ -102,7 +110,7 @@ class PlatformAdapter(ABC):
             await page.wait_for_selector(combined, state="visible", timeout=timeout * 1000)
         except Exception:
             raise TaskFailure(
-                "selector_missing",
+                WireErrorCode.SELECTOR_MISSING,
                 f"{self.name}: none of {', '.join(names)} appeared on {page.url} within {timeout:g} s; "
                 f"if the site changed, fix the selectors in {self.locator_path}",
             ) from None
@@ -123,7 +131,7 @@ class PlatformAdapter(ABC):
         """Go to the page the locator file calls `name`."""
         response = await page.goto(self.locators.url(name), wait_until="domcontentloaded")
         if response is not None and response.status >= 500:
-            raise TaskFailure("site_error", f"{self.name}: {page.url} answered HTTP {response.status}")
+            raise TaskFailure(WireErrorCode.SITE_ERROR, f"{self.name}: {page.url} answered HTTP {response.status}")
 
     @abstractmethod
     async def check_login(self, page: Any, ctx: TaskContext) -> bool:

@@ -24,12 +24,13 @@ from typing import Any
 
 import pytest
 
+from schemas.events import FINAL_STATUSES
 from tests.harness import Broker, Controller, Device, MqttProbe, Process, wait_for
 from tests.netproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
-FINAL = {"succeeded", "failed", "rejected", "timed_out", "canceled", "expired"}
+FINAL = FINAL_STATUSES
 DEVICE_IDS = ["chaos-1", "chaos-2", "chaos-3"]
 
 

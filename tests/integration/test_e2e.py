@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from schemas.events import FINAL_STATUSES
 from tests.harness import (
     Broker,
     Controller,
@@ -22,7 +23,7 @@ from tests.harness import (
 
 pytestmark = pytest.mark.integration
 
-FINAL = {"succeeded", "failed", "rejected", "timed_out", "canceled", "expired"}
+FINAL = FINAL_STATUSES
 
 
 def mosquitto_pub(broker: Broker, topic: str, message: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from device.handlers.base import TaskContext, TaskFailure
 from device.platforms.base import MediaFiles, PlatformAdapter
+from schemas.errors import WireErrorCode
 from schemas.tasks import ChatParams, LoginParams, UploadParams
 
 POLL = 1.0
@@ -46,13 +47,13 @@ class DouyinPlatform(PlatformAdapter):
                 await (await self.element(page, "sms_submit")).click()
                 used_code = True
             if asyncio.get_running_loop().time() > deadline:
-                raise TaskFailure("login_timeout", f"the QR code was not scanned within {params.wait:g} s")
+                raise TaskFailure(WireErrorCode.LOGIN_TIMEOUT, f"the QR code was not scanned within {params.wait:g} s")
             await asyncio.sleep(POLL)
         return {"method": "qr+code" if used_code else "qr"}
 
     async def upload(self, page: Any, ctx: TaskContext, params: UploadParams, media: MediaFiles) -> dict[str, Any]:
         if not await self.check_login(page, ctx):
-            raise TaskFailure("not_logged_in", "douyin: the account's cookies no longer log it in; run a login task")
+            raise TaskFailure(WireErrorCode.NOT_LOGGED_IN, "douyin: the account's cookies no longer log it in; run a login task")
         await (await self.element(page, "video_file", state="attached")).set_input_files(str(media.video))
         await page.wait_for_url(f"**{self.locators.pages['publish']}**", timeout=60_000)
         await self._fill_title(page, params.title)
@@ -76,7 +77,7 @@ class DouyinPlatform(PlatformAdapter):
             await page.wait_for_url(f"**{self.locators.pages['manage']}**", timeout=60_000)
         except Exception:
             message = await self._toast(page)
-            raise TaskFailure("site_error", f"douyin did not confirm the publish{': ' + message if message else ''}") from None
+            raise TaskFailure(WireErrorCode.SITE_ERROR, f"douyin did not confirm the publish{': ' + message if message else ''}") from None
         return {"url": page.url, "scheduled": params.publish_at is not None}
 
     async def _fill_title(self, page: Any, title: str) -> None:
@@ -94,9 +95,9 @@ class DouyinPlatform(PlatformAdapter):
         deadline = asyncio.get_running_loop().time() + UPLOAD_WAIT
         while not await self.visible(page, "upload_done"):
             if await self.visible(page, "upload_failed"):
-                raise TaskFailure("site_error", "douyin reported the video upload as failed")
+                raise TaskFailure(WireErrorCode.SITE_ERROR, "douyin reported the video upload as failed")
             if asyncio.get_running_loop().time() > deadline:
-                raise TaskFailure("upload_timeout", f"the video was not uploaded within {UPLOAD_WAIT:g} s")
+                raise TaskFailure(WireErrorCode.UPLOAD_TIMEOUT, f"the video was not uploaded within {UPLOAD_WAIT:g} s")
             await ctx.progress(None, "uploading the video to douyin")
             await asyncio.sleep(POLL * 2)
 
@@ -107,13 +108,13 @@ class DouyinPlatform(PlatformAdapter):
     async def chat(self, page: Any, ctx: TaskContext, params: ChatParams) -> dict[str, Any]:
         await self.open(page, "messages")
         if await self.visible(page, "logged_out_marker"):
-            raise TaskFailure("not_logged_in", "douyin: the account is not logged in on www.douyin.com; run a login task")
+            raise TaskFailure(WireErrorCode.NOT_LOGGED_IN, "douyin: the account is not logged in on www.douyin.com; run a login task")
         await (await self.element(page, "chat_search")).fill(params.to)
         contact = self.locators.css("chat_contact").replace("{to}", params.to.replace("'", ""))
         try:
             await page.locator(contact).first.click(timeout=15_000)
         except Exception:
-            raise TaskFailure("recipient_not_found", f"douyin: no conversation with {params.to!r} was found") from None
+            raise TaskFailure(WireErrorCode.RECIPIENT_NOT_FOUND, f"douyin: no conversation with {params.to!r} was found") from None
         await (await self.element(page, "chat_message")).fill(params.message)
         await (await self.element(page, "chat_send")).click()
         return {"sent_to": params.to}

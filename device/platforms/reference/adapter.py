@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from device.handlers.base import TaskContext, TaskFailure
 from device.platforms.base import MediaFiles, PlatformAdapter
+from schemas.errors import WireErrorCode
 from schemas.tasks import ChatParams, LoginParams, UploadParams
 
 POLL = 0.3  # seconds between looks at a page that changes by itself
@@ -52,7 +53,7 @@ class ReferencePlatform(PlatformAdapter):
                 used_code = True
                 continue
             if asyncio.get_running_loop().time() > deadline:
-                raise TaskFailure("login_timeout", f"the QR code was not scanned within {params.wait:g} s")
+                raise TaskFailure(WireErrorCode.LOGIN_TIMEOUT, f"the QR code was not scanned within {params.wait:g} s")
             await asyncio.sleep(POLL)
         return {"account_name": await self._account_name(page), "method": "qr+code" if used_code else "qr"}
 
@@ -84,7 +85,7 @@ class ReferencePlatform(PlatformAdapter):
             except PlaywrightError:
                 pass  # the page is navigating to the home page
             await asyncio.sleep(POLL)
-        raise TaskFailure("login_failed", "the site neither accepted nor refused the code within 15 s")
+        raise TaskFailure(WireErrorCode.LOGIN_FAILED, "the site neither accepted nor refused the code within 15 s")
 
     async def _account_name(self, page: Any) -> str:
         return (await (await self.element(page, "account_name")).inner_text()).strip()
@@ -92,7 +93,7 @@ class ReferencePlatform(PlatformAdapter):
     async def _require_login(self, page: Any, name: str) -> None:
         await self.open(page, name)
         if not self.at(page, name):
-            raise TaskFailure("not_logged_in", f"{self.name}: the account is not logged in (the site sent it to "
+            raise TaskFailure(WireErrorCode.NOT_LOGGED_IN, f"{self.name}: the account is not logged in (the site sent it to "
                               f"{page.url}); run a login task for it first")
 
     async def upload(self, page: Any, ctx: TaskContext, params: UploadParams, media: MediaFiles) -> dict[str, Any]:
@@ -108,14 +109,14 @@ class ReferencePlatform(PlatformAdapter):
         bar = await self.element(page, "upload_progress", state="attached")
         while not await publish.is_enabled():
             if await self.visible(page, "error"):
-                raise TaskFailure("site_error", await self._error_text(page))
+                raise TaskFailure(WireErrorCode.SITE_ERROR, await self._error_text(page))
             percent = await bar.evaluate("element => Number(element.value) || 0")
             await ctx.progress(40 + round(0.55 * percent), f"uploading to {self.name}: {percent:.0f}%")
             await asyncio.sleep(POLL)
         await ctx.progress(95, f"video uploaded to {self.name}; publishing")
         await publish.click()
         if await self.first_of(page, ["publish_result", "error"], timeout=30) == "error":
-            raise TaskFailure("site_error", await self._error_text(page))
+            raise TaskFailure(WireErrorCode.SITE_ERROR, await self._error_text(page))
         result = await self.element(page, "publish_result")
         await ctx.progress(100, "published")
         return {"video_id": await result.get_attribute("data-video-id"), "url": page.url}
@@ -126,7 +127,7 @@ class ReferencePlatform(PlatformAdapter):
         await (await self.element(page, "chat_message")).fill(params.message)
         await (await self.element(page, "chat_send")).click()
         if await self.first_of(page, ["send_result", "error"]) == "error":
-            raise TaskFailure("site_error", await self._error_text(page))
+            raise TaskFailure(WireErrorCode.SITE_ERROR, await self._error_text(page))
         return {"sent_to": params.to}
 
     async def _error_text(self, page: Any) -> str:

@@ -1,0 +1,62 @@
+"""Tasks published straight to `devices/<id>/tasks` (an operator's `mosquitto_pub`) for a
+device that is not online as far as the controller knows: recorded, so they are not lost.
+
+Devices connect with clean sessions, so the broker drops a task for a device that is offline
+or has never connected. The controller reads the task topics too; a task for such a device is
+committed as queued (with a `devices` row for a device never seen before) and sent again on the
+device's birth, like a task created through REST. A task for an online device is left to that
+device, which reports it (and the controller records it from that report).
+
+Tasks with an id run at most once whatever the timing (the device's journal). A task without
+an id gets one here; if it reaches a device in the instant between its subscription and its
+birth being recorded, that device runs it under an id of its own as well: give an id to a task
+that must never run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from controller.models import Device, Task
+from controller.services.task_rows import new_task
+from schemas.common import new_id, utcnow
+from schemas.tasks import CONTROL_TYPES, TaskEnvelope
+
+log = logging.getLogger(__name__)
+
+
+def record_published(session: Session, device_id: str, envelope: TaskEnvelope) -> Task | None:
+    """Record a task seen on `devices/<device_id>/tasks` when its device is not online; None when
+    it is the controller's own (already recorded), a control message, or its device is online."""
+    if envelope.type in CONTROL_TYPES:
+        return None  # cancel and input act on other tasks; an input's value is never stored
+    if envelope.id is not None and session.get(Task, envelope.id) is not None:
+        return None
+    device = session.get(Device, device_id)
+    if device is not None and device.status == "online":
+        return None
+    if device is None:
+        session.add(Device(id=device_id, status="offline", created_at=utcnow()))
+    task = new_task(
+        id=envelope.id or new_id(),
+        device_id=device_id,
+        type=envelope.type,
+        account=envelope.account,
+        params=envelope.params,
+        origin="adhoc",
+        created_at=envelope.created_at,
+        expires_at=envelope.expires_at,
+        timeout=envelope.timeout,
+    )
+    session.add(task)
+    try:
+        session.commit()
+    except IntegrityError:  # the device reported it meanwhile, or its id names another task
+        session.rollback()
+        return None
+    log.info("recorded ad hoc task %s (%s) for %s device %s; it is sent when the device is online",
+             task.id, task.type, "unknown" if device is None else "offline", device_id)
+    return task

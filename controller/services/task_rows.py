@@ -1,0 +1,49 @@
+"""`new_task`: the one constructor of a task row, for REST tasks, broadcast runs and ad hoc
+tasks alike, so every row starts with the same defaults (queued, attempt 1, never dispatched)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from controller.models import Task
+from schemas.common import utcnow
+from schemas.events import TaskStatus
+
+
+def new_task(
+    *,
+    id: str,
+    device_id: str,
+    type: str,
+    origin: str,
+    params: dict[str, Any] | None = None,
+    account: str | None = None,
+    broadcast_id: str | None = None,
+    created_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    timeout: float | None = None,
+    max_retries: int = 0,
+    retry_backoff: float = 5.0,
+    attempt: int = 1,
+) -> Task:
+    """A queued task row (not yet added to a session); `origin` is api, broadcast or adhoc."""
+    now = utcnow()
+    return Task(
+        id=id,
+        device_id=device_id,
+        type=type,
+        account=account,
+        params=params or {},
+        status=TaskStatus.QUEUED.value,
+        origin=origin,
+        broadcast_id=broadcast_id,
+        created_at=created_at or now,
+        updated_at=now,
+        expires_at=expires_at,
+        timeout=timeout,
+        dispatch_count=0,
+        max_retries=max_retries,
+        retry_backoff=retry_backoff,
+        attempt=attempt,
+    )
