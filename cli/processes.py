@@ -31,6 +31,11 @@ async def _finish(tasks: list[asyncio.Future[Any]], done: set[asyncio.Future[Any
         task.result()
 
 
+async def _all_set(events: tuple[asyncio.Event, ...]) -> None:
+    for event in events:
+        await event.wait()
+
+
 async def run_until_interrupted(
     *jobs: Coroutine[Any, Any, Any],
     stop: asyncio.Event,
@@ -43,12 +48,14 @@ async def run_until_interrupted(
     tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(job) for job in jobs]
     try:
         if ready:
-            all_ready = asyncio.ensure_future(asyncio.gather(*(event.wait() for event in ready)))
+            all_ready = asyncio.ensure_future(_all_set(ready))
             stopped = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait([*tasks, all_ready, stopped], return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            if not all_ready.done() or stop.is_set():
-                all_ready.cancel()
+            for waiter in (all_ready, stopped):
+                waiter.cancel()
+                with suppress(asyncio.CancelledError):
+                    await waiter
+            if all_ready not in done or stop.is_set():
                 await _finish(tasks, {t for t in done if t in tasks}, stop)
                 return
         if on_ready is not None:
