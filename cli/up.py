@@ -150,4 +150,6 @@ def banner(config: FleetSettings, *, device_id: str | None, site: str | None) ->
             console.print(f"        {prefix}fleet task send - login --account demo -p platform=reference --wait "
                           "--wait-timeout 300", highlight=False, soft_wrap=True)
             console.print("        (open the printed scan link to play the phone that scans the QR code)", soft_wrap=True)
+    console.print(f'  shell: eval "$({prefix}fleet env)"   # sets API, MQTT_HOST, MQTT_PORT, DEVICE for recipes',
+                  highlight=False, soft_wrap=True)
     console.print("  stop with Ctrl-C")

@@ -22,8 +22,8 @@ def run_fleet(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 def test_cli_finds_fleet_up_on_other_ports_with_only_the_data_dir(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    api_port = free_port()
-    argv = fleet_argv("up", "--api-port", str(api_port), "--broker-port", str(free_port()),
+    api_port, broker_port = free_port(), free_port()
+    argv = fleet_argv("up", "--api-port", str(api_port), "--broker-port", str(broker_port),
                       "--site-port", str(free_port()), "--data-dir", str(data))
     up = Process("fleet-up", argv, tmp_path, base_env(device_id="local-pc"))
     up.start()
@@ -36,6 +36,9 @@ def test_cli_finds_fleet_up_on_other_ports_with_only_the_data_dir(tmp_path: Path
         assert "password" not in json.dumps(runtime) and "@" not in runtime["mqtt_url"]
         banner = up.log_path.read_text()
         assert f"FLEET_DATA_DIR={data} fleet task send local-pc ping --wait" in banner  # runnable as printed
+        shell = run_fleet("env", env=cli_env, cwd=tmp_path)
+        assert shell.stdout.split() == [f"API=http://127.0.0.1:{api_port}", "MQTT_HOST=127.0.0.1",
+                                        f"MQTT_PORT={broker_port}", "DEVICE=local-pc", f"SITE={runtime['site_url']}"]
 
         def local_device_online() -> bool:
             listed = run_fleet("devices", "--status", "online", "--ids", env=cli_env, cwd=tmp_path)
@@ -56,6 +59,7 @@ def test_cli_finds_fleet_up_on_other_ports_with_only_the_data_dir(tmp_path: Path
     assert not (data / "runtime.json").exists()
     gone = run_fleet("devices", env=cli_env, cwd=tmp_path)
     assert gone.returncode == 1 and "cannot reach the controller" in gone.stderr
+    assert run_fleet("env", env=cli_env, cwd=tmp_path).returncode == 1
 
 
 def test_taken_api_port_is_one_error_and_no_banner(tmp_path: Path) -> None:
