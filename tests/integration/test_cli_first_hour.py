@@ -5,6 +5,7 @@ database URL) are one error line and exit 2, never a banner or a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -53,6 +54,13 @@ def test_cli_finds_fleet_up_on_other_ports_with_only_the_data_dir(tmp_path: Path
         live = [line for line in sent.stdout.splitlines() if line.startswith(f"{task_id}: ")]
         assert f"{task_id}: progress 50% step 2/4" in live and f"{task_id}: succeeded" in live, sent.stdout
         assert live.index(f"{task_id}: progress 50% step 2/4") < live.index(f"{task_id}: succeeded")
+        clip = tmp_path / "clip.bin"
+        clip.write_bytes(os.urandom(3 * 1024 * 1024))
+        uploaded = run_fleet("file", "upload", str(clip), env=cli_env, cwd=tmp_path)
+        assert uploaded.returncode == 0, uploaded.stderr
+        steps = [line for line in uploaded.stdout.splitlines() if line.startswith("uploading clip.bin: ")]
+        assert [line.rsplit("(", 1)[1] for line in steps] == [f"{p}%)" for p in range(10, 101, 10)], uploaded.stdout
+        assert json.loads(uploaded.stdout[uploaded.stdout.index("{"):])["size"] == 3 * 1024 * 1024
         assert "GET /api/v1" not in up.log_path.read_text()  # the CLI's polling is not logged at INFO
     finally:
         up.stop()
