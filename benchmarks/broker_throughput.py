@@ -153,7 +153,7 @@ def running_broker(kind: str, work: Path) -> Iterator[int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     if kind == "embedded":
-        argv = [sys.executable, "-m", "controller.cli", "broker", "--port", str(port)]
+        argv = [sys.executable, "-m", "cli", "broker", "--port", str(port)]
         env.update(FLEET_BROKER_ALLOW_ANONYMOUS="true", FLEET_LOG_LEVEL="WARNING", FLEET_DATA_DIR=str(work))
     elif kind == "stock-amqtt":
         argv = [sys.executable, "-m", "benchmarks.broker_throughput", "--serve-stock", str(port)]

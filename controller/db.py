@@ -20,9 +20,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.warn_once import SESSION_KEY, WarnOnce
+from schemas.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -35,6 +37,44 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL is shown by its scheme only
         return url.split(":", 1)[0] + ":…"
+
+
+class DatabaseSetupError(ConfigError):
+    """The database named by FLEET_DATABASE_URL cannot be used; the message is one line that
+    names the setting and the fix."""
+
+
+_DRIVER_EXTRAS = {"psycopg": "postgres", "psycopg2": "postgres"}
+
+
+def _describe_failure(url: str, exc: BaseException) -> str:
+    if isinstance(exc, ArgumentError):
+        return ("FLEET_DATABASE_URL is not a SQLAlchemy database URL; set it to e.g. "
+                "sqlite:///path/controller.db or postgresql+psycopg://user:password@host/dbname, or unset it")
+    if isinstance(exc, ModuleNotFoundError):
+        module = (exc.name or "").split(".")[0]
+        extra = _DRIVER_EXTRAS.get(module)
+        fix = f"pip install -e '.[{extra}]'" if extra else f"pip install {module}"
+        return (f"the database driver {module!r} for FLEET_DATABASE_URL ({safe_url(url)}) is not installed; "
+                f"install it with {fix}, or unset FLEET_DATABASE_URL to use SQLite")
+    text_ = str(exc).strip()
+    first_line = text_.splitlines()[0] if text_ else type(exc).__name__
+    return f"cannot open the database {safe_url(url)}: {first_line}; check FLEET_DATABASE_URL"
+
+
+def open_database(url: str) -> Engine:
+    """An engine whose tables exist and are current, or `DatabaseSetupError` with one clear
+    line (a malformed URL, a missing driver, an unreachable server) instead of a traceback."""
+    try:
+        engine = create_db_engine(url)
+    except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:
+        raise DatabaseSetupError(_describe_failure(url, exc)) from None
+    try:
+        migrate(engine)
+    except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:
+        engine.dispose()
+        raise DatabaseSetupError(_describe_failure(url, exc)) from None
+    return engine
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

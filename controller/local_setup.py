@@ -11,7 +11,7 @@ from pathlib import Path
 
 from broker.credentials import verify_password, write_atomically
 from config.settings import FleetSettings
-from controller.db import create_db_engine, create_sessionmaker, migrate
+from controller.db import create_sessionmaker, open_database
 from controller.models import MqttIdentity
 from controller.services.identities import add_identity, apply_to_broker, revoke_identity
 from schemas.api import IdentityCreate
@@ -35,8 +35,7 @@ def ensure_local_logins(settings: FleetSettings, device_id: str | None) -> Local
     path = settings.data_dir / CREDENTIALS_FILE
     stored: dict[str, str] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     wanted: list[tuple[str, str, list[str]]] = [(CONTROLLER_USER, "controller", [])] + ([(device_id, "device", list(settings.groups))] if device_id else [])
-    engine = create_db_engine(settings.resolved_database_url)
-    migrate(engine)
+    engine = open_database(settings.resolved_database_url)  # DatabaseSetupError: one clear line
     try:
         with create_sessionmaker(engine)() as session:
             for name, role, groups in wanted:

@@ -12,12 +12,11 @@ import sys
 from collections.abc import Iterator
 
 import uvicorn
-from sqlalchemy.exc import SQLAlchemyError
 
 from config.logging import configure_logging
 from config.settings import FleetSettings
 from controller.app import create_app
-from controller.db import create_db_engine, migrate, safe_url
+from controller.db import DatabaseSetupError, open_database
 from schemas.errors import ControllerError
 
 log = logging.getLogger(__name__)
@@ -30,9 +29,15 @@ class ControllerStartupError(ControllerError):
 class _Server(uvicorn.Server):
     """uvicorn's server, leaving signal handling to the caller when it owns the stop event."""
 
-    def __init__(self, config: uvicorn.Config, *, handle_signals: bool) -> None:
+    def __init__(self, config: uvicorn.Config, *, handle_signals: bool, ready: asyncio.Event | None) -> None:
         super().__init__(config)
         self._handle_signals = handle_signals
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit and self._ready is not None:
+            self._ready.set()  # listening, and the app's lifespan (database, MQTT client) started
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -76,18 +81,10 @@ def _bind(host: str, port: int) -> socket.socket:
 def _check_database(settings: FleetSettings) -> None:
     """Open the database and create missing tables before serving, so a wrong URL or a
     stopped PostgreSQL is one clear error instead of a failed lifespan with a traceback."""
-    url = settings.resolved_database_url
     try:
-        engine = create_db_engine(url)
-        try:
-            migrate(engine)
-        finally:
-            engine.dispose()
-    except (SQLAlchemyError, OSError, ValueError, ImportError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ControllerStartupError(
-            f"cannot open the database {safe_url(url)}: {first_line}; check FLEET_DATABASE_URL"
-        ) from None
+        open_database(settings.resolved_database_url).dispose()
+    except DatabaseSetupError as exc:
+        raise ControllerStartupError(str(exc)) from None
 
 
 async def _exit_when_set(server: uvicorn.Server, stop: asyncio.Event) -> None:
@@ -95,11 +92,13 @@ async def _exit_when_set(server: uvicorn.Server, stop: asyncio.Event) -> None:
     server.should_exit = True
 
 
-async def serve(settings: FleetSettings, stop: asyncio.Event | None = None) -> None:
-    """Serve the REST API and run the MQTT client until `stop` is set.
+async def serve(settings: FleetSettings, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> None:
+    """Serve the REST API and run the MQTT client until `stop` is set; `ready` is set once
+    the API listens and the app has started.
 
     Without `stop`, uvicorn handles SIGINT/SIGTERM itself; with it, the caller owns signals.
-    Raises `ControllerStartupError` when the port or the database cannot be used.
+    Raises `ControllerStartupError` when the port or the database cannot be used. Access
+    lines (one per request, e.g. the CLI's polling) are logged only at DEBUG.
     """
     await asyncio.to_thread(_check_database, settings)
     sock = _bind(settings.api_host, settings.api_port)
@@ -109,8 +108,9 @@ async def serve(settings: FleetSettings, stop: asyncio.Event | None = None) -> N
         port=settings.api_port,
         log_level=settings.log_level.lower(),
         lifespan="on",
+        access_log=settings.log_level == "DEBUG",
     )
-    server = _Server(config, handle_signals=stop is None)
+    server = _Server(config, handle_signals=stop is None, ready=ready)
     watcher = asyncio.create_task(_exit_when_set(server, stop)) if stop is not None else None
     log.info("REST API on http://%s:%d (OpenAPI docs at /docs)", settings.api_host, settings.api_port)
     try:

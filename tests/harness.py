@@ -104,7 +104,7 @@ class Process:
 
 
 def fleet_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "controller.cli", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 def base_env(**values: Any) -> dict[str, str]:

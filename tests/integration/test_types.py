@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-PACKAGES = ["broker", "controller", "device", "schemas", "config"]
+PACKAGES = ["broker", "controller", "device", "schemas", "config", "cli"]
 
 
 def test_mypy_finds_no_type_errors() -> None:

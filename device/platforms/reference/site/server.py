@@ -20,12 +20,18 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-async def serve_site(host: str, port: int, state_dir: Path, stop: asyncio.Event) -> None:
-    """Serve until `stop` is set."""
+async def serve_site(
+    host: str, port: int, state_dir: Path, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """Serve until `stop` is set; `ready` is set once the site listens."""
     server = uvicorn.Server(uvicorn.Config(create_app(state_dir), host=host, port=port, log_level="warning"))
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined,method-assign]  # the caller owns signals
 
     async def stop_when_asked() -> None:
+        while ready is not None and not server.started and not server.should_exit and not stop.is_set():
+            await asyncio.sleep(0.02)  # uvicorn offers no start-up callback; `started` is its flag
+        if ready is not None and server.started:
+            ready.set()
         await stop.wait()
         server.should_exit = True
 

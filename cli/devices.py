@@ -1,0 +1,81 @@
+"""`fleet device` (run the daemon; `add`/`revoke` provision it on the broker) and
+`fleet devices` (list them with their presence)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from cli.identities import provision
+from cli.local import settings
+from cli.output import console, fail, load_cell
+from cli.rest import api
+
+app = typer.Typer(help="Run the device daemon (no sub-command), or provision devices on the broker.")
+
+
+@app.callback(invoke_without_command=True)
+def device(
+    ctx: typer.Context,
+    device_id: Optional[str] = typer.Option(None, "--id", help="device id (default: generated once and kept)"),
+    name: Optional[str] = typer.Option(None, help="display name (default: host name)"),
+) -> None:
+    """Run the device daemon: connect to the broker, announce presence, execute tasks."""
+    if ctx.invoked_subcommand is not None:
+        return
+    config = settings(device_id=device_id, device_name=name)
+    from config.logging import configure_logging
+    from device.daemon import run_device
+
+    configure_logging(config.log_level)
+    try:
+        run_device(config)
+    except ValueError as exc:  # an unreadable device id file
+        fail(str(exc))
+
+
+@app.command("add")
+def device_add(
+    device_id: str = typer.Argument(..., help="the device id, which is also its MQTT user name"),
+    group: list[str] = typer.Option([], "--group", "-g", help="a group it belongs to; repeatable"),
+) -> None:
+    """Provision a device: a random MQTT password (only its hash is kept) and its topic ACL."""
+    provision(device_id, "device", group)
+
+
+@app.command("revoke")
+def device_revoke(device_id: str) -> None:
+    """Revoke a device: the broker refuses it from its next connection (no restart needed)."""
+    revoked = api("DELETE", f"/api/v1/identities/{device_id}")
+    console.print(f"{revoked['role']} {revoked['name']} revoked")
+
+
+def list_devices(
+    status: Optional[str] = typer.Option(None, help="online or offline"),
+    group: Optional[str] = typer.Option(None, help="only devices in this group"),
+    ids: bool = typer.Option(False, "--ids", help="print only the ids, one a line (for scripts: DEVICE=$(fleet devices --ids | head -1))"),
+) -> None:
+    """List devices with their presence."""
+    query = {k: v for k, v in {"status": status, "group": group, "limit": 500}.items() if v is not None}
+    page = api("GET", "/api/v1/devices", params=query)
+    if ids:
+        for item in page["items"]:
+            print(item["id"])
+        return
+    table = Table("id", "name", "status", "last seen", "load", "task types", "groups")
+    alerts = []
+    for item in page["items"]:
+        facts = item.get("facts") or {}
+        colour = "green" if item["status"] == "online" else "red"
+        table.add_row(
+            item["id"], item.get("name") or "", f"[{colour}]{item['status']}[/{colour}]", str(item.get("last_seen") or ""),
+            load_cell(item.get("metrics")), ",".join(facts.get("task_types", [])), ",".join(item.get("groups", [])),
+        )
+        if item.get("presence_alert"):
+            alerts.append(f"[yellow]{item['id']}[/yellow]: {item['presence_alert']}")
+    console.print(table)
+    for alert in alerts:
+        console.print(alert, highlight=False)
+    console.print(f"{page['total']} device(s)")

@@ -1,0 +1,63 @@
+"""The root `fleet` command: `--version`, and every command group assembled from its module."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Optional
+
+import typer
+
+from cli import accounts, devices, env, files, identities, processes, tasks, tokens, up
+
+app = typer.Typer(help="Command a fleet of PCs over MQTT.", no_args_is_help=True, add_completion=False)
+app.command("up")(up.up)
+app.command("broker")(processes.broker)
+app.command("controller")(processes.controller)
+app.command("env")(env.env)
+app.add_typer(devices.app, name="device")
+app.command("devices")(devices.list_devices)
+app.add_typer(tasks.app, name="task")
+app.command("broadcast")(tasks.broadcast)
+app.add_typer(accounts.app, name="account")
+app.add_typer(files.app, name="file")
+app.add_typer(tokens.app, name="token")
+app.add_typer(identities.app, name="identity")
+
+
+def package_version() -> str:
+    try:
+        return version("mqtt-fleet")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"fleet (mqtt-fleet) {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    _version: Optional[bool] = typer.Option(None, "--version", callback=_show_version, is_eager=True,
+                                            help="print the version and exit"),
+) -> None:
+    """Command a fleet of PCs over MQTT."""
+
+
+def _plain_metavars(command: Any) -> None:
+    """Help shows a flag without a type and a value option by its name (PORT, TEXT…), not
+    typer's `<bool>`, `<list[str]>` labels."""
+    for param in [*command.params, command.get_help_option(typer.Context(command))]:
+        if param is None or param.metavar is not None:
+            continue
+        param.metavar = "" if getattr(param, "is_flag", False) else param.name.upper()
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+
+
+def main() -> None:
+    """The `fleet` entry point."""
+    command = typer.main.get_command(app)
+    _plain_metavars(command)
+    command()

@@ -1,0 +1,156 @@
+"""`fleet task …` (send, show, list, sign, input, cancel) and `fleet broadcast`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import typer
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+from rich.table import Table
+
+from cli.local import settings
+from cli.output import console, print_task
+from cli.progress import wait_final
+from cli.rest import api
+from schemas.tasks import BUILTIN_PARAMS, CONTROL_TYPES
+
+app = typer.Typer(help="Create, inspect and cancel tasks.", no_args_is_help=True)
+
+
+def parse_params(param: list[str], params_json: Optional[str]) -> dict[str, Any]:
+    """--params JSON merged with repeated --param key=value (a value may be JSON)."""
+    result: dict[str, Any] = {}
+    if params_json:
+        try:
+            loaded = json.loads(params_json)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"--params is not valid JSON ({exc.msg}); e.g. --params '{{\"seconds\": 2}}'")
+        if not isinstance(loaded, dict):
+            raise typer.BadParameter("--params must be a JSON object, e.g. --params '{\"seconds\": 2}'")
+        result.update(loaded)
+    for item in param:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--param {item!r} must look like key=value, e.g. --param seconds=2")
+        try:
+            result[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            result[key] = raw
+    return result
+
+
+def _field_help(name: str, info: FieldInfo) -> str:
+    if info.is_required():
+        text = f"{name} (required)"
+    else:
+        default = info.get_default(call_default_factory=True)
+        text = name if default in (None, "", [], {}) else f"{name}={json.dumps(default, default=str)}"
+    return f"{text}: {info.description}" if info.description else text
+
+
+def params_help() -> str:
+    """Each built-in task type with its parameters, from the models in `schemas/tasks.py`."""
+    lines = ["Parameters of the built-in task types (-p key=value):"]
+    for task_type, model in BUILTIN_PARAMS.items():
+        if task_type in CONTROL_TYPES:
+            continue
+        fields = "; ".join(_field_help(name, info) for name, info in model.model_fields.items())
+        lines.append(f"{task_type}: {fields or 'none'}")
+    return "\n\n".join(lines)
+
+
+@app.command("send", epilog=params_help())
+def task_send(
+    device_id: str = typer.Argument(..., help="target device id, or - to send it to the --account's device"),
+    task_type: str = typer.Argument(..., help="task type, e.g. ping, echo, sleep, login, upload, chat"),
+    param: list[str] = typer.Option([], "--param", "-p", help="a parameter as key=value (value may be JSON); repeatable"),
+    params_json: Optional[str] = typer.Option(None, "--params", help="all parameters as one JSON object"),
+    account: Optional[str] = typer.Option(None, help="account the task acts for"),
+    ttl: Optional[float] = typer.Option(None, help="seconds before an unstarted task expires"),
+    timeout: Optional[float] = typer.Option(None, help="seconds the task may run"),
+    retries: Optional[int] = typer.Option(None, min=0, help="times a failed or timed-out task is run again"),
+    retry_backoff: Optional[float] = typer.Option(None, min=0, help="seconds before the first retry (doubled each time)"),
+    wait: bool = typer.Option(False, "--wait", help="show live progress until the task is final, then its timeline"),
+    wait_timeout: float = typer.Option(60, help="seconds to wait with --wait"),
+) -> None:
+    """Send a task to one device."""
+    body: dict[str, Any] = {"device_id": None if device_id == "-" else device_id, "type": task_type,
+                            "params": parse_params(param, params_json)}
+    options = {"account": account, "ttl": ttl, "timeout": timeout, "retries": retries, "retry_backoff": retry_backoff}
+    body |= {k: v for k, v in options.items() if v is not None}
+    task = api("POST", "/api/v1/tasks", json=body)
+    print_task(wait_final(task["id"], wait_timeout) if wait else task)
+
+
+@app.command("show")
+def task_show(task_id: str) -> None:
+    """Show a task with its event timeline."""
+    print_task(api("GET", f"/api/v1/tasks/{task_id}"))
+
+
+@app.command("list")
+def task_list(
+    device_id: Optional[str] = typer.Option(None, "--device", help="only tasks of this device"),
+    status: Optional[str] = typer.Option(None, help="only tasks in this status"),
+    limit: int = typer.Option(50, min=1, max=1000),
+) -> None:
+    """List tasks, newest first."""
+    query = {k: v for k, v in {"device_id": device_id, "status": status, "limit": limit}.items() if v is not None}
+    page = api("GET", "/api/v1/tasks", params=query)
+    table = Table("id", "device", "type", "status", "created")
+    for item in page["items"]:
+        table.add_row(item["id"], item["device_id"], item["type"], item["status"], item["created_at"])
+    console.print(table)
+
+
+@app.command("sign")
+def task_sign(envelope: str = typer.Argument(..., help='a task envelope as JSON, e.g. \'{"type": "ping"}\'')) -> None:
+    """Sign a hand-written task with FLEET_TASK_SIGNING_KEY and print it for mosquitto_pub."""
+    from schemas.signing import sign
+    from schemas.tasks import TaskEnvelope
+
+    config = settings()
+    if config.task_signing_key is None:
+        raise typer.BadParameter("set FLEET_TASK_SIGNING_KEY to the devices' key first")
+    try:
+        parsed = TaskEnvelope.model_validate_json(envelope)
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                           for e in exc.errors(include_input=False)))
+    signed = sign(parsed, config.task_signing_key.get_secret_value().encode())
+    print(signed.model_dump_json(exclude_none=True))
+
+
+@app.command("input")
+def task_input(
+    task_id: str,
+    value: str = typer.Argument(..., help="the value, e.g. the SMS code (never logged)"),
+    name: str = typer.Option("code", help="what the task waits for (its details say: waiting_for)"),
+) -> None:
+    """Send a running task the input it waits for, e.g. a login's SMS code."""
+    api("POST", f"/api/v1/tasks/{task_id}/input", json={"name": name, "value": value})
+    console.print(f"{name} sent to task {task_id}")
+
+
+@app.command("cancel")
+def task_cancel(task_id: str) -> None:
+    """Cancel a task: a queued task never runs; a running one is told to stop."""
+    print_task(api("POST", f"/api/v1/tasks/{task_id}/cancel"))
+
+
+def broadcast(
+    task_type: str = typer.Argument(..., help="task type run by every device"),
+    param: list[str] = typer.Option([], "--param", "-p", help="a parameter as key=value; repeatable"),
+    params_json: Optional[str] = typer.Option(None, "--params", help="all parameters as one JSON object"),
+    group: Optional[str] = typer.Option(None, help="only devices in this group"),
+    include_offline: bool = typer.Option(False, "--include-offline", help="offline devices run it when they return"),
+) -> None:
+    """Send a task to every device (or every device of a group)."""
+    body: dict[str, Any] = {"type": task_type, "params": parse_params(param, params_json),
+                            "include_offline": include_offline}
+    if group:
+        body["group"] = group
+    result = api("POST", "/api/v1/broadcasts", json=body)
+    console.print(f"broadcast [bold]{result['id']}[/bold] to {len(result['task_ids'])} device(s)")
