@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from rich.table import Table
 
-from cli.local import settings
 from cli.output import console, print_task
 from cli.progress import wait_final
 from cli.rest import api
 from schemas.tasks import BUILTIN_PARAMS, CONTROL_TYPES
+
+SIGNING_SETTING = "FLEET_TASK_SIGNING_PRIVATE_KEY_FILE"
 
 app = typer.Typer(help="Create, inspect and cancel tasks.", no_args_is_help=True)
 
@@ -106,21 +107,43 @@ def task_list(
 
 
 @app.command("sign")
-def task_sign(envelope: str = typer.Argument(..., help='a task envelope as JSON, e.g. \'{"type": "ping"}\'')) -> None:
-    """Sign a hand-written task with FLEET_TASK_SIGNING_KEY and print it for mosquitto_pub."""
-    from schemas.signing import sign
-    from schemas.tasks import TaskEnvelope
+def task_sign(
+    envelope: str = typer.Argument(..., help='a task envelope as JSON, e.g. \'{"type": "ping"}\''),
+    device_id: Optional[str] = typer.Option(None, "--device", help="sign it for devices/<id>/tasks"),
+    group: Optional[str] = typer.Option(None, help="sign it for fleet/groups/<group>/tasks"),
+    broadcast: bool = typer.Option(False, "--broadcast", help="sign it for fleet/broadcast/tasks"),
+) -> None:
+    """Have the controller sign a hand-written task (admin token) and print it for mosquitto_pub.
 
-    config = settings()
-    if config.task_signing_key is None:
-        raise typer.BadParameter("set FLEET_TASK_SIGNING_KEY to the devices' key first")
+    The signature is valid for 5 minutes, on the one topic given: publish it there."""
+    if sum([device_id is not None, group is not None, broadcast]) != 1:
+        raise typer.BadParameter("give exactly one of --device ID, --group NAME or --broadcast: the topic you will publish it to")
     try:
-        parsed = TaskEnvelope.model_validate_json(envelope)
-    except ValidationError as exc:
-        raise typer.BadParameter("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                           for e in exc.errors(include_input=False)))
-    signed = sign(parsed, config.task_signing_key.get_secret_value().encode())
-    print(signed.model_dump_json(exclude_none=True))
+        task = json.loads(envelope)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"the envelope is not valid JSON ({exc.msg}); e.g. '{{\"type\": \"ping\"}}'")
+    body = {"task": task, "device_id": device_id, "group": group, "broadcast": broadcast}
+    print(json.dumps(api("POST", "/api/v1/signatures", json=body), separators=(",", ":")))
+
+
+@app.command("signing-key")
+def task_signing_key(
+    file: Optional[Path] = typer.Option(None, help="a private key file (PEM) instead of the running controller's key"),
+) -> None:
+    """Print the controller's public signing key, as devices list it in FLEET_TASK_SIGNING_PUBLIC_KEYS."""
+    if file is not None:
+        from controller.signing_key import SigningKeyError, read_signer
+        from schemas.signing import public_key_text
+
+        try:
+            signer = read_signer(file)
+        except SigningKeyError as exc:
+            raise typer.BadParameter(str(exc).replace(SIGNING_SETTING, "--file"))
+        key = {"key_id": signer.key_id, "public_key": public_key_text(signer.public_key)}
+    else:
+        key = api("GET", "/api/v1/signatures/key")
+    console.print(f"key id {key['key_id']}; on each device add it to:", highlight=False)
+    print(f"FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"{key['public_key']}\"]'")
 
 
 @app.command("input")

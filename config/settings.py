@@ -141,14 +141,53 @@ class FleetSettings(BaseSettings):
     locator_dir: Path | None = Field(
         None, description="folder of <platform>.toml locator files that replace the shipped ones (a quick fix for a site change)"
     )
+    task_signing: bool = Field(
+        False, description="the controller signs every task with its Ed25519 key (FLEET_TASK_SIGNING_PRIVATE_KEY_FILE)"
+    )
+    task_signing_private_key_file: Path | None = Field(
+        None, description="the controller's Ed25519 private key (PEM); default <data_dir>/task-signing-key.pem, "
+        "created on first start when FLEET_TASK_SIGNING is true. Setting it turns signing on",
+    )
+    task_signing_public_keys: list[str] = Field(
+        default_factory=list, description="public keys (base64, JSON list) a device trusts; when set, it runs signed tasks only",
+    )
     task_signing_key: SecretStr | None = Field(
-        None, min_length=16, description="HMAC key: the controller signs tasks, and a device with it runs signed ones only"
+        None, description="no longer used: set FLEET_TASK_SIGNING=true on the controller and FLEET_TASK_SIGNING_PUBLIC_KEYS "
+        "on devices (see the README, Signed tasks), then remove FLEET_TASK_SIGNING_KEY",
     )
     heartbeat_interval: int = Field(
         30, ge=1, le=3600, description="seconds between a device's heartbeats; 3 missed ones mark it offline (1–3600)"
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("task_signing_key")
+    @classmethod
+    def _hmac_key_retired(cls, value: SecretStr | None) -> None:
+        if value is not None:
+            raise ValueError("HMAC task signing was replaced by Ed25519 signatures")
+        return None
+
+    @field_validator("task_signing_public_keys")
+    @classmethod
+    def _public_keys(cls, value: list[str]) -> list[str]:
+        from schemas.signing import parse_public_key
+
+        for number, text in enumerate(value, 1):
+            try:
+                parse_public_key(text)
+            except ValueError as exc:
+                raise ValueError(f"key {number}: {exc}") from None
+        return value
+
+    @property
+    def signs_tasks(self) -> bool:
+        """Whether the controller signs the tasks it publishes."""
+        return self.task_signing or self.task_signing_private_key_file is not None
+
+    @property
+    def resolved_task_signing_private_key_file(self) -> Path:
+        return self.task_signing_private_key_file or self.data_dir / "task-signing-key.pem"
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config.settings import FleetSettings
 from controller.api.docs import add_docs
-from controller.api.routes import accounts, broadcasts, devices, files, health, identities, tasks, tokens
+from controller.api.routes import accounts, broadcasts, devices, files, health, identities, signatures, tasks, tokens
 from controller.api.routes.health import package_version
 from controller.api.security import Read
 from controller.db import create_db_engine, create_sessionmaker, migrate, safe_url
@@ -23,6 +23,8 @@ from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
 from controller.services.errors import ServiceError
 from controller.services.tokens import ensure_bootstrap
+from controller.signing_key import load_signer
+from schemas.signing import public_key_text
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +77,14 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: FleetSettings) -> FastAPI:
     """The controller app. Its lifespan opens the database (creating missing tables) and
     starts the MQTT client, which keeps retrying while the broker is down."""
+    signer = load_signer(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_db_engine(settings.resolved_database_url)
         migrate(engine)
         sessions = create_sessionmaker(engine)
-        mqtt = ControllerMqtt(settings, sessions)
+        mqtt = ControllerMqtt(settings, sessions, signer)
         scheduler = Scheduler(
             sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace
         )
@@ -89,6 +92,9 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = sessions
         app.state.mqtt = mqtt
+        if signer is not None:
+            log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
+                     signer.key_id, public_key_text(signer.public_key))
         log.info("controller database: %s", safe_url(settings.resolved_database_url))
         if settings.admin_token is not None:
             with sessions() as session:
@@ -110,6 +116,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         docs_url=None,  # add_docs serves /docs and /redoc without a CDN
         redoc_url=None,
     )
+    app.state.signer = signer
     add_docs(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_exception_handler(ServiceError, _service_error)
@@ -119,5 +126,6 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)
+    app.include_router(signatures.router, prefix=API_PREFIX)
     app.include_router(files.download_router, prefix=API_PREFIX)  # signed links, no token
     return app

@@ -24,7 +24,7 @@ from controller.services import adhoc, devices, tasks
 from controller.throttle import DeviceThrottle
 from controller.warn_once import WarnOnce
 from schemas.events import TaskEvent
-from schemas.signing import sign
+from schemas.signing import Signer
 from schemas.status import DeviceStatus, Heartbeat
 from schemas.tasks import TaskEnvelope
 from schemas.topics import ALL_HEARTBEATS, ALL_RESULTS, ALL_STATUS, ALL_TASKS, parse_device_topic
@@ -33,6 +33,8 @@ from schemas.validation import describe_validation_error
 log = logging.getLogger(__name__)
 
 QOS = 1
+# A topic at least as long as any task topic, for sizing a message before its topic is known.
+SIZE_PROBE_TOPIC = "fleet/groups/" + "x" * 64 + "/tasks"
 
 # What each incoming channel carries, and its name in log lines.
 _PAYLOADS: dict[str, tuple[type[BaseModel], str]] = {
@@ -45,13 +47,12 @@ _PAYLOADS: dict[str, tuple[type[BaseModel], str]] = {
 class ControllerMqtt:
     """The controller's connection to the broker (persistent session, QoS 1 everywhere)."""
 
-    def __init__(self, settings: FleetSettings, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, settings: FleetSettings, sessions: sessionmaker[Session], signer: Signer | None = None) -> None:
         self._sessions = sessions
         self.max_payload_bytes = settings.max_payload_bytes
         self._throttle = DeviceThrottle(settings.device_message_rate, settings.device_message_burst)
         self._warn_once = WarnOnce()
-        key = settings.task_signing_key
-        self._signing_key = key.get_secret_value().encode() if key is not None else None
+        self._signer = signer
         self._address = BrokerAddress.from_url(str(settings.mqtt_url))
         self._keepalive = settings.keepalive
         self._client = create_client(
@@ -92,15 +93,15 @@ class ControllerMqtt:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def encode(self, model: BaseModel) -> bytes:
-        """`model` as it goes on the wire: JSON, signed when a signing key is set."""
-        if self._signing_key is not None and isinstance(model, TaskEnvelope):
-            model = sign(model, self._signing_key)
+    def encode(self, model: BaseModel, topic: str = SIZE_PROBE_TOPIC) -> bytes:
+        """`model` as it goes on the wire to `topic`: JSON, signed for that topic when tasks are signed."""
+        if self._signer is not None and isinstance(model, TaskEnvelope):
+            model = self._signer.sign(model, topic)
         return model.model_dump_json(exclude_none=True).encode()
 
     def publish(self, topic: str, model: BaseModel) -> bool:
         """Publish `model` (QoS 1, not retained); True when paho accepted it for sending."""
-        info = self._client.publish(topic, self.encode(model), qos=QOS, retain=False)
+        info = self._client.publish(topic, self.encode(model, topic), qos=QOS, retain=False)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     # ---- paho callbacks (network thread) ---------------------------------------------------

@@ -17,6 +17,7 @@ from config.logging import configure_logging
 from config.settings import FleetSettings
 from controller.app import create_app
 from controller.db import DatabaseSetupError, open_database
+from controller.signing_key import SigningKeyError, load_signer
 from schemas.errors import ControllerError
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,14 @@ def _check_database(settings: FleetSettings) -> None:
         raise ControllerStartupError(str(exc)) from None
 
 
+def _check_signing_key(settings: FleetSettings) -> None:
+    """Read (or create) the task signing key before serving: a bad key file is one clear error."""
+    try:
+        load_signer(settings)
+    except SigningKeyError as exc:
+        raise ControllerStartupError(str(exc)) from None
+
+
 async def _exit_when_set(server: uvicorn.Server, stop: asyncio.Event) -> None:
     await stop.wait()
     server.should_exit = True
@@ -101,6 +110,7 @@ async def serve(settings: FleetSettings, stop: asyncio.Event | None = None, read
     lines (one per request, e.g. the CLI's polling) are logged only at DEBUG.
     """
     await asyncio.to_thread(_check_database, settings)
+    _check_signing_key(settings)
     sock = _bind(settings.api_host, settings.api_port)
     config = uvicorn.Config(
         create_app(settings),

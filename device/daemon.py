@@ -31,6 +31,7 @@ from device.platforms.registry import load_platforms
 from device.presence import Presence
 from device.reporter import Reporter, task_error
 from schemas.common import utcnow
+from schemas.signing import trusted_keys
 from schemas.status import DeviceStatus, Heartbeat, boot_id
 from schemas.topics import (
     BROADCAST_TASKS,
@@ -57,6 +58,8 @@ class DeviceDaemon:
         )
         self._stopping = False
         self._twins_reported: set[str] = set()
+        # Public keys only (settings validated them): a device can check a signature, never make one.
+        self._trusted_keys = trusted_keys(settings.task_signing_public_keys)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until `stop` is set or this coroutine is cancelled; then stop running tasks
@@ -92,6 +95,8 @@ class DeviceDaemon:
         )
         self._journal = journal
         log.info("device %s starting (journal %s)", self.device_id, journal.path)
+        if self._trusted_keys:
+            log.info("running signed tasks only, from key(s) %s", ", ".join(sorted(self._trusted_keys)))
         heartbeats: asyncio.Task[None] | None = None
         try:
             interrupted = self._executor.fail_interrupted()
@@ -146,14 +151,13 @@ class DeviceDaemon:
         if not payload:
             log.debug("ignored an empty message on %s (a retained message being cleared)", topic)
             return
-        key = self.settings.task_signing_key
         outcome = read_task(
             topic,
             payload,
             device_id=self.device_id,
             registry=self.registry,
             max_payload_bytes=self.settings.max_payload_bytes,
-            signing_key=key.get_secret_value().encode() if key is not None else None,
+            trusted_keys=self._trusted_keys,
             remember_nonce=self._journal.remember_nonce,
         )
         if isinstance(outcome, Rejection):

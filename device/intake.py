@@ -1,7 +1,9 @@
 """Turns a message received on a task topic into a runnable task, a cancel request or a rejection.
 
 Checks run in a fixed order and the first failure decides the rejection code:
-payload_too_large → invalid_json → invalid_task → unknown_type → invalid_params.
+payload_too_large → invalid_json → invalid_task → (signed tasks only: unsigned →
+unknown_signing_key → invalid_signature → wrong_target → stale_signature → replayed_nonce) →
+unknown_type → invalid_params.
 Error messages name fields and limits, never the values received (params may hold secrets).
 """
 
@@ -91,7 +93,7 @@ def read_task(
     device_id: str,
     registry: HandlerRegistry,
     max_payload_bytes: int,
-    signing_key: bytes | None = None,
+    trusted_keys: signing.TrustedKeys | None = None,
     remember_nonce: NonceCheck | None = None,
 ) -> Intake:
     """Validate `payload` received on the task topic `topic` (this device's own, broadcast or group).
@@ -135,8 +137,8 @@ def read_task(
     if not re.fullmatch(TASK_ID_PATTERN, task_id):
         message = f"invalid task: id: too long to name this device's run '<id>:{device_id}' (at most 128 characters)"
         return Rejection(new_id(), WireErrorCode.INVALID_TASK, message, readable)
-    if signing_key is not None:
-        refusal = _signature_problem(envelope, signing_key, remember_nonce)
+    if trusted_keys:
+        refusal = _signature_problem(envelope, trusted_keys, topic, remember_nonce)
         if refusal is not None:
             return Rejection(task_id, refusal[0], refusal[1], readable)
     envelope = envelope.model_copy(update={"id": task_id, "broadcast_id": broadcast_id})
@@ -185,10 +187,13 @@ def _control(
     return CancelRequest(target, params.attempt)
 
 
-def _signature_problem(envelope: TaskEnvelope, key: bytes, remember_nonce: NonceCheck | None) -> tuple[WireErrorCode, str] | None:
-    """Signed tasks only: a bad or stale signature is refused; a nonce seen before is refused
-    for a task without an id (with an id, the journal answers a repeat without running it)."""
-    issue = signing.problem(envelope, key)
+def _signature_problem(
+    envelope: TaskEnvelope, trusted: signing.TrustedKeys, topic: str, remember_nonce: NonceCheck | None
+) -> tuple[WireErrorCode, str] | None:
+    """Signed tasks only: an unknown key, a bad or stale signature, or one made for another
+    topic is refused; a nonce seen before is refused for a task without an id (with an id,
+    the journal answers a repeat without running it)."""
+    issue = signing.problem(envelope, trusted, topic)
     if issue is None and envelope.nonce and remember_nonce is not None:
         if not remember_nonce(envelope.nonce) and envelope.id is None:
             issue = (WireErrorCode.REPLAYED_NONCE, "this signed task was already received once; it is not run again")

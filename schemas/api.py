@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.common import DeviceId, GroupName, StrictModel, TaskId, TaskType, UtcDatetime
 from schemas.events import MAX_ATTEMPTS, EventKind, TaskError, TaskStatus
 from schemas.status import DeviceFacts, DeviceMetrics
+from schemas.tasks import TaskEnvelope
+from schemas.topics import BROADCAST_TASKS, device_tasks, group_tasks
 
 
 class TaskOptions(StrictModel):
@@ -259,3 +261,30 @@ class IdentityCreated(IdentityOut):
 class BrokerFiles(BaseModel):
     password_file: str = Field(description="Mosquitto password file (mosquitto_passwd format)")
     acl_file: str = Field(description="Mosquitto ACL file")
+
+
+class SignatureRequest(StrictModel):
+    """`POST /api/v1/signatures`: a hand-written task to sign for one device, one group or the
+    broadcast topic (exactly one); the signature is valid on that topic only."""
+
+    task: TaskEnvelope
+    device_id: DeviceId | None = Field(None, description="sign it for devices/<device_id>/tasks")
+    group: GroupName | None = Field(None, description="sign it for fleet/groups/<group>/tasks")
+    broadcast: bool = Field(False, description="sign it for fleet/broadcast/tasks")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "SignatureRequest":
+        if sum([self.device_id is not None, self.group is not None, self.broadcast]) != 1:
+            raise ValueError("give exactly one of device_id, group or broadcast: true")
+        return self
+
+    @property
+    def topic(self) -> str:
+        if self.device_id is not None:
+            return device_tasks(self.device_id)
+        return group_tasks(self.group) if self.group is not None else BROADCAST_TASKS
+
+
+class SigningKeyOut(BaseModel):
+    key_id: str = Field(description="the id tasks carry as key_id")
+    public_key: str = Field(description="base64; list it in the devices' FLEET_TASK_SIGNING_PUBLIC_KEYS")

@@ -37,6 +37,8 @@ class WireErrorCode(StrEnum):
     INVALID_SIGNATURE = "invalid_signature"
     STALE_SIGNATURE = "stale_signature"
     REPLAYED_NONCE = "replayed_nonce"
+    UNKNOWN_SIGNING_KEY = "unknown_signing_key"
+    WRONG_TARGET = "wrong_target"
     # failed: the device or the handler could not finish the task
     INTERRUPTED = "interrupted"
     HANDLER_ERROR = "handler_error"

@@ -31,7 +31,9 @@ class TaskEnvelope(StrictModel):
     attempt: int = Field(1, ge=1, le=MAX_ATTEMPTS, description="1, then 2, 3, … for the controller's retries")
     signed_at: UtcDatetime | None = Field(None, description="when signing is on: when the controller signed it")
     nonce: str | None = Field(None, min_length=8, max_length=64, pattern=r"^[0-9a-f]+$", description="used once")
-    signature: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256, see schemas/signing.py")
+    key_id: str | None = Field(None, pattern=r"^[0-9a-f]{16}$", description="when signed: which controller key signed it")
+    target: str | None = Field(None, min_length=1, max_length=300, description="when signed: the topic it was signed for")
+    signature: str | None = Field(None, pattern=r"^[0-9a-f]{128}$", description="Ed25519, see schemas/signing.py")
 
 
 # ---- parameters of the built-in task types ------------------------------------------------

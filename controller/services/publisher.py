@@ -12,7 +12,7 @@ class Publisher(Protocol):
     """The largest message devices accept (FLEET_MAX_PAYLOAD_BYTES)."""
 
     def encode(self, model: BaseModel) -> bytes:
-        """`model` as it would be sent (signed, where tasks are signed)."""
+        """`model` as it would be sent (signed for a task topic, where tasks are signed): its size."""
         ...
 
     def publish(self, topic: str, model: BaseModel) -> bool:

@@ -603,3 +603,32 @@ def test_oversized_bodies_and_floods_are_refused(client: TestClient) -> None:
     assert throttle.allow("quiet")  # one device's flood does not touch another's budget
     now[0] += 0.2  # two messages' worth of refill
     assert [throttle.allow("noisy") for _ in range(3)] == [True, True, False]
+
+
+def test_rest_signs_tasks_for_one_topic_with_an_admin_token(client: TestClient, tmp_path: Path) -> None:
+    from schemas.signing import problem, trusted_keys
+    from schemas.tasks import TaskEnvelope
+
+    off = client.post("/api/v1/signatures", json={"task": {"type": "ping"}, "broadcast": True})
+    assert off.status_code == 409 and "FLEET_TASK_SIGNING=true" in off.json()["detail"]
+    settings = FleetSettings(
+        data_dir=tmp_path / "signing", database_url=f"sqlite:///{tmp_path / 'signing' / 'controller.db'}",
+        mqtt_url=f"mqtt://127.0.0.1:{_unused_port()}", reconnect_max_delay=1, admin_token=ADMIN_TOKEN, task_signing=True,
+    )
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as signing:
+        key = signing.get("/api/v1/signatures/key").json()
+        trusted = trusted_keys([key["public_key"]])
+        made = signing.post("/api/v1/signatures", json={"task": {"id": "t1", "type": "ping"}, "device_id": "pc-01"})
+        assert made.status_code == 201
+        envelope = TaskEnvelope.model_validate(made.json())
+        assert envelope.key_id == key["key_id"] and problem(envelope, trusted, "devices/pc-01/tasks") is None
+        assert problem(envelope, trusted, "devices/pc-02/tasks") is not None
+        group = signing.post("/api/v1/signatures", json={"task": {"type": "ping"}, "group": "lab"}).json()
+        assert group["target"] == "fleet/groups/lab/tasks"
+        both = signing.post("/api/v1/signatures", json={"task": {"type": "ping"}, "device_id": "pc-01", "broadcast": True})
+        assert both.status_code == 422
+        viewer = signing.post("/api/v1/tokens", json={"name": "op", "scope": "operate"}).json()["token"]
+        denied = TestClient(signing.app).post("/api/v1/signatures", headers={"Authorization": f"Bearer {viewer}"},
+                                             json={"task": {"type": "ping"}, "broadcast": True})
+        assert denied.status_code == 403
+    assert (tmp_path / "signing" / "task-signing-key.pem").stat().st_mode & 0o077 == 0

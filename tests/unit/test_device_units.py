@@ -386,27 +386,38 @@ def test_every_locator_an_adapter_uses_is_in_its_locator_file() -> None:
 def test_signed_tasks_fresh_unaltered_and_once(registry: HandlerRegistry, tmp_path: Path) -> None:
     from datetime import timedelta
 
-    from schemas.signing import sign
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from schemas.signing import Signer, key_id, public_key_text, trusted_keys
     from schemas.tasks import TaskEnvelope
 
-    key = b"k" * 32
+    signer = Signer(Ed25519PrivateKey.generate())
+    trusted = trusted_keys([public_key_text(signer.public_key)])
+    assert set(trusted) == {signer.key_id} == {key_id(signer.public_key)}
     journal = Journal(tmp_path / "j.sqlite3")
 
-    def check(envelope: TaskEnvelope | dict[str, Any], with_key: bytes = key) -> Any:
+    def check(envelope: TaskEnvelope | dict[str, Any], keys: Any = trusted, topic: str = OWN_TOPIC) -> Any:
         raw = envelope.model_dump_json(exclude_none=True) if isinstance(envelope, TaskEnvelope) else json.dumps(envelope)
-        return read_task(OWN_TOPIC, raw.encode(), device_id=DEVICE, registry=registry, max_payload_bytes=LIMIT,
-                         signing_key=with_key, remember_nonce=journal.remember_nonce)
+        return read_task(topic, raw.encode(), device_id=DEVICE, registry=registry, max_payload_bytes=LIMIT,
+                         trusted_keys=keys, remember_nonce=journal.remember_nonce)
 
-    signed = sign(TaskEnvelope(id="s1", type="ping"), key)
+    signed = signer.sign(TaskEnvelope(id="s1", type="ping"), OWN_TOPIC)
     assert isinstance(check(signed), TaskRequest)
     assert isinstance(check(signed), TaskRequest)  # a redelivery: the journal answers it, not a rejection
     assert rejection(check({"id": "s2", "type": "ping"}), "unsigned")
     altered = signed.model_copy(update={"type": "sleep"})
     assert rejection(check(altered), "invalid_signature")
-    assert rejection(check(signed, b"x" * 32), "invalid_signature")
-    old = sign(TaskEnvelope(id="s3", type="ping"), key, now=utcnow() - timedelta(minutes=10))
+    retargeted = signed.model_copy(update={"target": "fleet/broadcast/tasks"})  # the target is signed too
+    assert rejection(check(retargeted, topic="fleet/broadcast/tasks"), "invalid_signature")
+    assert rejection(check(signed, topic="fleet/broadcast/tasks"), "wrong_target")
+    assert rejection(check(signed, topic="devices/other/tasks"), "wrong_target")
+    impostor = Signer(Ed25519PrivateKey.generate())
+    assert rejection(check(impostor.sign(TaskEnvelope(id="s4", type="ping"), OWN_TOPIC)), "unknown_signing_key")
+    forged = impostor.sign(TaskEnvelope(id="s5", type="ping"), OWN_TOPIC).model_copy(update={"key_id": signer.key_id})
+    assert rejection(check(forged), "invalid_signature")  # a key of its own, passed off under the trusted id
+    old = signer.sign(TaskEnvelope(id="s3", type="ping"), OWN_TOPIC, now=utcnow() - timedelta(minutes=10))
     assert rejection(check(old), "stale_signature")
-    anonymous = sign(TaskEnvelope(type="ping"), key)
+    anonymous = signer.sign(TaskEnvelope(type="ping"), OWN_TOPIC)
     assert isinstance(check(anonymous), TaskRequest)
     assert rejection(check(anonymous), "replayed_nonce")  # an id-less task would otherwise run again
     journal.close()
