@@ -37,6 +37,7 @@ class WireErrorCode(StrEnum):
     INVALID_SIGNATURE = "invalid_signature"
     STALE_SIGNATURE = "stale_signature"
     REPLAYED_NONCE = "replayed_nonce"
+    RETAINED_TASK = "retained_task"
     # failed: the device or the handler could not finish the task
     INTERRUPTED = "interrupted"
     HANDLER_ERROR = "handler_error"
