@@ -33,6 +33,8 @@ fails if the source of any overridden method changed.
 | a PUBLISH with QoS 3 or to a wildcard, empty or non-UTF-8 | `_handle_client_session` +                 |
 |   topic dropped half-read, corrupting the connection; no  |   `broker.packets.PacketReader` (whole     |
 |   limit on a packet's size                                |   packets, checked; the connection closed) |
+| any login could take over any client id, and with it a   | `_handle_client_session`, `_held_by_another_login` |
+|   persistent session's queued messages                     |   (CONNACK 5)                              |
 | a will published with the broker's rights, wherever its   | `_handle_client_session` (CONNACK 5),      |
 |   login's ACL forbade (a device could post as another)    |   `_handle_disconnect`, `_close_taken_over` |
 | a retained task message re-run on every reconnect         | `_handle_message_delivery` (dropped), `_will_allowed` |
@@ -142,24 +144,51 @@ class FleetBroker(Broker):
         self, reader: ReaderAdapter, writer: WriterAdapter, client_session: Session,
         handler: BrokerProtocolHandler, server: Server, listener_name: str,
     ) -> None:
-        """A connection's life: login (and its will checked against its ACL), session, CONNACK,
+        """A connection's life: login (its will checked against its ACL), session, CONNACK,
         queued messages, then its packets."""
         if not await self._authenticate(client_session, self.listeners_config[listener_name]) or not await self._will_allowed(
             client_session, "connection refused (CONNACK 5, not authorized)"
         ):
-            handler.attach(client_session, reader, writer)
-            await handler.mqtt_connack_authorize(False)
-            await writer.close()
+            await self._refuse(client_session, handler, reader, writer)
             return
         async with self._claiming:
-            session = await self._claim_session(client_session)
-            handler.attach(session, PacketReader(reader, self._max_packet_bytes, session.client_id), writer)
-            self._sessions[session.client_id] = (session, handler)
+            owner = self._held_by_another_login(client_session)
+            if owner is None:
+                session = await self._claim_session(client_session)
+                handler.attach(session, PacketReader(reader, self._max_packet_bytes, session.client_id), writer)
+                self._sessions[session.client_id] = (session, handler)
+        if owner is not None:
+            log.warning(
+                "login %s refused: client id %s is held by a session of login %s (connect with your own client id)",
+                client_session.username, client_session.client_id, owner,
+            )
+            await self._refuse(client_session, handler, reader, writer)
+            return
         await handler.mqtt_connack_authorize(True)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session)
         await handler.start()
         await self._publish_session_retained_messages(session)
         await self._client_message_loop(session, handler)
+
+    @staticmethod
+    async def _refuse(session: Session, handler: BrokerProtocolHandler, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        """CONNACK 5 (not authorized), then close the connection."""
+        handler.attach(session, reader, writer)
+        await handler.mqtt_connack_authorize(False)
+        await writer.close()
+
+    def _held_by_another_login(self, new: Session) -> str | None:
+        """The login whose connected or persistent session holds `new`'s client id, if it is not
+        `new`'s own: a client id is never taken over, nor a session's queued messages read, by
+        another login (amqtt let any login take over any client id)."""
+        existing = self._sessions.get(new.client_id or "")
+        if existing is None:
+            return None
+        held = existing[0]
+        if not held.transitions.is_connected() and held.clean_session:
+            return None  # a finished clean session: nothing left to take
+        owner: str | None = held.username
+        return owner if owner is not None and owner != new.username else None
 
     async def _claim_session(self, new: Session) -> Session:
         """The session an authenticated CONNECT gets. A client already connected with this id is
@@ -223,12 +252,12 @@ class FleetBroker(Broker):
             return True
         topic = session.will_topic
         if session.will_retain and is_task_topic(topic):
-            why = "a retained will on a task topic (task topics never carry retained messages)"
+            why = "retained on a task topic, which never carries retained messages"
         elif not await self._topic_filtering(session, topic=topic, action=Action.PUBLISH):
-            why = "a will on a topic its login may not publish to"
+            why = "not allowed by its login's ACL"
         else:
             return True
-        log.warning("client %s (login %s) has %s %s: %s", session.client_id, session.username, why, topic, outcome)
+        log.warning("client %s (login %s): its will on %s is %s; %s", session.client_id, session.username, topic, why, outcome)
         return False
 
     async def _session_monitor(self) -> None:
