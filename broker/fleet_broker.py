@@ -33,6 +33,11 @@ fails if the source of any overridden method changed.
 | a PUBLISH with QoS 3 or to a wildcard, empty or non-UTF-8 | `_handle_client_session` +                 |
 |   topic dropped half-read, corrupting the connection; no  |   `broker.packets.PacketReader` (whole     |
 |   limit on a packet's size                                |   packets, checked; the connection closed) |
+| any login could take over any client id, and with it a   | `_handle_client_session`, `_held_by_another_login` |
+|   persistent session's queued messages                     |   (CONNACK 5)                              |
+| a will published with the broker's rights, wherever its   | `_handle_client_session` (CONNACK 5),      |
+|   login's ACL forbade (a device could post as another)    |   `_handle_disconnect`, `_close_taken_over` |
+| a retained task message re-run on every reconnect         | `_handle_message_delivery` (dropped), `_will_allowed` |
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from broker.packets import PacketError, PacketReader, read_connect
 from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler
 from broker.topic_tree import RetainedTable, SubscriptionTable, is_valid_filter
 from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES
+from schemas.topics import is_task_topic
 
 check_amqtt_version()  # fail at import, with a clear message, on an amqtt the overrides were not written for
 
@@ -138,21 +144,51 @@ class FleetBroker(Broker):
         self, reader: ReaderAdapter, writer: WriterAdapter, client_session: Session,
         handler: BrokerProtocolHandler, server: Server, listener_name: str,
     ) -> None:
-        """A connection's life: login, session, CONNACK, queued messages, then its packets."""
-        if not await self._authenticate(client_session, self.listeners_config[listener_name]):
-            handler.attach(client_session, reader, writer)
-            await handler.mqtt_connack_authorize(False)
-            await writer.close()
+        """A connection's life: login (its will checked against its ACL), session, CONNACK,
+        queued messages, then its packets."""
+        if not await self._authenticate(client_session, self.listeners_config[listener_name]) or not await self._will_allowed(
+            client_session, "connection refused (CONNACK 5, not authorized)"
+        ):
+            await self._refuse(client_session, handler, reader, writer)
             return
         async with self._claiming:
-            session = await self._claim_session(client_session)
-            handler.attach(session, PacketReader(reader, self._max_packet_bytes, session.client_id), writer)
-            self._sessions[session.client_id] = (session, handler)
+            owner = self._held_by_another_login(client_session)
+            if owner is None:
+                session = await self._claim_session(client_session)
+                handler.attach(session, PacketReader(reader, self._max_packet_bytes, session.client_id), writer)
+                self._sessions[session.client_id] = (session, handler)
+        if owner is not None:
+            log.warning(
+                "login %s refused: client id %s is held by a session of login %s (connect with your own client id)",
+                client_session.username, client_session.client_id, owner,
+            )
+            await self._refuse(client_session, handler, reader, writer)
+            return
         await handler.mqtt_connack_authorize(True)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session)
         await handler.start()
         await self._publish_session_retained_messages(session)
         await self._client_message_loop(session, handler)
+
+    @staticmethod
+    async def _refuse(session: Session, handler: BrokerProtocolHandler, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        """CONNACK 5 (not authorized), then close the connection."""
+        handler.attach(session, reader, writer)
+        await handler.mqtt_connack_authorize(False)
+        await writer.close()
+
+    def _held_by_another_login(self, new: Session) -> str | None:
+        """The login whose connected or persistent session holds `new`'s client id, if it is not
+        `new`'s own: a client id is never taken over, nor a session's queued messages read, by
+        another login (amqtt let any login take over any client id)."""
+        existing = self._sessions.get(new.client_id or "")
+        if existing is None:
+            return None
+        held = existing[0]
+        if not held.transitions.is_connected() and held.clean_session:
+            return None  # a finished clean session: nothing left to take
+        owner: str | None = held.username
+        return owner if owner is not None and owner != new.username else None
 
     async def _claim_session(self, new: Session) -> Session:
         """The session an authenticated CONNECT gets. A client already connected with this id is
@@ -182,7 +218,7 @@ class FleetBroker(Broker):
         log.warning("client %s connected again: closing its older connection [MQTT-3.1.4-2]", session.client_id)
         if isinstance(handler, FleetProtocolHandler):
             handler.taken_over = True
-        if publish_will and session.will_flag and session.will_topic is not None:
+        if publish_will and session.will_flag and session.will_topic is not None and await self._will_allowed(session, "not published"):
             await self._broadcast_message(session, session.will_topic, session.will_message, session.will_qos)
             if session.will_retain:
                 await self.retain_message(session, session.will_topic, session.will_message, session.will_qos)
@@ -198,6 +234,8 @@ class FleetBroker(Broker):
     ) -> None:
         """amqtt's, except for a connection another took over: its will was dealt with then, and
         its session (if persistent, now the new connection's) must stay connected."""
+        if client_session.will_flag and not await self._will_allowed(client_session, "not published"):
+            client_session.will_flag = False  # amqtt's disconnect below would publish it with the broker's rights
         if isinstance(handler, FleetProtocolHandler) and handler.taken_over:
             await self._stop_handler(handler)
             await self.plugins_manager.fire_event(
@@ -205,6 +243,22 @@ class FleetBroker(Broker):
             )
             return
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+
+    async def _will_allowed(self, session: Session, outcome: str) -> bool:
+        """A will goes only where its login may publish, and never retained on a task topic
+        (amqtt published wills with the broker's own rights). Checked at CONNECT and again when
+        the will is published, since the ACL may have changed in between; a refusal is logged."""
+        if not session.will_flag or session.will_topic is None:
+            return True
+        topic = session.will_topic
+        if session.will_retain and is_task_topic(topic):
+            why = "retained on a task topic, which never carries retained messages"
+        elif not await self._topic_filtering(session, topic=topic, action=Action.PUBLISH):
+            why = "not allowed by its login's ACL"
+        else:
+            return True
+        log.warning("client %s (login %s): its will on %s is %s; %s", session.client_id, session.username, topic, why, outcome)
+        return False
 
     async def _session_monitor(self) -> None:
         """Forget disconnected clean sessions, and persistent ones after `session_expiry_interval`.
@@ -241,6 +295,14 @@ class FleetBroker(Broker):
             return True
         if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
             log.info("client %s not allowed to publish to %s", client_session.client_id, topic)
+            return True
+        retained = app_message.publish_packet is not None and app_message.publish_packet.retain_flag
+        if retained and app_message.data and is_task_topic(topic):  # an empty one clears: let it through
+            log.warning(
+                "client %s published a retained message to %s: dropped (task topics never carry retained "
+                "messages, which would run again on every reconnect; publish without the retain flag)",
+                client_session.client_id, topic,
+            )
             return True
         await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=app_message)
         await self._broadcast_message(client_session, topic, app_message.data, app_message.qos or QOS_0)

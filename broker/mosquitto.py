@@ -31,7 +31,10 @@ def mosquitto_conf(
 
     `set_tcp_nodelay true` matters: without it a task round trip took 44 ms instead of
     0.6 ms (docs/architecture.md#measured-facts-the-code-relies-on).
-    Without a password file anonymous access is allowed (a lab set-up).
+    Without a password file anonymous access is allowed (a lab set-up). With one, each login's
+    client id is its user name (`use_username_as_clientid`): a device connects with its id as
+    both, and no login can knock another off by connecting with its client id (MQTT lets a new
+    connection with a client id close the older one).
     """
     lines = [
         f"listener {port} {host}",
@@ -44,7 +47,7 @@ def mosquitto_conf(
     if password_file is None:
         lines.append("allow_anonymous true")
     else:
-        lines += ["allow_anonymous false", f"password_file {password_file.as_posix()}"]
+        lines += ["allow_anonymous false", f"password_file {password_file.as_posix()}", "use_username_as_clientid true"]
     if acl_file is not None:
         lines.append(f"acl_file {acl_file.as_posix()}")
     if pid_file is not None:

@@ -135,7 +135,7 @@ class DeviceDaemon:
     def _route(self, topic: str, payload: bytes, retained: bool) -> None:
         try:
             if topic in self.task_topics:
-                self._on_task(topic, payload)
+                self._on_task(topic, payload, retained)
             elif topic == self.status_topic:
                 self._on_status(payload, retained)
             else:
@@ -144,7 +144,7 @@ class DeviceDaemon:
             log.error("handling a message on %s failed: %s", topic, type(exc).__name__)
             log.debug("message handling traceback", exc_info=True)
 
-    def _on_task(self, topic: str, payload: bytes) -> None:
+    def _on_task(self, topic: str, payload: bytes, retained: bool) -> None:
         if self._stopping:
             log.debug("ignored a task message on %s: shutting down", topic)
             return
@@ -159,6 +159,7 @@ class DeviceDaemon:
             max_payload_bytes=self.settings.max_payload_bytes,
             trusted_keys=self._trusted_keys,
             remember_nonce=self._journal.remember_nonce,
+            retained=retained,
         )
         if isinstance(outcome, Rejection):
             self._reporter.reject(outcome.run, task_error(outcome.code, outcome.message), outcome.summary)

@@ -95,6 +95,7 @@ def read_task(
     max_payload_bytes: int,
     trusted_keys: signing.TrustedKeys | None = None,
     remember_nonce: NonceCheck | None = None,
+    retained: bool = False,
 ) -> Intake:
     """Validate `payload` received on the task topic `topic` (this device's own, broadcast or group).
 
@@ -103,6 +104,7 @@ def read_task(
     or group topic its id is derived from the message, so that every device names the broadcast
     alike (an identical message sent again is therefore the same broadcast: it is answered from
     the journal, not run again; change any field, e.g. `created_at`, or give an id to repeat it).
+    A `retained` message (one the broker kept and replays on every subscription) is never run.
     """
     fan_out = topic != device_tasks(device_id)
     bare = TaskSummary(type=INVALID_TYPE, source_topic=topic)
@@ -110,6 +112,12 @@ def read_task(
         message = f"task message is {len(payload)} bytes; this device accepts at most {max_payload_bytes} bytes"
         return Rejection(new_id(), WireErrorCode.PAYLOAD_TOO_LARGE, message, bare)
 
+    if retained:  # under a fresh id: the rejection must not touch a task the message may name
+        message = (
+            f"a retained message on {topic} is not run: task topics never carry retained messages, which would "
+            f"run again on every reconnect; publish it without the retain flag, and clear it: mosquitto_pub -r -n -t {topic}"
+        )
+        return Rejection(new_id(), WireErrorCode.RETAINED_TASK, message, bare)
     data = _json_object(payload)
     if isinstance(data, str):
         return Rejection(new_id(), WireErrorCode.INVALID_JSON, data, bare)

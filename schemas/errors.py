@@ -39,6 +39,7 @@ class WireErrorCode(StrEnum):
     REPLAYED_NONCE = "replayed_nonce"
     UNKNOWN_SIGNING_KEY = "unknown_signing_key"
     WRONG_TARGET = "wrong_target"
+    RETAINED_TASK = "retained_task"
     # failed: the device or the handler could not finish the task
     INTERRUPTED = "interrupted"
     HANDLER_ERROR = "handler_error"

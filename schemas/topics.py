@@ -71,3 +71,16 @@ def parse_group_topic(topic: str) -> str | None:
     """The group name of `fleet/groups/<group>/tasks`, or None for any other topic."""
     match = _GROUP_TOPIC.match(topic)
     return match.group(1) if match else None
+
+
+TASK_TOPIC_FILTERS = (ALL_TASKS, BROADCAST_TASKS, "fleet/groups/+/tasks")
+"""Every topic that carries tasks. None of them ever carries a retained message: a retained task
+would run again on each reconnect of its devices (the broker refuses one, a device ignores one)."""
+
+
+def is_task_topic(topic: str) -> bool:
+    """True for `devices/<anything>/tasks`, `fleet/broadcast/tasks` and `fleet/groups/<anything>/tasks`."""
+    levels = topic.split("/")
+    if len(levels) == 3:
+        return (levels[0] == "devices" and levels[2] == "tasks") or topic == BROADCAST_TASKS
+    return len(levels) == 4 and levels[0] == "fleet" and levels[1] == "groups" and levels[3] == "tasks"

@@ -11,6 +11,10 @@ Tasks with an id run at most once whatever the timing (the device's journal). A 
 an id gets one here; if it reaches a device in the instant between its subscription and its
 birth being recorded, that device runs it under an id of its own as well: give an id to a task
 that must never run twice.
+
+A device creates tasks here only under ids that are its own (`foreign_task_id`): a run of a
+broadcast is `<broadcast id>:<its own id>`, and an id ending in another known device's id is
+refused, so a compromised device cannot claim another device's broadcast run ahead of it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy.orm import Session
 from controller.models import Device, Task
 from controller.services.task_rows import new_task
 from schemas.common import new_id, utcnow
+from schemas.events import TaskEvent
 from schemas.tasks import CONTROL_TYPES, TaskEnvelope
 
 log = logging.getLogger(__name__)
@@ -60,3 +65,15 @@ def record_published(session: Session, device_id: str, envelope: TaskEnvelope) -
     log.info("recorded ad hoc task %s (%s) for %s device %s; it is sent when the device is online",
              task.id, task.type, "unknown" if device is None else "offline", device_id)
     return task
+
+
+def foreign_task_id(session: Session, device_id: str, event: TaskEvent) -> str | None:
+    """Why `device_id` may not create the unknown task `event.task_id`, or None if it may: a
+    broadcast run must be `<broadcast id>:<device_id>`, and no id may end in `:<another device>`."""
+    task_id, summary = event.task_id, event.task
+    if summary is not None and summary.broadcast_id is not None and task_id != f"{summary.broadcast_id}:{device_id}":
+        return f"a run of broadcast {summary.broadcast_id} on device {device_id} is {summary.broadcast_id}:{device_id}"
+    _head, colon, named = task_id.rpartition(":")
+    if colon and named != device_id and session.get(Device, named) is not None:
+        return f"the id names device {named}"
+    return None

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
 from controller.services import accounts, lifecycle
+from controller.services.adhoc import foreign_task_id
 from controller.services.devices import device_not_found
 from controller.services.errors import (
     ConflictError,
@@ -230,6 +231,11 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
                   event.event.value, topic_device_id)
         return None
     task = session.get(Task, event.task_id, with_for_update=True)
+    if task is None and (why := foreign_task_id(session, topic_device_id, event)) is not None:
+        warn_once(session, "event-foreign-id", topic_device_id,
+                  "ignored events from device %s about task %s, an id it may not create: %s", topic_device_id, event.task_id, why)
+        session.rollback()
+        return None
     if task is None:
         task = _adhoc_task(session, topic_device_id, event)
     elif task.device_id != topic_device_id:

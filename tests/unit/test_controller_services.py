@@ -164,6 +164,21 @@ def test_adhoc_task_is_recorded_from_its_first_event(sessions: sessionmaker[Sess
         assert (run.origin, run.broadcast_id, run.status) == ("broadcast", "b1", "succeeded")
 
 
+def test_a_device_cannot_create_another_devices_run(sessions: sessionmaker[Session]) -> None:
+    """Issue 12: pc-a may not claim `b1:pc-b` (pc-b's run of broadcast b1) ahead of pc-b."""
+    go_online(sessions, "pc-a")
+    go_online(sessions, "pc-b")
+    squat = TaskSummary(type="ping", broadcast_id="b1")
+    with sessions() as session:
+        assert tasks.record_event(session, "pc-a", event("b1:pc-b", "pc-a", EventKind.ACCEPTED, 0, task=squat)) is None
+        assert tasks.record_event(session, "pc-a", event("b1:pc-b", "pc-a", EventKind.ACCEPTED, 0)) is None
+        mislabelled = TaskSummary(type="ping", broadcast_id="b2")
+        assert tasks.record_event(session, "pc-a", event("b1:pc-a", "pc-a", EventKind.ACCEPTED, 0, task=mislabelled)) is None
+        assert session.get(Task, "b1:pc-b") is None and session.get(Task, "b1:pc-a") is None
+        run = tasks.record_event(session, "pc-b", event("b1:pc-b", "pc-b", EventKind.SUCCEEDED, 1, task=squat))
+        assert run is not None and (run.device_id, run.status) == ("pc-b", "succeeded")
+
+
 def test_status_moves_forward_only_and_final_is_sticky(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
     go_online(sessions, "pc-01")
     with sessions() as session:

@@ -421,3 +421,20 @@ def test_signed_tasks_fresh_unaltered_and_once(registry: HandlerRegistry, tmp_pa
     assert isinstance(check(anonymous), TaskRequest)
     assert rejection(check(anonymous), "replayed_nonce")  # an id-less task would otherwise run again
     journal.close()
+
+
+def test_a_retained_task_message_is_rejected_not_run(registry: HandlerRegistry) -> None:
+    """Issue 12: a retained task would run again on every reconnect; it is refused, under a
+    fresh id (never the id it names, which may be a real task's)."""
+    raw = json.dumps({"id": "job-42", "type": "ping"}).encode()
+    result = read_task(OWN_TOPIC, raw, device_id=DEVICE, registry=registry, max_payload_bytes=LIMIT, retained=True)
+    refused = rejection(result, "retained_task")
+    assert refused.task_id != "job-42" and "-r -n" in refused.message
+    assert not isinstance(read_task(OWN_TOPIC, raw, device_id=DEVICE, registry=registry, max_payload_bytes=LIMIT), Rejection)
+
+
+def test_task_topics_are_recognised() -> None:
+    from schemas.topics import is_task_topic
+
+    assert all(map(is_task_topic, ["devices/pc-1/tasks", "fleet/broadcast/tasks", "fleet/groups/lab/tasks"]))
+    assert not any(map(is_task_topic, ["devices/pc-1/status", "devices/pc-1/results", "fleet/broadcast", "devices/tasks"]))
