@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -212,9 +214,24 @@ class FileOut(BaseModel):
 Scope = Literal["read", "operate", "admin"]
 
 
+DURATION_PATTERN = r"^[1-9][0-9]{0,5}[smhdw]$"
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30d`, `12h`, `90m`, `3600s`, `2w` as a timedelta; ValueError with what is accepted."""
+    if re.fullmatch(DURATION_PATTERN, text) is None:
+        raise ValueError(f"{text!r} is not a duration: write a number and a unit s, m, h, d or w, e.g. 30d or 12h")
+    return timedelta(seconds=int(text[:-1]) * DURATION_UNITS[text[-1]])
+
+
 class TokenCreate(StrictModel):
     name: str = Field(min_length=1, max_length=200, description="who or what uses it, e.g. 'ops dashboard'")
     scope: Scope = Field(description="read: GET only; operate: also tasks, broadcasts, accounts, files; admin: also tokens")
+    expires: str | None = Field(
+        None, pattern=DURATION_PATTERN, examples=["30d"],
+        description="lifetime from now: a number and a unit s, m, h, d or w (e.g. 30d); omitted: never expires",
+    )
 
 
 class TokenOut(BaseModel):
@@ -226,6 +243,7 @@ class TokenOut(BaseModel):
     created_at: UtcDatetime
     last_used_at: UtcDatetime | None
     revoked_at: UtcDatetime | None
+    expires_at: UtcDatetime | None = None
 
 
 class TokenCreated(TokenOut):
