@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import DeviceId, GroupName, StrictModel, TaskId, TaskType, UtcDatetime
 from schemas.events import MAX_ATTEMPTS, EventKind, TaskError, TaskStatus
@@ -174,8 +174,23 @@ class ErrorBody(BaseModel):
 LoginStatus = Literal["unknown", "logged_in", "logged_out", "expired"]
 
 
+ACCOUNT_NAME_RULE = (
+    "an account name may hold letters, digits, spaces and any punctuation except '/' (it could never be "
+    "read or deleted under /api/v1/accounts/{name}), no control characters, and may not be '.' or '..'"
+)
+
+
+def _account_name(value: str) -> str:
+    if "/" in value or value in (".", "..") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{value!r} is not allowed: {ACCOUNT_NAME_RULE}")
+    return value
+
+
+AccountName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_account_name)]
+
+
 class AccountCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=200, description="the name tasks use in `account`")
+    name: AccountName = Field(description="the name tasks use in `account`; any text without '/' or control characters")
     platform: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")
     device_id: DeviceId = Field(description="the device whose browser profile holds this account's login")
 

@@ -246,3 +246,31 @@ def test_site_error_wrong_selector_and_cancel_are_clear_and_close_the_browser(
     for device_id in ("pc-web", "pc-web-2"):
         assert controller.wait_task(controller.create_task(device_id, "ping")["id"])["status"] == "succeeded"
     assert site.records()["messages"] == []
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_qr_login_token_stays_out_of_the_logs(
+    level: str, broker: Broker, site: Site, tmp_path: Path, _processes: list[Process]
+) -> None:
+    """The one-time QR token is a login credential while it lives: REST shows it to the operator
+    (in `scan_url`), but no fleet process writes it to its log, even at DEBUG."""
+    controller = Controller(broker, tmp_path, keepalive="5", log_level=level)
+    _processes.append(controller.process)
+    controller.start()
+    start_browser_device(broker, tmp_path, _processes, site, "pc-web", log_level=level)
+    controller.wait_device("pc-web", "online")
+    made = controller.api.post("/api/v1/accounts", json={"name": "alice", "platform": "reference", "device_id": "pc-web"})
+    assert made.status_code == 201, made.text
+    task = controller.create_task(None, "login", account="alice", params={"platform": "reference", "wait": 60})
+    details = waiting_for(controller, task["id"], "scan")
+    token = parse_qs(urlsplit(details["scan_url"]).query)["token"][0]
+    assert len(token) >= 16
+    assert site.api.post("/_phone/approve", data={"token": token, "account": "alice"}).status_code == 200
+    assert controller.wait_task(task["id"], timeout=60)["status"] == "succeeded"
+    logs = {path.name: path.read_text(errors="replace") for path in tmp_path.glob("*.log")}
+    fleet_logs = {name: text for name, text in logs.items() if name in ("controller.log", "device-pc-web.log")}
+    assert len(fleet_logs) == 2 and all(fleet_logs.values()), sorted(logs)
+    leaked = sorted(name for name, text in fleet_logs.items() if token in text)
+    print(f"{level}: QR token ({len(token)} chars) searched in {sorted(fleet_logs)} "
+          f"({sum(map(len, fleet_logs.values()))} chars): found in {leaked or 'none'}")
+    assert not leaked
