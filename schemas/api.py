@@ -165,6 +165,7 @@ class Health(BaseModel):
     database: bool
     mqtt_connected: bool
     version: str
+    invalid_messages: int = Field(0, description="messages from devices dropped since start because they could not be read")
 
 
 class ErrorBody(BaseModel):
