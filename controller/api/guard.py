@@ -11,13 +11,14 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller.services import tokens
+from schemas.errors import FleetError
 
 API_PREFIX = "/api/v1"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 NO_TOKEN = "this endpoint needs an API token: send 'Authorization: Bearer <token>' (create one with `fleet token create`)"
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(FleetError):
     """Raised from `receive` once a body has grown past the limit."""
 
 

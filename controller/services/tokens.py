@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from controller.models import ApiToken
 from controller.services.errors import ConflictError, NotFoundError
 from schemas.common import utcnow
+from schemas.errors import FleetError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def allows(granted: str, needed: str) -> bool:
     return SCOPES.index(granted) >= SCOPES.index(needed)
 
 
-class TokenRefused(Exception):
+class TokenRefused(FleetError):
     """Why a presented token does not admit its bearer (a one-line, secret-free reason)."""
 
 
