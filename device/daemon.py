@@ -30,6 +30,7 @@ from device.metrics import MetricsReader
 from device.platforms.registry import load_platforms
 from device.presence import Presence
 from device.reporter import Reporter, task_error
+from device.url_policy import UrlPolicy
 from schemas.common import new_id, utcnow
 from schemas.errors import WireErrorCode
 from schemas.events import TaskSummary
@@ -232,6 +233,7 @@ def browser_environment(settings: FleetSettings) -> BrowserEnvironment:
         locator_dir=settings.locator_dir,
         artifacts_dir=settings.data_dir / "artifacts",
         platforms=load_platforms(),
+        media_policy=UrlPolicy(settings.public_base_url, tuple(settings.upload_allowed_hosts)),
     )
 
 
