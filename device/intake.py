@@ -22,6 +22,7 @@ from schemas import signing
 from schemas.common import TASK_ID_PATTERN, TASK_TYPE_PATTERN, new_id
 from schemas.errors import WireErrorCode
 from schemas.events import TaskSummary
+from schemas.json_shape import is_text, unusable_json
 from schemas.tasks import CANCEL_TYPE, CONTROL_TYPES, CancelParams, InputParams, TaskEnvelope
 from schemas.topics import device_tasks
 from schemas.validation import describe_validation_error
@@ -113,7 +114,7 @@ def read_task(
         return Rejection(new_id(), WireErrorCode.INVALID_JSON, data, bare)
 
     raw_id, raw_type = data.get("id"), data.get("type")
-    unreadable = _unusable_json(data)
+    unreadable = unusable_json(data, "task message")
     if unreadable is not None:  # its events could not be sent or read back: refuse it now
         return Rejection(_salvaged_id(raw_id, device_id, fan_out), WireErrorCode.INVALID_JSON, unreadable, bare)
     readable = TaskSummary(
@@ -217,39 +218,10 @@ def _json_object(payload: bytes) -> dict[str, Any] | str:
     return data
 
 
-MAX_DEPTH = 32  # nesting of objects and arrays a task may have (results echo params back)
-
-
-def _unusable_json(data: dict[str, Any]) -> str | None:
-    """Why JSON that parsed cannot be used as a task (too deeply nested for the controller to
-    read back, or a lone UTF-16 surrogate escape such as \\ud800 that no UTF-8 text can carry),
-    or None."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return f"task message nests objects/arrays more than {MAX_DEPTH} levels deep; flatten it"
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-        keys = value.keys() if isinstance(value, dict) else ()
-        for text in (*keys, *(c for c in children if isinstance(c, str))):
-            if not _is_unicode(text):
-                return "task message holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not text"
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return None
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _salvaged_id(raw_id: Any, device_id: str, fan_out: bool) -> str:
     """The run id of a message's `id` when that is a usable id (so the sender's task gets the
     rejection), else a fresh one."""
-    if isinstance(raw_id, str) and _is_unicode(raw_id) and re.fullmatch(TASK_ID_PATTERN, raw_id):
+    if isinstance(raw_id, str) and is_text(raw_id) and re.fullmatch(TASK_ID_PATTERN, raw_id):
         run_id, _broadcast = _run_id(raw_id, device_id, fan_out, None)
         if re.fullmatch(TASK_ID_PATTERN, run_id):
             return run_id
