@@ -9,6 +9,8 @@ from rich.table import Table
 from cli.local import settings
 from cli.output import console, fail
 from cli.rest import api
+from schemas.api import parse_duration
+from schemas.common import utcnow
 
 app = typer.Typer(help="REST API tokens.", no_args_is_help=True)
 
@@ -17,18 +19,24 @@ app = typer.Typer(help="REST API tokens.", no_args_is_help=True)
 def token_create(
     name: str = typer.Option(..., help="who or what uses it"),
     scope: str = typer.Option("operate", help="read, operate or admin"),
+    expires: str | None = typer.Option(None, help="lifetime, e.g. 30d, 12h, 90m, 2w (default: never expires)"),
 ) -> None:
     """Create an API token in the controller's database (FLEET_DATABASE_URL); prints it once."""
     if scope not in ("read", "operate", "admin"):
         raise typer.BadParameter(f"--scope must be read, operate or admin, not {scope!r}")
+    try:
+        expires_at = utcnow() + parse_duration(expires) if expires else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"--expires: {exc}") from None
     from controller.db import DatabaseSetupError
     from controller.offline import create_api_token
 
     try:
-        token, secret = create_api_token(settings(), name, scope)
+        token, secret = create_api_token(settings(), name, scope, expires_at)
     except DatabaseSetupError as exc:
         fail(str(exc))
-    console.print(f"token {token.id} ({scope}) for {name}:")
+    until = f", expires {expires_at.isoformat(timespec='seconds')}" if expires_at else ""
+    console.print(f"token {token.id} ({scope}{until}) for {name}:")
     console.print(secret, highlight=False, soft_wrap=True)
     console.print("send it as 'Authorization: Bearer <token>', or set FLEET_API_TOKEN for the CLI; it is not shown again")
 
@@ -36,10 +44,10 @@ def token_create(
 @app.command("list")
 def token_list() -> None:
     """List API tokens (never their secrets)."""
-    table = Table("id", "name", "scope", "created", "last used", "revoked")
+    table = Table("id", "name", "scope", "created", "last used", "expires", "revoked")
     for item in api("GET", "/api/v1/tokens"):
         table.add_row(item["id"], item["name"], item["scope"], item["created_at"], str(item["last_used_at"] or ""),
-                      str(item["revoked_at"] or ""))
+                      str(item.get("expires_at") or ""), str(item["revoked_at"] or ""))
     console.print(table)
 
 

@@ -112,6 +112,11 @@ class FleetSettings(BaseSettings):
     file_url_key: SecretStr | None = Field(
         None, description="key that signs file download URLs (same on every controller); default a key in the data dir"
     )
+    upload_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts (host or host:port; '*' for any) devices may fetch upload media from besides their "
+        "controller's signed file links (JSON list in env vars)",
+    )
     max_request_bytes: int = Field(1024 * 1024, ge=1024, description="largest REST request body except file uploads")
     device_message_rate: float = Field(
         50.0, gt=0, le=100_000, description="results/heartbeats per second one device may send on average"

@@ -11,10 +11,10 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config.settings import FleetSettings
 from controller.api.docs import add_docs
+from controller.api.guard import API_PREFIX, RequestGuard
 from controller.api.routes import accounts, broadcasts, devices, files, health, identities, signatures, tasks, tokens
 from controller.api.routes.health import package_version
 from controller.api.security import Read
@@ -28,8 +28,6 @@ from schemas.signing import public_key_text
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/api/v1"
-
 DESCRIPTION = """
 Command a fleet of PCs over MQTT. Devices connect outbound to the broker; the controller
 stores every task in SQL before it publishes it, and records what devices report.
@@ -39,23 +37,6 @@ stores every task in SQL before it publishes it, and records what devices report
   rejected | timed_out | canceled | expired. A task for an offline device runs when it returns.
 * **broadcasts** send one task to every device, or to the members of a group.
 """
-
-
-class BodyLimit:
-    """Refuse a REST request whose body is larger than FLEET_MAX_REQUEST_BYTES (file uploads have
-    their own limit) with a 413 before reading it."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith(f"{API_PREFIX}/files"):
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > self.limit:
-                detail = f"the request body is {int(length)} bytes; this API accepts at most {self.limit}"
-                await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -118,7 +99,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
     )
     app.state.signer = signer
     add_docs(app)
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(RequestGuard, limit=settings.max_request_bytes)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(health.router)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
-from controller.services import adhoc, devices, tasks
+from controller.services import adhoc, devices, tasks, unreadable
 from controller.throttle import DeviceThrottle
 from controller.warn_once import WarnOnce
 from schemas.events import TaskEvent
@@ -53,6 +53,7 @@ class ControllerMqtt:
         self._throttle = DeviceThrottle(settings.device_message_rate, settings.device_message_burst)
         self._warn_once = WarnOnce()
         self._signer = signer
+        self._invalid = unreadable.Counter()
         self._address = BrokerAddress.from_url(str(settings.mqtt_url))
         self._keepalive = settings.keepalive
         self._client = create_client(
@@ -144,6 +145,7 @@ class ControllerMqtt:
             return  # not a device topic, or a cleared retained status
         if len(payload) > self.max_payload_bytes:
             log.warning("dropped a %d-byte message on %s: larger than max_payload_bytes", len(payload), topic)
+            self._unreadable(parsed.device_id, parsed.channel, payload, "larger than FLEET_MAX_PAYLOAD_BYTES")
             return
         if parsed.channel == "tasks":
             self._handle_task(parsed.device_id, payload)
@@ -156,7 +158,9 @@ class ControllerMqtt:
         try:
             message = model.model_validate_json(payload)
         except ValidationError as exc:
-            log.warning("dropped an invalid %s on %s: %s", what, topic, describe_validation_error(exc, limit=1, empty="payload"))
+            reason = describe_validation_error(exc, limit=1, empty="payload")
+            log.warning("dropped an invalid %s on %s: %s", what, topic, reason)
+            self._unreadable(parsed.device_id, parsed.channel, payload, reason)
             return
         if isinstance(message, DeviceStatus):
             self._handle_status(parsed.device_id, message)
@@ -167,6 +171,19 @@ class ControllerMqtt:
             else:
                 assert isinstance(message, TaskEvent)
                 tasks.record_event(session, parsed.device_id, message)
+
+    @property
+    def invalid_messages(self) -> int:
+        """Device messages dropped since start because they could not be read."""
+        return self._invalid.value
+
+    def _unreadable(self, device_id: str, channel: str, payload: bytes | bytearray, reason: str) -> None:
+        """Count a dropped message; an unreadable result that may have ended a task fails it."""
+        self._invalid.add()
+        found = unreadable.salvage(payload) if channel == "results" else None
+        if found is not None and found.ends_task:
+            with self._sessions() as session:
+                unreadable.fail_task(session, device_id, found, reason)
 
     def _handle_task(self, device_id: str, payload: bytes | bytearray) -> None:
         """A task on a device's topic (the controller's own, or an operator's): recorded when its

@@ -4,6 +4,8 @@ stays in the controller's services."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from config.settings import FleetSettings
 from controller.db import create_sessionmaker, open_database
 from controller.models import ApiToken, MqttIdentity
@@ -12,13 +14,15 @@ from controller.services.tokens import create_token
 from schemas.api import IdentityCreate
 
 
-def create_api_token(settings: FleetSettings, name: str, scope: str) -> tuple[ApiToken, str]:
+def create_api_token(
+    settings: FleetSettings, name: str, scope: str, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
     """A new API token in the controller's database and its secret (shown once). Raises
     `DatabaseSetupError` when FLEET_DATABASE_URL cannot be used."""
     engine = open_database(settings.resolved_database_url)
     try:
         with create_sessionmaker(engine)() as session:
-            return create_token(session, name, scope)
+            return create_token(session, name, scope, expires_at)
     finally:
         engine.dispose()
 

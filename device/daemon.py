@@ -23,14 +23,17 @@ from device.handlers.base import BrowserEnvironment
 from device.handlers.browser import running_as_root
 from device.handlers.registry import HandlerRegistry, load_registry
 from device.identity import resolve_device_id
-from device.intake import CancelRequest, InputRequest, Rejection, read_task
-from device.journal import Journal, journal_path
+from device.intake import INVALID_TYPE, CancelRequest, InputRequest, Rejection, read_task
+from device.journal import Journal, RunRef, journal_path
 from device.link import MqttLink
 from device.metrics import MetricsReader
 from device.platforms.registry import load_platforms
 from device.presence import Presence
 from device.reporter import Reporter, task_error
-from schemas.common import utcnow
+from device.url_policy import UrlPolicy
+from schemas.common import new_id, utcnow
+from schemas.errors import WireErrorCode
+from schemas.events import TaskSummary
 from schemas.signing import trusted_keys
 from schemas.status import DeviceStatus, Heartbeat, boot_id
 from schemas.topics import (
@@ -143,6 +146,19 @@ class DeviceDaemon:
         except Exception as exc:  # one bad message must never stop the daemon
             log.error("handling a message on %s failed: %s", topic, type(exc).__name__)
             log.debug("message handling traceback", exc_info=True)
+            if topic in self.task_topics:
+                self._reject_unreadable(topic, exc)
+
+    def _reject_unreadable(self, topic: str, exc: Exception) -> None:
+        """The last word on a task message that broke its own handling: a `rejected` event under
+        a fresh id, so the sender hears that the device could not read it."""
+        message = f"the device could not read this task message ({type(exc).__name__}); see its log"
+        try:
+            run = RunRef(new_id())
+            summary = TaskSummary(type=INVALID_TYPE, source_topic=topic)
+            self._reporter.reject(run, task_error(WireErrorCode.INVALID_TASK, message), summary)
+        except Exception as again:
+            log.error("could not report the unreadable message on %s either: %s", topic, type(again).__name__)
 
     def _on_task(self, topic: str, payload: bytes, retained: bool) -> None:
         if self._stopping:
@@ -222,6 +238,7 @@ def browser_environment(settings: FleetSettings) -> BrowserEnvironment:
         locator_dir=settings.locator_dir,
         artifacts_dir=settings.data_dir / "artifacts",
         platforms=load_platforms(),
+        media_policy=UrlPolicy(settings.public_base_url, tuple(settings.upload_allowed_hosts)),
     )
 
 

@@ -26,6 +26,7 @@ from device.reporter import Reporter, task_error
 from schemas.common import utcnow
 from schemas.errors import WireErrorCode
 from schemas.events import EventKind, TaskError
+from schemas.json_shape import unusable_json
 from schemas.status import DeviceFacts
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,9 @@ class Executor:
 
     def _finish(self, request: TaskRequest, kind: EventKind, **fields: Any) -> None:
         run = request.run
+        unusable = unusable_json(fields.get("result") or {}, "the handler's result")
+        if unusable is not None:  # the controller could not read it back: fail instead of sending it
+            kind, fields = EventKind.FAILED, {"error": task_error(WireErrorCode.HANDLER_ERROR, unusable)}
         try:
             event = self._reporter.finish(run, kind, **fields)
         except ValueError as exc:  # e.g. a result that is not JSON-serialisable

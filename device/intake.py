@@ -24,6 +24,7 @@ from schemas import signing
 from schemas.common import TASK_ID_PATTERN, TASK_TYPE_PATTERN, new_id
 from schemas.errors import WireErrorCode
 from schemas.events import TaskSummary
+from schemas.json_shape import is_text, unusable_json
 from schemas.tasks import CANCEL_TYPE, CONTROL_TYPES, CancelParams, InputParams, TaskEnvelope
 from schemas.topics import device_tasks
 from schemas.validation import describe_validation_error
@@ -123,6 +124,9 @@ def read_task(
         return Rejection(new_id(), WireErrorCode.INVALID_JSON, data, bare)
 
     raw_id, raw_type = data.get("id"), data.get("type")
+    unreadable = unusable_json(data, "task message")
+    if unreadable is not None:  # its events could not be sent or read back: refuse it now
+        return Rejection(_salvaged_id(raw_id, device_id, fan_out), WireErrorCode.INVALID_JSON, unreadable, bare)
     readable = TaskSummary(
         type=raw_type if isinstance(raw_type, str) and re.fullmatch(TASK_TYPE_PATTERN, raw_type) else INVALID_TYPE,
         source_topic=topic,
@@ -225,6 +229,16 @@ def _json_object(payload: bytes) -> dict[str, Any] | str:
     if not isinstance(data, dict):
         return f"task message must be a JSON object, got a JSON {_json_kind(data)}"
     return data
+
+
+def _salvaged_id(raw_id: Any, device_id: str, fan_out: bool) -> str:
+    """The run id of a message's `id` when that is a usable id (so the sender's task gets the
+    rejection), else a fresh one."""
+    if isinstance(raw_id, str) and is_text(raw_id) and re.fullmatch(TASK_ID_PATTERN, raw_id):
+        run_id, _broadcast = _run_id(raw_id, device_id, fan_out, None)
+        if re.fullmatch(TASK_ID_PATTERN, run_id):
+            return run_id
+    return new_id()
 
 
 def _json_kind(value: Any) -> str:

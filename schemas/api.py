@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import DeviceId, GroupName, StrictModel, TaskId, TaskType, UtcDatetime
 from schemas.events import MAX_ATTEMPTS, EventKind, TaskError, TaskStatus
@@ -165,6 +167,7 @@ class Health(BaseModel):
     database: bool
     mqtt_connected: bool
     version: str
+    invalid_messages: int = Field(0, description="messages from devices dropped since start because they could not be read")
 
 
 class ErrorBody(BaseModel):
@@ -174,8 +177,23 @@ class ErrorBody(BaseModel):
 LoginStatus = Literal["unknown", "logged_in", "logged_out", "expired"]
 
 
+ACCOUNT_NAME_RULE = (
+    "an account name may hold letters, digits, spaces and any punctuation except '/' (it could never be "
+    "read or deleted under /api/v1/accounts/{name}), no control characters, and may not be '.' or '..'"
+)
+
+
+def _account_name(value: str) -> str:
+    if "/" in value or value in (".", "..") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{value!r} is not allowed: {ACCOUNT_NAME_RULE}")
+    return value
+
+
+AccountName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_account_name)]
+
+
 class AccountCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=200, description="the name tasks use in `account`")
+    name: AccountName = Field(description="the name tasks use in `account`; any text without '/' or control characters")
     platform: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")
     device_id: DeviceId = Field(description="the device whose browser profile holds this account's login")
 
@@ -214,9 +232,24 @@ class FileOut(BaseModel):
 Scope = Literal["read", "operate", "admin"]
 
 
+DURATION_PATTERN = r"^[1-9][0-9]{0,5}[smhdw]$"
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30d`, `12h`, `90m`, `3600s`, `2w` as a timedelta; ValueError with what is accepted."""
+    if re.fullmatch(DURATION_PATTERN, text) is None:
+        raise ValueError(f"{text!r} is not a duration: write a number and a unit s, m, h, d or w, e.g. 30d or 12h")
+    return timedelta(seconds=int(text[:-1]) * DURATION_UNITS[text[-1]])
+
+
 class TokenCreate(StrictModel):
     name: str = Field(min_length=1, max_length=200, description="who or what uses it, e.g. 'ops dashboard'")
     scope: Scope = Field(description="read: GET only; operate: also tasks, broadcasts, accounts, files; admin: also tokens")
+    expires: str | None = Field(
+        None, pattern=DURATION_PATTERN, examples=["30d"],
+        description="lifetime from now: a number and a unit s, m, h, d or w (e.g. 30d); omitted: never expires",
+    )
 
 
 class TokenOut(BaseModel):
@@ -228,6 +261,7 @@ class TokenOut(BaseModel):
     created_at: UtcDatetime
     last_used_at: UtcDatetime | None
     revoked_at: UtcDatetime | None
+    expires_at: UtcDatetime | None = None
 
 
 class TokenCreated(TokenOut):

@@ -48,6 +48,9 @@ class WireErrorCode(StrEnum):
     INPUT_UNAVAILABLE = "input_unavailable"
     DOWNLOAD_FAILED = "download_failed"
     DOWNLOAD_CORRUPT = "download_corrupt"
+    URL_NOT_ALLOWED = "url_not_allowed"
+    # failed: written by the controller
+    INVALID_EVENT = "invalid_event"
     # failed: browser tasks (login, upload, chat)
     ACCOUNT_REQUIRED = "account_required"
     UNKNOWN_PLATFORM = "unknown_platform"

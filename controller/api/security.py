@@ -28,10 +28,10 @@ def require(scope: str) -> Callable[..., ApiToken]:
                 "(create one with `fleet token create`)", headers={"WWW-Authenticate": "Bearer"},
             )
         with request.app.state.sessions() as session:
-            token = tokens.authenticate(session, credentials.credentials)
-        if token is None:
-            raise HTTPException(401, "the API token is unknown or revoked; create a new one with `fleet token create`",
-                                headers={"WWW-Authenticate": "Bearer"})
+            try:
+                token = tokens.authenticate(session, credentials.credentials)
+            except tokens.TokenRefused as exc:
+                raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
         if not tokens.allows(token.scope, scope):
             raise HTTPException(403, f"token {token.id!r} has scope {token.scope!r}; this needs {scope!r} or more")
         return token

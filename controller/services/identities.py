@@ -78,10 +78,18 @@ def add_identity(session: Session, body: IdentityCreate) -> tuple[MqttIdentity, 
     return existing, secret
 
 
-def revoke_identity(session: Session, name: str) -> MqttIdentity:
+def revoke_identity(session: Session, name: str, own_login: str | None = None) -> MqttIdentity:
+    """Revoke `name`, unless it is `own_login`, the broker login this controller itself uses
+    (revoking that would cut the controller off its own fleet)."""
     identity = session.get(MqttIdentity, name)
     if identity is None:
         raise NotFoundError(f"no MQTT identity {name!r}; list them with GET /api/v1/identities")
+    if own_login is not None and name == own_login:
+        raise ConflictError(
+            f"{name!r} is the broker login this controller uses (FLEET_MQTT_URL); revoking it would cut the "
+            "controller off the broker. Provision a new controller login, switch FLEET_MQTT_URL to it and "
+            "restart the controller first"
+        )
     if identity.revoked_at is None:
         identity.revoked_at = utcnow()
         if identity.role == "device":

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from controller.models import ApiToken
 from controller.services.errors import ConflictError, NotFoundError
 from schemas.common import utcnow
+from schemas.errors import FleetError
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,18 @@ def allows(granted: str, needed: str) -> bool:
     return SCOPES.index(granted) >= SCOPES.index(needed)
 
 
-def create_token(session: Session, name: str, scope: str) -> tuple[ApiToken, str]:
-    """A new token and its full secret text (shown once, never stored)."""
+class TokenRefused(FleetError):
+    """Why a presented token does not admit its bearer (a one-line, secret-free reason)."""
+
+
+def create_token(
+    session: Session, name: str, scope: str, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """A new token and its full secret text (shown once, never stored); it stops working at
+    `expires_at` when one is given."""
     token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    token = ApiToken(id=token_id, name=name, scope=scope, secret_sha256=_hash(secret), created_at=utcnow())
+    token = ApiToken(id=token_id, name=name, scope=scope, secret_sha256=_hash(secret), created_at=utcnow(),
+                     expires_at=expires_at)
     session.add(token)
     session.commit()
     log.info("API token %s (%s, scope %s) created", token_id, name, scope)
@@ -51,15 +61,18 @@ def ensure_bootstrap(session: Session, secret: str) -> None:
     session.commit()
 
 
-def authenticate(session: Session, presented: str) -> ApiToken | None:
-    """The live token `presented` stands for, or None."""
+def authenticate(session: Session, presented: str) -> ApiToken:
+    """The live token `presented` stands for; raises `TokenRefused` saying why not."""
     if presented.startswith(f"{PREFIX}_") and presented.count("_") >= 2:
         _prefix, token_id, secret = presented.split("_", 2)
     else:
         token_id, secret = BOOTSTRAP_ID, presented
     token = session.get(ApiToken, token_id)
     if token is None or token.revoked_at is not None or not hmac.compare_digest(token.secret_sha256, _hash(secret)):
-        return None
+        raise TokenRefused("the API token is unknown or revoked; create a new one with `fleet token create`")
+    if token.expires_at is not None and token.expires_at <= utcnow():
+        raise TokenRefused(f"the API token {token.id!r} expired at {token.expires_at.isoformat()}; "
+                           "create a new one with `fleet token create`")
     token.last_used_at = utcnow()
     session.commit()
     return token

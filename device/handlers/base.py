@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from device.url_policy import UrlPolicy
 from schemas.errors import DeviceError, FleetCodeError, WireErrorCode
 from schemas.status import DeviceFacts
 
@@ -51,6 +52,7 @@ class BrowserEnvironment:
     locator_dir: Path | None
     artifacts_dir: Path
     platforms: Mapping[str, type[PlatformAdapter]]
+    media_policy: UrlPolicy  # which upload media URLs may be fetched
 
 
 @dataclass(frozen=True)

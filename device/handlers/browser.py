@@ -24,7 +24,7 @@ from device.handlers.base import (
     TaskHandler,
 )
 from device.platforms.base import MediaFiles, PlatformAdapter
-from device.transfer import fetch
+from device.transfer import check_url, fetch
 from schemas.errors import WireErrorCode
 from schemas.tasks import ChatParams, LoginParams, UploadParams
 
@@ -46,14 +46,20 @@ def adapter_for(env: BrowserEnvironment, name: str) -> PlatformAdapter:
         raise TaskFailure(WireErrorCode.LOCATOR_INVALID, str(exc)) from None
 
 
-async def run_in_browser(ctx: TaskContext, platform: str, action: Action) -> dict[str, Any]:
-    """Open the account's profile, run `action(adapter, page)`, always close the browser."""
+def preflight(ctx: TaskContext, platform: str) -> tuple[BrowserEnvironment, PlatformAdapter]:
+    """What a browser task needs before it does anything: an account, browser support and the
+    platform's adapter; a `TaskFailure` saying which is missing."""
     if ctx.account is None:
         raise TaskFailure(WireErrorCode.ACCOUNT_REQUIRED, "browser tasks act for an account: give the task an `account`")
     if ctx.browser is None:
         raise TaskFailure(WireErrorCode.BROWSER_UNAVAILABLE, "this daemon was started without browser support")
-    env = ctx.browser
-    adapter = adapter_for(env, platform)
+    return ctx.browser, adapter_for(ctx.browser, platform)
+
+
+async def run_in_browser(ctx: TaskContext, platform: str, action: Action) -> dict[str, Any]:
+    """Open the account's profile, run `action(adapter, page)`, always close the browser."""
+    env, adapter = preflight(ctx, platform)
+    assert ctx.account is not None
     try:
         async with browser_page(env.options, profile_dir(ctx.data_dir, platform, ctx.account)) as page:
             try:
@@ -97,16 +103,21 @@ class UploadHandler(TaskHandler[UploadParams]):
     params_model = UploadParams
 
     async def run(self, ctx: TaskContext, params: UploadParams) -> dict[str, Any]:
+        env, _adapter = preflight(ctx, params.platform)  # before any download
+        policy = env.media_policy
+        for url in (params.video_url, params.cover_url):
+            if url is not None:
+                check_url(policy, str(url))
         cache = ctx.data_dir / "cache"
 
         async def downloaded(done: int, total: int | None) -> None:
             if total:
                 await ctx.progress(round(40 * done / total), f"downloading the video: {done}/{total} bytes")
 
-        video = await fetch(str(params.video_url), cache, size=params.size, sha256=params.sha256, progress=downloaded)
+        video = await fetch(str(params.video_url), cache, size=params.size, sha256=params.sha256, progress=downloaded, policy=policy)
         cover = None
         if params.cover_url is not None:
-            cover = await fetch(str(params.cover_url), cache, size=None, sha256=None, progress=_quiet)
+            cover = await fetch(str(params.cover_url), cache, size=None, sha256=None, progress=_quiet, policy=policy)
         await ctx.progress(40, "video downloaded and verified", {"video_bytes": video.stat().st_size})
         result = await run_in_browser(ctx, params.platform, lambda adapter, page: adapter.upload(
             page, ctx, params, MediaFiles(video=video, cover=cover)

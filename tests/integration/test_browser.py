@@ -79,7 +79,9 @@ def start_browser_device(broker: Broker, tmp_path: Path, processes: list[Process
 
 @pytest.fixture
 def fleet(broker: Broker, controller: Controller, site: Site, tmp_path: Path, _processes: list[Process]) -> BrowserFleet:
-    device = start_browser_device(broker, tmp_path, _processes, site, "pc-web")
+    # The device knows its controller's address: upload media come only from its signed file links.
+    device = start_browser_device(broker, tmp_path, _processes, site, "pc-web",
+                                  public_api_url=f"http://127.0.0.1:{controller.port}")
     controller.wait_device("pc-web", "online")
     for account in ("alice", "bob"):
         response = controller.api.post("/api/v1/accounts", json={"name": account, "platform": "reference", "device_id": "pc-web"})
@@ -246,3 +248,81 @@ def test_site_error_wrong_selector_and_cancel_are_clear_and_close_the_browser(
     for device_id in ("pc-web", "pc-web-2"):
         assert controller.wait_task(controller.create_task(device_id, "ping")["id"])["status"] == "succeeded"
     assert site.records()["messages"] == []
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_qr_login_token_stays_out_of_the_logs(
+    level: str, broker: Broker, site: Site, tmp_path: Path, _processes: list[Process]
+) -> None:
+    """The one-time QR token is a login credential while it lives: REST shows it to the operator
+    (in `scan_url`), but no fleet process writes it to its log, even at DEBUG."""
+    controller = Controller(broker, tmp_path, keepalive="5", log_level=level)
+    _processes.append(controller.process)
+    controller.start()
+    start_browser_device(broker, tmp_path, _processes, site, "pc-web", log_level=level)
+    controller.wait_device("pc-web", "online")
+    made = controller.api.post("/api/v1/accounts", json={"name": "alice", "platform": "reference", "device_id": "pc-web"})
+    assert made.status_code == 201, made.text
+    task = controller.create_task(None, "login", account="alice", params={"platform": "reference", "wait": 60})
+    details = waiting_for(controller, task["id"], "scan")
+    token = parse_qs(urlsplit(details["scan_url"]).query)["token"][0]
+    assert len(token) >= 16
+    assert site.api.post("/_phone/approve", data={"token": token, "account": "alice"}).status_code == 200
+    assert controller.wait_task(task["id"], timeout=60)["status"] == "succeeded"
+    logs = {path.name: path.read_text(errors="replace") for path in tmp_path.glob("*.log")}
+    fleet_logs = {name: text for name, text in logs.items() if name in ("controller.log", "device-pc-web.log")}
+    assert len(fleet_logs) == 2 and all(fleet_logs.values()), sorted(logs)
+    leaked = sorted(name for name, text in fleet_logs.items() if token in text)
+    print(f"{level}: QR token ({len(token)} chars) searched in {sorted(fleet_logs)} "
+          f"({sum(map(len, fleet_logs.values()))} chars): found in {leaked or 'none'}")
+    assert not leaked
+
+
+@pytest.fixture
+def bait_server() -> Iterator[tuple[str, list[str]]]:
+    """A real local HTTP server standing for an internal service an upload task points at; it
+    records each request path and redirects /go to itself."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"internal secret")
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    thread.join(10)
+
+
+def test_upload_fetches_only_the_controllers_signed_links(
+    fleet: BrowserFleet, bait_server: tuple[str, list[str]]
+) -> None:
+    controller = fleet.controller
+    bait, seen = bait_server
+    base = {"platform": "reference", "title": "t"}
+    no_account = controller.create_task("pc-web", "upload", params={**base, "video_url": f"{bait}/a.mp4"})
+    failed = controller.wait_task(no_account["id"], timeout=30)
+    assert failed["status"] == "failed" and failed["error"]["code"] == "account_required", failed
+    for url in (f"{bait}/b.mp4", f"http://127.0.0.1:{controller.port}/api/v1/files/x/download", "http://127.0.0.2:9/x.mp4"):
+        task = controller.create_task(None, "upload", account="alice", params={**base, "video_url": url})
+        failed = controller.wait_task(task["id"], timeout=30)
+        assert failed["status"] == "failed" and failed["error"]["code"] == "url_not_allowed", failed
+        assert "FLEET_UPLOAD_ALLOWED_HOSTS" in failed["error"]["message"]
+    assert seen == []  # the device never sent a request to the internal service
+    # The controller's own signed link is fetched (the controller checks the signature).
+    stored = upload_to_controller(controller, b"clip", "clip.mp4")
+    bad_signature = stored["url"].rsplit("signature=", 1)[0] + "signature=" + "0" * 64
+    task = controller.create_task(None, "upload", account="alice", params={**base, "video_url": bad_signature})
+    failed = controller.wait_task(task["id"], timeout=30)
+    assert failed["error"]["code"] == "download_failed" and "403" in failed["error"]["message"], failed

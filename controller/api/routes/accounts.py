@@ -33,17 +33,17 @@ def list_accounts(
     return [AccountOut.model_validate(a) for a in items]
 
 
-@router.get("/{name}", summary="Get an account", responses=NOT_FOUND)
+@router.get("/{name:path}", summary="Get an account", responses=NOT_FOUND)
 def get_account(session: SessionDep, name: str) -> AccountOut:
     return AccountOut.model_validate(service.get_account(session, name))
 
 
-@router.patch("/{name}", dependencies=[Operate], summary="Move an account to another device", responses=NOT_FOUND)
+@router.patch("/{name:path}", dependencies=[Operate], summary="Move an account to another device", responses=NOT_FOUND)
 def update_account(session: SessionDep, name: str, body: AccountUpdate) -> AccountOut:
     return AccountOut.model_validate(service.update_account(session, name, body))
 
 
-@router.delete("/{name}", dependencies=[Operate], status_code=204, summary="Forget an account", responses=NOT_FOUND)
+@router.delete("/{name:path}", dependencies=[Operate], status_code=204, summary="Forget an account", responses=NOT_FOUND)
 def delete_account(session: SessionDep, name: str) -> Response:
     service.delete_account(session, name)
     return Response(status_code=204)

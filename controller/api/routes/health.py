@@ -30,4 +30,5 @@ def health(request: Request) -> Health:
         database=database,
         mqtt_connected=mqtt_connected,
         version=package_version(),
+        invalid_messages=request.app.state.mqtt.invalid_messages,
     )

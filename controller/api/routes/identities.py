@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from broker.connection import BrokerAddress
 from controller.api.deps import SessionDep, SettingsDep
 from controller.api.security import Admin
 from controller.services import identities as service
@@ -33,8 +34,9 @@ def broker_files(session: SessionDep) -> BrokerFiles:
 
 
 @router.delete("/{name}", summary="Revoke an identity (the broker refuses it from the next connection)",
-               responses={404: {"model": ErrorBody}})
+               responses={404: {"model": ErrorBody},
+                          409: {"model": ErrorBody, "description": "the controller's own broker login"}})
 def revoke_identity(session: SessionDep, settings: SettingsDep, name: str) -> IdentityOut:
-    identity = service.revoke_identity(session, name)
+    identity = service.revoke_identity(session, name, BrokerAddress.from_url(str(settings.mqtt_url)).username)
     service.apply_to_broker(session, settings)
     return IdentityOut.model_validate(identity)

@@ -7,14 +7,16 @@ from fastapi import APIRouter
 from controller.api.deps import SessionDep
 from controller.api.security import Admin
 from controller.services import tokens as service
-from schemas.api import ErrorBody, TokenCreate, TokenCreated, TokenOut
+from schemas.api import ErrorBody, TokenCreate, TokenCreated, TokenOut, parse_duration
+from schemas.common import utcnow
 
 router = APIRouter(prefix="/tokens", tags=["tokens"], dependencies=[Admin])
 
 
 @router.post("", status_code=201, summary="Create an API token (its secret is shown once)")
 def create_token(session: SessionDep, body: TokenCreate) -> TokenCreated:
-    token, secret = service.create_token(session, body.name, body.scope)
+    expires_at = utcnow() + parse_duration(body.expires) if body.expires else None
+    token, secret = service.create_token(session, body.name, body.scope, expires_at)
     return TokenCreated(**TokenOut.model_validate(token).model_dump(), token=secret)
 
 
