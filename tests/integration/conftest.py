@@ -9,9 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Broker, Controller, Device, MqttProbe, Process
+from tests.harness import Broker, Controller, Device, MqttProbe, Process, missing_service
 
 BROKER_KINDS = ["amqtt", "mosquitto"]
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps trying to reach Google's hosts.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -74,3 +78,18 @@ def probe(broker: Broker) -> Iterator[Callable[..., MqttProbe]]:
     yield make
     for instance in probes:
         instance.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright: one per test module."""
+    if not CHROMIUM.exists():
+        missing_service("chromium is not installed (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -16,18 +16,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
-from tests.harness import Controller, missing_service
+from tests.harness import Controller
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 TIMEOUT_MS = 15_000
 TITLE = "MQTT fleet controller"
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", ["amqtt"], indirect=True)]
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser extra is not installed: pip install -e '.[browser]'")
 
 
 @dataclass
@@ -49,18 +46,6 @@ class Traffic:
     def console(self, message: Any) -> None:
         if "Content Security Policy" in message.text:
             self.refused.append(message.text)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        missing_service("chromium is not installed (Debian: apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
@@ -105,10 +90,10 @@ def test_docs_pages_need_no_token_but_the_api_does(controller: Controller) -> No
 def test_swagger_ui_renders_with_the_network_blocked(offline_page: tuple[Any, Traffic], tmp_path: Path) -> None:
     page, traffic = offline_page
     page.goto("/docs")
-    sync_api.expect(page).to_have_title(f"{TITLE} - Swagger UI", timeout=TIMEOUT_MS)
-    sync_api.expect(page.locator(".info .title")).to_contain_text(TITLE, timeout=TIMEOUT_MS)
-    sync_api.expect(page.locator(".opblock-summary-path", has_text="/api/v1/tasks").first).to_be_visible(timeout=TIMEOUT_MS)
-    sync_api.expect(page.locator(".btn.authorize")).to_be_visible(timeout=TIMEOUT_MS)  # the bearer token can be entered
+    expect(page).to_have_title(f"{TITLE} - Swagger UI", timeout=TIMEOUT_MS)
+    expect(page.locator(".info .title")).to_contain_text(TITLE, timeout=TIMEOUT_MS)
+    expect(page.locator(".opblock-summary-path", has_text="/api/v1/tasks").first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator(".btn.authorize")).to_be_visible(timeout=TIMEOUT_MS)  # the bearer token can be entered
     page.wait_for_load_state("networkidle")
     page.screenshot(path=str(tmp_path / "docs.png"), full_page=False)
 
@@ -121,9 +106,9 @@ def test_swagger_ui_renders_with_the_network_blocked(offline_page: tuple[Any, Tr
 def test_redoc_renders_with_the_network_blocked(offline_page: tuple[Any, Traffic], tmp_path: Path) -> None:
     page, traffic = offline_page
     page.goto("/redoc")
-    sync_api.expect(page).to_have_title(f"{TITLE} - ReDoc", timeout=TIMEOUT_MS)
-    sync_api.expect(page.locator("h1", has_text=TITLE).first).to_be_visible(timeout=TIMEOUT_MS)
-    sync_api.expect(page.get_by_text("/api/v1/tasks", exact=False).first).to_be_attached(timeout=TIMEOUT_MS)
+    expect(page).to_have_title(f"{TITLE} - ReDoc", timeout=TIMEOUT_MS)
+    expect(page.locator("h1", has_text=TITLE).first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("/api/v1/tasks", exact=False).first).to_be_attached(timeout=TIMEOUT_MS)
     page.wait_for_load_state("networkidle")
     page.screenshot(path=str(tmp_path / "redoc.png"), full_page=False)
 

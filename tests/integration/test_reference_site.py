@@ -22,17 +22,13 @@ from typing import Any
 import httpx
 import pytest
 import segno
+from playwright.sync_api import expect
 
-from tests.harness import Process, free_port, missing_service, port_open, wait_for
+from tests.harness import Process, free_port, port_open, wait_for
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 TIMEOUT_MS = 10_000
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser extra is not installed: pip install -e '.[browser]'")
 
 
 @dataclass
@@ -67,18 +63,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         process.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        missing_service("chromium is not installed (Debian: apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
 def page(site: Site, browser: Any) -> Iterator[Any]:
     assert site.api.post("/_admin/reset").status_code == 200
@@ -94,7 +78,7 @@ def page(site: Site, browser: Any) -> Iterator[Any]:
 
 def login_token(page: Any) -> str:
     page.goto("/login")
-    sync_api.expect(page.locator("#login-status")).to_have_text("waiting for scan")
+    expect(page.locator("#login-status")).to_have_text("waiting for scan")
     token = page.locator("#qr").get_attribute("data-token")
     assert token
     return token
@@ -109,7 +93,7 @@ def scan(site: Site, token: str, account: str) -> str:
 def log_in(site: Site, page: Any, account: str) -> None:
     assert scan(site, login_token(page), account) == "done"
     page.wait_for_url("**/home")
-    sync_api.expect(page.locator("#account-name")).to_have_text(account)
+    expect(page.locator("#account-name")).to_have_text(account)
 
 
 def png_pixels(data: bytes) -> list[list[bool]]:
@@ -201,7 +185,7 @@ def test_qr_login_lands_on_home_and_the_qr_code_encodes_the_scan_link(site: Site
 
     assert scan(site, token, "alice") == "done"
     page.wait_for_url("**/home")
-    sync_api.expect(page.locator("#account-name")).to_have_text("alice")
+    expect(page.locator("#account-name")).to_have_text("alice")
     for link in ("/upload", "/messages"):
         assert page.locator(f"a[href='{link}']").count() == 1
     [cookie] = [c for c in page.context.cookies() if c["name"] == "session"]
@@ -220,11 +204,11 @@ def test_the_phone_page_approves_the_account_named_in_the_scan_link(site: Site, 
     token = login_token(page)
     phone = page.context.new_page()
     phone.goto(f"/_phone/scan?token={token}&account=zoe%20k")
-    sync_api.expect(phone.locator("input[name=account]")).to_have_value("zoe k")
+    expect(phone.locator("input[name=account]")).to_have_value("zoe k")
     phone.click("button")
-    sync_api.expect(phone.locator("h1")).to_have_text("Approved")
+    expect(phone.locator("h1")).to_have_text("Approved")
     page.wait_for_url("**/home")
-    sync_api.expect(page.locator("#account-name")).to_have_text("zoe k")
+    expect(page.locator("#account-name")).to_have_text("zoe k")
     assert [(r["account"], r["method"]) for r in site.records()["logins"]] == [("zoe k", "qr")]
 
 
@@ -233,7 +217,7 @@ def test_the_phone_page_without_an_account_asks_for_one(site: Site, page: Any) -
     phone = page.context.new_page()
     phone.goto(f"/_phone/scan?token={token}")
     account = phone.locator("input[name=account]")
-    sync_api.expect(account).to_have_value("")
+    expect(account).to_have_value("")
     assert account.get_attribute("required") is not None
     # A form posted without an account is refused with a reason, and nobody is logged in.
     refused = site.api.post("/_phone/approve", data={"token": token, "account": ""})
@@ -246,21 +230,21 @@ def test_qr_login_with_a_wrong_then_the_right_sms_code(site: Site, page: Any) ->
     assert site.api.post("/_admin/config", json={"sms_required": ["bob"], "fail": {}}).status_code == 200
     token = login_token(page)
     assert scan(site, token, "bob") == "needs_code"
-    sync_api.expect(page.locator("#sms-form")).to_be_visible()
+    expect(page.locator("#sms-form")).to_be_visible()
     assert site.api.get("/login/state", params={"token": token}).json() == {"state": "needs_code", "account": "bob"}
     code = site.api.get("/_phone/sms", params={"account": "bob"}).json()["code"]
     assert len(code) == 6 and code.isdigit()
 
     page.fill("#sms-code", "000000" if code != "000000" else "111111")
     page.click("#sms-submit")
-    sync_api.expect(page.locator("#login-status")).to_have_text("wrong code")
-    sync_api.expect(page.locator("#sms-form")).to_be_visible()
+    expect(page.locator("#login-status")).to_have_text("wrong code")
+    expect(page.locator("#sms-form")).to_be_visible()
     assert "/login" in page.url
 
     page.fill("#sms-code", code)
     page.click("#sms-submit")
     page.wait_for_url("**/home")
-    sync_api.expect(page.locator("#account-name")).to_have_text("bob")
+    expect(page.locator("#account-name")).to_have_text("bob")
     assert [(r["account"], r["method"]) for r in site.records()["logins"]] == [("bob", "qr+sms")]
     # Neither the SMS code nor the session cookie ever reaches the site's log.
     [cookie] = [c["value"] for c in page.context.cookies() if c["name"] == "session"]
@@ -295,9 +279,9 @@ def test_upload_with_title_tags_cover_and_schedule_is_recorded_intact(site: Site
     segno.make("cover").save(str(cover), scale=8)
     log_in(site, page, "alice")
     page.goto("/upload")
-    sync_api.expect(page.locator("#publish")).to_be_disabled()
+    expect(page.locator("#publish")).to_be_disabled()
     page.set_input_files("#video-file", str(video))
-    sync_api.expect(page.locator("#publish")).to_be_enabled()
+    expect(page.locator("#publish")).to_be_enabled()
     assert page.locator("#upload-progress").evaluate("bar => bar.value") == 100
     page.fill("#title", "Sunset over the bay")
     page.fill("#tags", "travel, sea ,sunset")
@@ -305,7 +289,7 @@ def test_upload_with_title_tags_cover_and_schedule_is_recorded_intact(site: Site
     page.fill("#publish-at", "2030-01-02T03:04")
     page.click("#publish")
     result = page.locator("#publish-result")
-    sync_api.expect(result).to_have_text("published")
+    expect(result).to_have_text("published")
     video_id = result.get_attribute("data-video-id")
     assert video_id
 
@@ -325,7 +309,7 @@ def test_chat_message_is_recorded(site: Site, page: Any) -> None:
     page.fill("#to", "someone-new")
     page.fill("#message", "hello there\nsecond line")
     page.click("#send")
-    sync_api.expect(page.locator("#send-result")).to_have_text("sent")
+    expect(page.locator("#send-result")).to_have_text("sent")
     assert [(m["account"], m["to"], m["message"]) for m in site.records()["messages"]] == [
         ("alice", "someone-new", "hello there\nsecond line")
     ]
@@ -336,7 +320,7 @@ def test_an_empty_recipient_shows_a_readable_error(site: Site, page: Any) -> Non
     page.goto("/messages")
     page.fill("#message", "to nobody")
     page.click("#send")
-    sync_api.expect(page.locator("#error")).to_be_visible()
+    expect(page.locator("#error")).to_be_visible()
     assert "object" not in page.locator("#error").inner_text()
     assert site.records()["messages"] == []
 
@@ -349,17 +333,17 @@ def test_the_fail_switch_shows_the_servers_message_in_error(site: Site, page: An
     page.fill("#to", "bob")
     page.fill("#message", "will fail")
     page.click("#send")
-    sync_api.expect(page.locator("#error")).to_contain_text("503")
+    expect(page.locator("#error")).to_contain_text("503")
     assert page.locator("#send-result").count() == 0
 
     video = tmp_path / "clip.mp4"
     video.write_bytes(os.urandom(64 * 1024))
     page.goto("/upload")
     page.set_input_files("#video-file", str(video))
-    sync_api.expect(page.locator("#publish")).to_be_enabled()
+    expect(page.locator("#publish")).to_be_enabled()
     page.fill("#title", "will fail")
     page.click("#publish")
-    sync_api.expect(page.locator("#error")).to_contain_text("500")
+    expect(page.locator("#error")).to_contain_text("500")
     assert page.locator("#publish-result").count() == 0
     assert site.records()["uploads"] == [] and site.records()["messages"] == []
 
@@ -369,7 +353,7 @@ def test_the_fail_switch_shows_the_servers_message_in_error(site: Site, page: An
     page.fill("#to", "bob")
     page.fill("#message", "works again")
     page.click("#send")
-    sync_api.expect(page.locator("#send-result")).to_have_text("sent")
+    expect(page.locator("#send-result")).to_have_text("sent")
 
 
 def test_records_survive_a_restart_and_the_site_listens_on_loopback(tmp_path: Path) -> None:
