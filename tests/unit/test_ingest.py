@@ -18,7 +18,7 @@ from controller.models import Device, Task, TaskEventRecord
 from schemas.common import utcnow
 from schemas.events import EventKind
 from schemas.status import Heartbeat
-from tests.services_kit import birth
+from tests.services_kit import birth, will
 from tests.services_kit import event as task_event
 
 DEVICES = 20
@@ -109,3 +109,11 @@ def test_a_poison_message_loses_only_itself(engine: Engine, sessions: sessionmak
         assert len(statuses) == DEVICES * TASKS_PER_DEVICE - 1 and set(statuses) == {"succeeded"}
         assert session.get(Task, "poison") is None
         assert session.get(Task, "t-03-05") is not None, "the poison's batch-mates were recorded"
+
+
+def test_a_heartbeat_queued_before_a_will_does_not_revive_the_device(sessions: sessionmaker[Session]) -> None:
+    beat = Heartbeat(device_id="pc-01", session_id="s1", at=utcnow(), running=0)
+    _run(sessions, [Incoming("pc-01", birth("pc-01", "s1")), Incoming("pc-01", beat), Incoming("pc-01", will("pc-01", "s1"))])
+    with sessions() as session:
+        device = session.get(Device, "pc-01")
+        assert device is not None and device.status == "offline" and device.last_heartbeat is not None
