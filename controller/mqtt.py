@@ -1,9 +1,11 @@
-"""The controller's MQTT client: subscribes to device status and results, routes each message
-to the services, and publishes task envelopes for them.
+"""The controller's MQTT client: subscribes to device status and results, validates each
+message and queues it for the ingest writer (`controller.ingest`), and publishes task
+envelopes.
 
-It only routes: parsing with the schemas, one database session per message, and the call
-into `controller.services`. paho runs it in its own network thread and reconnects by itself,
-so the controller starts (and its REST API answers) even while the broker is down.
+paho runs the callbacks in its own network thread, which must never wait on the database:
+they only parse, validate, throttle and count, then enqueue; the writer thread does the SQL.
+paho reconnects by itself, so the controller starts (and its REST API answers) even while the
+broker is down.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
-from controller.services import adhoc, devices, tasks, unreadable
+from controller.ingest import RECONNECTED, Incoming, IngestStats, IngestWriter, Unreadable
+from controller.services import tasks, unreadable
 from controller.throttle import DeviceThrottle
 from controller.warn_once import WarnOnce
 from schemas.events import TaskEvent
@@ -71,16 +74,14 @@ class ControllerMqtt:
         self._connected = threading.Event()
         self._failures = ConnectFailureLog(self._address, settings.mqtt_ca_file, log)
         self._stopping = False
-        # Devices whose status arrived since the last (re)connect: the first one per device
-        # re-dispatches its pending tasks even when the session is not new, which covers
-        # tasks committed but never published before a controller or broker restart.
-        self._seen: set[str] = set()
+        self._writer = IngestWriter(sessions, self._redispatch)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect in the background; paho keeps retrying until the broker answers."""
         log.info("connecting to the MQTT broker at %s", self._address)
+        self._writer.start()
         self._client.connect_async(self._address.host, self._address.port, keepalive=self._keepalive)
         self._client.loop_start()
 
@@ -89,6 +90,12 @@ class ControllerMqtt:
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
+        self._writer.stop()  # records what was already taken off the socket
+
+    @property
+    def ingest(self) -> IngestStats:
+        """The ingest queue's length, high-water mark and counters (for /healthz)."""
+        return self._writer.stats()
 
     @property
     def connected(self) -> bool:
@@ -113,7 +120,7 @@ class ControllerMqtt:
         if reason.is_failure:
             log.warning("the MQTT broker at %s refused the connection: %s", self._address, reason)
             return
-        self._seen.clear()
+        self._writer.put(RECONNECTED)
         self._failures.connected()
         client.subscribe([(ALL_STATUS, QOS), (ALL_RESULTS, QOS), (ALL_HEARTBEATS, 0), (ALL_TASKS, QOS)])
         self._connected.set()
@@ -162,15 +169,8 @@ class ControllerMqtt:
             log.warning("dropped an invalid %s on %s: %s", what, topic, reason)
             self._unreadable(parsed.device_id, parsed.channel, payload, reason)
             return
-        if isinstance(message, DeviceStatus):
-            self._handle_status(parsed.device_id, message)
-            return
-        with self._sessions() as session:
-            if isinstance(message, Heartbeat):
-                devices.record_heartbeat(session, parsed.device_id, message)
-            else:
-                assert isinstance(message, TaskEvent)
-                tasks.record_event(session, parsed.device_id, message)
+        assert isinstance(message, DeviceStatus | Heartbeat | TaskEvent)
+        self._writer.put(Incoming(parsed.device_id, message))
 
     @property
     def invalid_messages(self) -> int:
@@ -182,8 +182,7 @@ class ControllerMqtt:
         self._invalid.add()
         found = unreadable.salvage(payload) if channel == "results" else None
         if found is not None and found.ends_task:
-            with self._sessions() as session:
-                unreadable.fail_task(session, device_id, found, reason)
+            self._writer.put(Incoming(device_id, Unreadable(found, reason)))
 
     def _handle_task(self, device_id: str, payload: bytes | bytearray) -> None:
         """A task on a device's topic (the controller's own, or an operator's): recorded when its
@@ -192,15 +191,11 @@ class ControllerMqtt:
             envelope = TaskEnvelope.model_validate_json(payload)
         except ValidationError:
             return  # an online device rejects it and reports that; an offline one never sees it
-        with self._sessions() as session:
-            adhoc.record_published(session, device_id, envelope)
+        self._writer.put(Incoming(device_id, envelope))
 
-    def _handle_status(self, device_id: str, status: DeviceStatus) -> None:
+    # ---- follow-ups (the ingest writer's thread, after its batch committed) -------------------
+
+    def _redispatch(self, device_id: str) -> None:
+        """A device was born (or first seen since a reconnect): publish its unfinished tasks again."""
         with self._sessions() as session:
-            new_session = devices.apply_status(session, device_id, status)
-        first_seen = status.device_id == device_id and status.state == "online" and device_id not in self._seen
-        if first_seen:
-            self._seen.add(device_id)
-        if new_session or first_seen:
-            with self._sessions() as session:
-                tasks.redispatch_unfinished(session, device_id, self)
+            tasks.redispatch_unfinished(session, device_id, self)

@@ -34,8 +34,16 @@ log = logging.getLogger(__name__)
 
 
 def record_published(session: Session, device_id: str, envelope: TaskEnvelope) -> Task | None:
-    """Record a task seen on `devices/<device_id>/tasks` when its device is not online; None when
-    it is the controller's own (already recorded), a control message, or its device is online."""
+    """`stage_published`, committed."""
+    task = stage_published(session, device_id, envelope)
+    session.commit()
+    return task
+
+
+def stage_published(session: Session, device_id: str, envelope: TaskEnvelope) -> Task | None:
+    """Record a task seen on `devices/<device_id>/tasks` when its device is not online, in the
+    caller's transaction without committing it; None when it is the controller's own (already
+    recorded), a control message, or its device is online."""
     if envelope.type in CONTROL_TYPES:
         return None  # cancel and input act on other tasks; an input's value is never stored
     if envelope.id is not None and session.get(Task, envelope.id) is not None:
@@ -56,11 +64,10 @@ def record_published(session: Session, device_id: str, envelope: TaskEnvelope) -
         expires_at=envelope.expires_at,
         timeout=envelope.timeout,
     )
-    session.add(task)
     try:
-        session.commit()
+        with session.begin_nested():  # a savepoint: the caller's transaction may hold other work
+            session.add(task)
     except IntegrityError:  # the device reported it meanwhile, or its id names another task
-        session.rollback()
         return None
     log.info("recorded ad hoc task %s (%s) for %s device %s; it is sent when the device is online",
              task.id, task.type, "unknown" if device is None else "offline", device_id)

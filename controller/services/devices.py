@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 FLAP_WINDOW = timedelta(seconds=60)
 FLAP_BIRTHS = 5  # births within FLAP_WINDOW that make a device "flapping"
 HEARTBEAT_MISSES = 3  # heartbeats a device may miss before it is taken for offline
+HEARTBEAT_CHUNK = 500  # devices read per query when a batch of heartbeats is recorded
 
 def device_not_found(device_id: str) -> NotFoundError:
     return NotFoundError(
@@ -35,7 +37,15 @@ def _record_connection(session: Session, device_id: str, status: DeviceStatus, a
 
 
 def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -> bool:
-    """Record a birth or last will from `devices/<topic_device_id>/status`.
+    """`stage_status` in a transaction of its own, committed."""
+    new_session = stage_status(session, topic_device_id, status)
+    session.commit()
+    return new_session
+
+
+def stage_status(session: Session, topic_device_id: str, status: DeviceStatus) -> bool:
+    """Record a birth or last will from `devices/<topic_device_id>/status`, in the caller's
+    transaction without committing it.
 
     Returns True when this was the birth of a new session, so the device's pending tasks must
     be dispatched again. A will whose session id is not the device's current one is stale and
@@ -74,13 +84,11 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
             device.heartbeat_interval = status.facts.heartbeat_interval
         device.last_seen = now
         device.silent_after = _silent_after(device, now)
-        session.commit()
         return new_session
 
     if device is None:
         session.add(Device(id=topic_device_id, status="offline", session_id=status.session_id, created_at=now, last_seen=now))
         _record_connection(session, topic_device_id, status, now)
-        session.commit()
         return False
     if device.session_id != status.session_id:
         log.info(
@@ -89,7 +97,6 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
             status.session_id,
             device.session_id,
         )
-        session.rollback()
         return False
     if device.status != "offline":
         device.status = "offline"
@@ -97,7 +104,6 @@ def apply_status(session: Session, topic_device_id: str, status: DeviceStatus) -
         device.silent_after = None
         _record_connection(session, device.id, status, now)
         log.info("device %s is offline (session %s, %s)", device.id, status.session_id, status.reason or "no reason given")
-    session.commit()
     return False
 
 
@@ -108,13 +114,30 @@ def _silent_after(device: Device, now: datetime) -> datetime | None:
 
 
 def record_heartbeat(session: Session, topic_device_id: str, heartbeat: Heartbeat) -> None:
-    """A device is alive: push its silence deadline back and keep its load; one taken for offline
-    because it fell silent, whose session is still the current one, is online again."""
-    device = session.get(Device, topic_device_id, with_for_update=True)
-    if heartbeat.device_id != topic_device_id or device is None or device.session_id != heartbeat.session_id:
-        session.rollback()  # another device's, or a session whose birth was not seen (yet)
-        return
+    """`stage_heartbeats` for one heartbeat, committed."""
+    stage_heartbeats(session, {topic_device_id: heartbeat})
+    session.commit()
+
+
+def stage_heartbeats(session: Session, latest: Mapping[str, Heartbeat]) -> None:
+    """Devices are alive: push their silence deadlines back and keep their load, given the latest
+    heartbeat of each (by topic device id), in the caller's transaction without committing it.
+    One taken for offline because it fell silent, whose session is still the current one, is
+    online again. The devices are read in one query per HEARTBEAT_CHUNK and written back in
+    one executemany UPDATE. A heartbeat naming another device, or a session whose birth was not
+    seen (yet), is ignored."""
+    ids = [device_id for device_id, beat in latest.items() if beat.device_id == device_id]
     now = utcnow()
+    for start in range(0, len(ids), HEARTBEAT_CHUNK):
+        chunk = ids[start : start + HEARTBEAT_CHUNK]
+        found = session.scalars(select(Device).where(Device.id.in_(chunk)).with_for_update()).all()
+        for device in found:
+            heartbeat = latest[device.id]
+            if device.session_id == heartbeat.session_id:
+                _beat(session, device, heartbeat, now)
+
+
+def _beat(session: Session, device: Device, heartbeat: Heartbeat, now: datetime) -> None:
     device.last_seen = device.last_heartbeat = now
     device.metrics = heartbeat.metrics.model_dump() if heartbeat.metrics else None
     device.silent_after = _silent_after(device, now)
@@ -124,7 +147,6 @@ def record_heartbeat(session: Session, topic_device_id: str, heartbeat: Heartbea
         session.add(DeviceConnection(device_id=device.id, state="online", session_id=heartbeat.session_id, at=now,
                                      reason="heartbeats resumed"))
         log.info("device %s is online again: its heartbeats resumed (session %s)", device.id, heartbeat.session_id)
-    session.commit()
 
 
 def mark_silent(session: Session, now: datetime) -> int:

@@ -209,12 +209,23 @@ def _adhoc_task(session: Session, device_id: str, event: TaskEvent) -> Task:
 
 
 def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Task | None:
+    """`stage_event` in a transaction of its own, committed (or rolled back when ignored)."""
+    task = stage_event(session, topic_device_id, event)
+    if task is None:
+        session.rollback()
+    else:
+        session.commit()
+    return task
+
+
+def stage_event(session: Session, topic_device_id: str, event: TaskEvent) -> Task | None:
     """Append a device's event to its task's timeline and move the task's status if the
     lifecycle allows it (events of an older attempt, late or out-of-order events are kept
     with `applied = false`). A final failure with retries left schedules the next attempt.
 
-    Returns the task, or None when the event was ignored (it names another device or task,
-    or is a kind only the controller writes).
+    Writes in the caller's transaction without committing it (the ingest writer records many
+    events in one). Returns the task, or None when the event was ignored (it names another
+    device or task, or is a kind only the controller writes); nothing was written then.
     """
     if event.device_id != topic_device_id:
         warn_once(
@@ -234,7 +245,6 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
     if task is None and (why := foreign_task_id(session, topic_device_id, event)) is not None:
         warn_once(session, "event-foreign-id", topic_device_id,
                   "ignored events from device %s about task %s, an id it may not create: %s", topic_device_id, event.task_id, why)
-        session.rollback()
         return None
     if task is None:
         task = _adhoc_task(session, topic_device_id, event)
@@ -248,7 +258,6 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
             task.id,
             task.device_id,
         )
-        session.rollback()
         return None
 
     duplicate = session.scalar(
@@ -262,7 +271,6 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
         .limit(1)
     )
     if duplicate is not None:
-        session.commit()
         return task
 
     now = utcnow()
@@ -297,7 +305,6 @@ def record_event(session: Session, topic_device_id: str, event: TaskEvent) -> Ta
         task.last_seq = event.seq if task.last_seq is None else max(task.last_seq, event.seq)
     task.updated_at = now
     session.execute(update(Device).where(Device.id == topic_device_id).values(last_seen=now))
-    session.commit()
     return task
 
 

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 PREFIX = "flt"
 SCOPES = ("read", "operate", "admin")
 BOOTSTRAP_ID = "admin0"  # the token from FLEET_ADMIN_TOKEN
+LAST_USED_PRECISION = timedelta(minutes=1)  # how stale `last_used_at` may be before it is written again
 
 
 def _hash(secret: str) -> str:
@@ -73,8 +74,10 @@ def authenticate(session: Session, presented: str) -> ApiToken:
     if token.expires_at is not None and token.expires_at <= utcnow():
         raise TokenRefused(f"the API token {token.id!r} expired at {token.expires_at.isoformat()}; "
                            "create a new one with `fleet token create`")
-    token.last_used_at = utcnow()
-    session.commit()
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
+        token.last_used_at = now  # at most once a minute, so reads seldom write
+        session.commit()
     return token
 
 

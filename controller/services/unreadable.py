@@ -55,19 +55,23 @@ def salvage(payload: bytes | bytearray) -> Salvage | None:
 
 
 def fail_task(session: Session, device_id: str, found: Salvage, reason: str) -> bool:
+    """`stage_fail`, committed."""
+    failed = stage_fail(session, device_id, found, reason)
+    session.commit()
+    return failed
+
+
+def stage_fail(session: Session, device_id: str, found: Salvage, reason: str) -> bool:
     """Fail `found.task_id` with `invalid_event` when it is this device's, not yet final, and of
-    the same attempt; True when it was failed."""
+    the same attempt, in the caller's transaction without committing it; True when it was failed."""
     task = session.get(Task, found.task_id, with_for_update=True)
     if task is None or task.device_id != device_id or TaskStatus(task.status).is_final:
-        session.rollback()
         return False
     if found.attempt is not None and found.attempt != task.attempt:
-        session.rollback()
         return False
     message = f"device {device_id} sent a {found.event or 'task'} event the controller cannot read: {reason}"
     add_controller_event(session, task, EventKind.FAILED, message)
     task.error = {"code": WireErrorCode.INVALID_EVENT.value, "message": message, "retryable": False}
-    session.commit()
     log.warning("task %s failed: %s", task.id, message)
     return True
 

@@ -24,11 +24,16 @@ def health(request: Request) -> Health:
     """Always 200 while the process serves requests; `status` is `degraded` when the database
     or the broker is unreachable (the controller keeps retrying the broker by itself)."""
     database = database_reachable(request.app.state.engine)
-    mqtt_connected = bool(request.app.state.mqtt.connected)
+    mqtt = request.app.state.mqtt
+    mqtt_connected = bool(mqtt.connected)
+    ingest = mqtt.ingest
     return Health(
         status="ok" if database and mqtt_connected else "degraded",
         database=database,
         mqtt_connected=mqtt_connected,
         version=package_version(),
-        invalid_messages=request.app.state.mqtt.invalid_messages,
+        invalid_messages=mqtt.invalid_messages,
+        ingest_queue=ingest.queue,
+        ingest_high_water=ingest.high_water,
+        ingest_dropped=ingest.dropped,
     )

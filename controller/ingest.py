@@ -1,0 +1,246 @@
+"""The ingest path: device messages recorded in batches by one writer thread.
+
+paho's network thread only parses, validates and `put`s what it read (no SQL), so the
+controller takes messages off the socket at the broker's pace and the broker never has to
+queue (or drop) them for it. `IngestWriter` drains the queue in arrival order: up to
+`max_batch` messages, or what arrives within `max_wait` seconds of the first, are recorded
+in ONE transaction. Heartbeats of a batch become one read and one executemany UPDATE (the
+latest heartbeat per device). Work that must follow a commit (re-dispatching a device's
+pending tasks on its birth) runs after the batch committed.
+
+Why a thread and not asyncio: the services are sync SQLAlchemy, shared with the REST routes
+(FastAPI's threadpool); one dedicated thread keeps them as they are and makes the order of
+writes the order of arrival, so a birth is recorded before that device's results and a
+task's events in the order they came. See docs/architecture.md#ingest.
+
+The queue is unbounded on purpose: blocking paho's thread would only move the queue to the
+broker, which drops messages when its own queue is full. Past `warn_at` queued messages a
+warning is logged (at most every `WARN_EVERY` seconds) and /healthz shows the length and its
+high-water mark; nothing is ever dropped here (`dropped` stays 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.services import adhoc, devices, tasks, unreadable
+from schemas.events import TaskEvent
+from schemas.status import DeviceStatus, Heartbeat
+from schemas.tasks import TaskEnvelope
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+MAX_WAIT = 0.002  # seconds a batch waits for more messages after its first one
+WARN_AT = 5_000  # queued messages past which the writer is said to be behind
+WARN_EVERY = 10.0  # seconds between two "behind" warnings
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A result the controller could not read, of which a task id could still be salvaged."""
+
+    found: unreadable.Salvage
+    reason: str
+
+
+Payload = DeviceStatus | Heartbeat | TaskEvent | TaskEnvelope | Unreadable | None
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message from `devices/<device_id>/…`, already validated; `payload` None marks a
+    (re)connect of the controller to the broker."""
+
+    device_id: str
+    payload: Payload
+
+
+RECONNECTED = Incoming("", None)
+_STOP = object()
+
+
+@dataclass
+class _Batch:
+    """What staging a batch decided, applied only once it committed."""
+
+    seen: set[str]
+    heartbeats: dict[str, Heartbeat] = field(default_factory=dict)
+    births: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestStats:
+    queue: int
+    high_water: int
+    dropped: int
+    batches: int
+    messages: int
+
+
+class IngestWriter:
+    """Records queued device messages in batches, in a thread of its own."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        redispatch: Callable[[str], None],
+        *,
+        max_batch: int = MAX_BATCH,
+        max_wait: float = MAX_WAIT,
+        warn_at: int = WARN_AT,
+    ) -> None:
+        self._sessions = sessions
+        self._redispatch = redispatch
+        self._max_batch, self._max_wait, self._warn_at = max_batch, max_wait, warn_at
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._high_water = 0
+        self._last_warning = float("-inf")
+        self._batches = self._messages = 0
+        # Devices whose status arrived since the last (re)connect: the first one per device
+        # re-dispatches its pending tasks even when the session is not new, which covers
+        # tasks committed but never published before a controller or broker restart.
+        self._seen: set[str] = set()
+
+    # ---- producer side (paho's network thread): never any SQL --------------------------------
+
+    def put(self, item: Incoming) -> None:
+        self._queue.put(item)
+        length = self._queue.qsize()
+        if length > self._high_water:
+            self._high_water = length
+        if length >= self._warn_at:
+            now = time.monotonic()
+            if now - self._last_warning >= WARN_EVERY:
+                self._last_warning = now
+                log.warning("%d device messages wait to be recorded: the database writer is behind "
+                            "(nothing is dropped; /healthz shows ingest_queue)", length)
+
+    def stats(self) -> IngestStats:
+        return IngestStats(self._queue.qsize(), self._high_water, 0, self._batches, self._messages)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fleet-ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Record everything queued so far, then end the thread (call after the MQTT client stopped)."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("the ingest writer did not finish within %.0f s; %d messages were not recorded",
+                        timeout, self._queue.qsize())
+        self._thread = None
+
+    # ---- consumer side (the writer thread) ---------------------------------------------------
+
+    def _run(self) -> None:
+        running = True
+        while running:
+            batch, running = self._take()
+            if batch:
+                try:
+                    self.write(batch)
+                except Exception:  # never let the writer die: the next batch may well succeed
+                    log.exception("failed to record a batch of %d device messages", len(batch))
+
+    def _take(self) -> tuple[list[Incoming], bool]:
+        """The next batch, and False once the stop marker was reached."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], False
+        assert isinstance(first, Incoming)
+        batch = [first]
+        deadline = time.monotonic() + self._max_wait
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, False
+            assert isinstance(item, Incoming)
+            batch.append(item)
+        return batch, True
+
+    def write(self, batch: list[Incoming]) -> None:
+        """Record `batch` in one transaction, then run its follow-ups. If the transaction fails,
+        each message is recorded alone, so one bad message loses nothing but itself."""
+        state = _Batch(seen=set(self._seen))
+        try:
+            with self._sessions() as session:
+                for item in batch:
+                    self._stage(session, item, state)
+                devices.stage_heartbeats(session, state.heartbeats)
+                session.commit()
+        except Exception as exc:
+            log.warning("recording a batch of %d device messages failed (%s); recording them one by one",
+                        len(batch), _first_line(exc))
+            state = _Batch(seen=set(self._seen))
+            for item in batch:
+                self._write_one(item, state)
+        self._seen = state.seen
+        self._batches += 1
+        self._messages += len(batch)
+        for device_id in state.births:
+            self._follow_up(device_id)
+
+    def _write_one(self, item: Incoming, state: _Batch) -> None:
+        alone = _Batch(seen=set(state.seen))
+        try:
+            with self._sessions() as session:
+                self._stage(session, item, alone)
+                devices.stage_heartbeats(session, alone.heartbeats)
+                session.commit()
+        except Exception as exc:
+            log.warning("dropped a %s from device %s that cannot be recorded: %s",
+                        type(item.payload).__name__, item.device_id or "-", _first_line(exc))
+            return
+        state.seen = alone.seen
+        state.births.extend(alone.births)
+
+    def _stage(self, session: Session, item: Incoming, state: _Batch) -> None:
+        payload, device_id = item.payload, item.device_id
+        if payload is None:
+            state.seen.clear()
+        elif isinstance(payload, Heartbeat):
+            state.heartbeats[device_id] = payload
+        elif isinstance(payload, DeviceStatus):
+            beat = state.heartbeats.pop(device_id, None)
+            if beat is not None:  # a heartbeat that came before this birth or will is recorded before it
+                devices.stage_heartbeats(session, {device_id: beat})
+            new_session = devices.stage_status(session, device_id, payload)
+            first_seen = payload.device_id == device_id and payload.state == "online" and device_id not in state.seen
+            if first_seen:
+                state.seen.add(device_id)
+            if new_session or first_seen:
+                state.births.append(device_id)
+        elif isinstance(payload, TaskEvent):
+            tasks.stage_event(session, device_id, payload)
+        elif isinstance(payload, TaskEnvelope):
+            adhoc.stage_published(session, device_id, payload)
+        else:
+            unreadable.stage_fail(session, device_id, payload.found, payload.reason)
+
+    def _follow_up(self, device_id: str) -> None:
+        try:
+            self._redispatch(device_id)
+        except Exception:
+            log.exception("failed to re-dispatch the pending tasks of device %s", device_id)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
