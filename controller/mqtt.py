@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
 from controller.ingest import RECONNECTED, Incoming, IngestStats, IngestWriter, Unreadable
-from controller.services import tasks, unreadable
+from controller.services import task_control, unreadable
 from controller.throttle import DeviceThrottle
 from controller.warn_once import WarnOnce
 from schemas.events import TaskEvent
@@ -198,4 +198,4 @@ class ControllerMqtt:
     def _redispatch(self, device_id: str) -> None:
         """A device was born (or first seen since a reconnect): publish its unfinished tasks again."""
         with self._sessions() as session:
-            tasks.redispatch_unfinished(session, device_id, self)
+            task_control.redispatch_unfinished(session, device_id, self)

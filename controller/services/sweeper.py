@@ -27,7 +27,8 @@ from controller.models import Task
 from controller.services import lifecycle
 from controller.services.devices import mark_silent
 from controller.services.publisher import Publisher
-from controller.services.tasks import add_controller_event, publish_task, send_cancel
+from controller.services.task_control import send_cancel
+from controller.services.tasks import add_controller_event, publish_task
 from schemas.common import utcnow
 from schemas.events import EventKind, TaskStatus
 

@@ -1,4 +1,5 @@
-"""The task lifecycle: create and dispatch, record device events, cancel, re-dispatch on birth.
+"""The task lifecycle: create and dispatch, and record device events (cancel, input and the
+re-dispatch on a device's birth are in `task_control`).
 
 SQL is the source of truth: a task is committed before it is published
 (docs/architecture.md#promise-1-sql-is-the-source-of-truth), and a task whose device is offline
@@ -22,19 +23,17 @@ from controller.services import accounts, lifecycle
 from controller.services.adhoc import foreign_task_id
 from controller.services.devices import device_not_found
 from controller.services.errors import (
-    ConflictError,
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
-    ServiceUnavailableError,
 )
 from controller.services.publisher import Publisher
 from controller.services.task_rows import new_task
 from controller.warn_once import warn_once
-from schemas.api import TaskCreate, TaskInput, TaskOptions
+from schemas.api import TaskCreate, TaskOptions
 from schemas.common import new_id, utcnow
 from schemas.events import DEVICE_EVENTS, STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
-from schemas.tasks import BUILTIN_PARAMS, CANCEL_TYPE, INPUT_TYPE, CancelParams, InputParams, TaskEnvelope
+from schemas.tasks import BUILTIN_PARAMS, TaskEnvelope
 from schemas.topics import device_tasks
 from schemas.validation import describe_validation_error
 
@@ -346,102 +345,6 @@ def add_controller_event(session: Session, task: Task, event: EventKind, message
         TaskEventRecord(task_id=task.id, event=event.value, attempt=task.attempt, seq=seq, at=now, received_at=now,
                         message=message)
     )
-
-
-def send_cancel(task: Task, publisher: Publisher) -> None:
-    """Tell the task's device to stop (or never start) the task's current attempt."""
-    cancel = TaskEnvelope(
-        id=new_id(), type=CANCEL_TYPE, params=CancelParams(task_id=task.id, attempt=task.attempt).model_dump(),
-        created_at=utcnow(),
-    )
-    if not publisher.publish(device_tasks(task.device_id), cancel):
-        log.warning("the cancel of task %s was not sent: the MQTT client is not connected", task.id)
-
-
-# ---- cancel ------------------------------------------------------------------------------
-
-
-def send_input(session: Session, task_id: str, body: TaskInput, publisher: Publisher) -> Task:
-    """Pass a value (a verification code) to a running task on its device. The value goes out
-    on the device's task topic only; it is neither stored nor logged."""
-    task = session.get(Task, task_id)
-    if task is None:
-        raise NotFoundError(f"task {task_id!r} does not exist; list tasks with GET /api/v1/tasks")
-    if task.status != TaskStatus.RUNNING.value:
-        raise ConflictError(f"task {task_id!r} is {task.status}; input can only be sent to a running task")
-    envelope = TaskEnvelope(
-        id=new_id(), type=INPUT_TYPE, created_at=utcnow(),
-        params=InputParams(task_id=task.id, name=body.name, value=body.value).model_dump(),
-    )
-    if not publisher.publish(device_tasks(task.device_id), envelope):
-        raise ServiceUnavailableError("the controller is not connected to the MQTT broker; send the input again")
-    log.info("input %r sent to task %s", body.name, task.id)
-    return task
-
-
-def cancel_task(session: Session, task_id: str, publisher: Publisher) -> Task:
-    """Stop a task. One that has not started, or is waiting for a retry, is canceled at once; the
-    device is told either way, so a copy already delivered never runs. A running task reports
-    `canceled` itself."""
-    task = session.get(Task, task_id, with_for_update=True)
-    if task is None:
-        raise NotFoundError(f"task {task_id!r} does not exist; list tasks with GET /api/v1/tasks")
-    status = TaskStatus(task.status)
-    if status.is_final and task.retry_at is None:
-        session.rollback()
-        raise ConflictError(
-            f"task {task_id!r} is already {status.value} and cannot be canceled; "
-            "only queued, dispatched, accepted or running tasks, or tasks waiting for a retry, can"
-        )
-    if task.retry_at is not None:
-        task.retry_at = None
-        add_controller_event(session, task, EventKind.CANCELED, f"canceled by operator; attempt {task.attempt + 1} never ran")
-    elif status in lifecycle.PENDING_STATUSES:
-        add_controller_event(session, task, EventKind.CANCELED, "canceled by operator before it started")
-    session.commit()
-    if not status.is_final:
-        send_cancel(task, publisher)
-    log.info("cancel of task %s (%s) requested", task.id, status.value)
-    session.refresh(task)
-    return task
-
-
-# ---- re-dispatch on birth ----------------------------------------------------------------
-
-
-def redispatch_unfinished(session: Session, device_id: str, publisher: Publisher) -> list[str]:
-    """On a device's birth, publish again (in creation order) every task of it that is not
-    finished: queued and dispatched ones may never have arrived; for accepted and running ones
-    the device answers with the recorded outcome if it finished while its results were lost
-    (say, while the controller was down), and ignores them if they still run.
-
-    Pending tasks whose expiry passed become `expired` instead. The rows stay locked while they
-    are published, so a concurrent cancel is sent after the task it cancels. Returns the ids sent.
-    """
-    unfinished = session.scalars(
-        select(Task)
-        .where(Task.device_id == device_id, Task.status.in_([s.value for s in lifecycle.UNFINISHED_STATUSES]))
-        .order_by(Task.created_at, Task.id)
-        .with_for_update()
-    ).all()
-    now = utcnow()
-    sent: list[str] = []
-    expired = 0
-    for task in unfinished:
-        pending = TaskStatus(task.status) in lifecycle.PENDING_STATUSES
-        if pending and task.expires_at is not None and task.expires_at <= now:
-            expired += 1
-            add_controller_event(session, task, EventKind.EXPIRED, "expired before its device came back online")
-            continue
-        if not publisher.publish(device_tasks(task.device_id), envelope_for(task)):
-            log.warning("re-dispatch to device %s stopped: the MQTT client is not connected", device_id)
-            break
-        sent.append(task.id)
-    session.flush()
-    mark_dispatched(session, sent)
-    if unfinished:
-        log.info("device %s: re-dispatched %d unfinished task(s), %d expired", device_id, len(sent), expired)
-    return sent
 
 
 # ---- queries -----------------------------------------------------------------------------

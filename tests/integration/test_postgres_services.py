@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from controller.db import create_db_engine, create_sessionmaker, migrate
 from controller.models import DeviceConnection, TaskEventRecord
-from controller.services import broadcasts, devices, tasks
+from controller.services import broadcasts, devices, task_control, tasks
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.events import EventKind
 from tests.harness import missing_service
@@ -59,7 +59,7 @@ def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> 
         assert go_online(sessions, "pc-01", "s2") is True
         with sessions() as session:
             devices.apply_status(session, "pc-01", will("pc-01", "s1"))  # stale
-            assert tasks.redispatch_unfinished(session, "pc-01", publisher) == [task_id]
+            assert task_control.redispatch_unfinished(session, "pc-01", publisher) == [task_id]
             tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.SUCCEEDED, 1))
             tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.ACCEPTED, 0))
         with sessions() as session:

@@ -23,7 +23,7 @@ from controller.db import (
     migration_config,
 )
 from controller.models import Device, Task
-from controller.services import broadcasts, devices, lifecycle, sweeper, tasks
+from controller.services import broadcasts, devices, lifecycle, sweeper, task_control, tasks
 from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import utcnow
@@ -284,10 +284,10 @@ def test_cancel(sessions: sessionmaker[Session], publisher: FakePublisher) -> No
         tasks.record_event(session, "pc-01", event(running, "pc-01", EventKind.STARTED, 0))
     publisher.clear()
     with sessions() as session:
-        canceled = tasks.cancel_task(session, queued, publisher)
+        canceled = task_control.cancel_task(session, queued, publisher)
         assert canceled.status == "canceled" and canceled.finished_at is not None
     with sessions() as session:
-        assert tasks.cancel_task(session, running, publisher).status == "running", "the device reports canceled itself"
+        assert task_control.cancel_task(session, running, publisher).status == "running", "the device reports canceled itself"
     assert [(topic, env.type, env.params) for topic, env in publisher.sent] == [
         ("devices/pc-01/tasks", "cancel", {"task_id": queued, "attempt": 1}),
         ("devices/pc-01/tasks", "cancel", {"task_id": running, "attempt": 1}),
@@ -297,9 +297,9 @@ def test_cancel(sessions: sessionmaker[Session], publisher: FakePublisher) -> No
             ("canceled", "canceled by operator before it started")
         ]
         with pytest.raises(ConflictError, match="already canceled"):
-            tasks.cancel_task(session, queued, publisher)
+            task_control.cancel_task(session, queued, publisher)
         with pytest.raises(NotFoundError):
-            tasks.cancel_task(session, "nope", publisher)
+            task_control.cancel_task(session, "nope", publisher)
 
 
 def test_redispatch_unfinished_on_birth_in_order_with_expiry(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
@@ -318,7 +318,7 @@ def test_redispatch_unfinished_on_birth_in_order_with_expiry(sessions: sessionma
     publisher.clear()
     assert go_online(sessions, "pc-01", "s2") is True
     with sessions() as session:
-        sent = tasks.redispatch_unfinished(session, "pc-01", publisher)
+        sent = task_control.redispatch_unfinished(session, "pc-01", publisher)
     assert sent == [first, second]
     assert [(topic, env.id) for topic, env in publisher.sent] == [("devices/pc-01/tasks", first), ("devices/pc-01/tasks", second)]
     with sessions() as session:
@@ -354,7 +354,7 @@ def test_broadcast_fans_out_per_device_runs(sessions: sessionmaker[Session], pub
     publisher.clear()
     go_online(sessions, "pc-03", "s2", groups=["lab"])
     with sessions() as session:
-        tasks.redispatch_unfinished(session, "pc-03", publisher)
+        task_control.redispatch_unfinished(session, "pc-03", publisher)
     [(topic, envelope)] = publisher.sent
     assert (topic, envelope.id, envelope.broadcast_id) == ("devices/pc-03/tasks", f"{lab.id}:pc-03", lab.id)
     with sessions() as session, pytest.raises(NotFoundError):

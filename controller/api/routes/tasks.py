@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from controller.api.deps import PublisherDep, SessionDep
 from controller.api.security import Operate
+from controller.services import task_control
 from controller.services import tasks as service
 from schemas.api import ErrorBody, TaskCreate, TaskDetail, TaskInput, TaskOut, TaskPage
 from schemas.events import TaskStatus
@@ -59,7 +60,7 @@ def get_task(session: SessionDep, task_id: str) -> TaskDetail:
 def cancel_task(session: SessionDep, publisher: PublisherDep, task_id: str) -> TaskOut:
     """A task that has not started is canceled at once; a running one is told to stop and
     reports `canceled` itself."""
-    return TaskOut.model_validate(service.cancel_task(session, task_id, publisher))
+    return TaskOut.model_validate(task_control.cancel_task(session, task_id, publisher))
 
 
 @router.post(
@@ -75,4 +76,4 @@ def cancel_task(session: SessionDep, publisher: PublisherDep, task_id: str) -> T
 )
 def send_input(session: SessionDep, publisher: PublisherDep, task_id: str, body: TaskInput) -> TaskOut:
     """The task's latest `details` say what it waits for (`{"waiting_for": "code"}`)."""
-    return TaskOut.model_validate(service.send_input(session, task_id, body, publisher))
+    return TaskOut.model_validate(task_control.send_input(session, task_id, body, publisher))
