@@ -18,6 +18,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -71,6 +72,12 @@ def open_database(url: str) -> Engine:
         raise DatabaseSetupError(_describe_failure(url, exc)) from None
     try:
         migrate(engine)
+    except CommandError as exc:  # alembic: the database names a revision this release lacks
+        engine.dispose()
+        raise DatabaseSetupError(
+            f"the database {safe_url(url)} was migrated by a newer mqtt-fleet ({exc}); upgrade this "
+            "installation (pip install -U mqtt-fleet), or point FLEET_DATABASE_URL at another database"
+        ) from None
     except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:
         engine.dispose()
         raise DatabaseSetupError(_describe_failure(url, exc)) from None

@@ -11,6 +11,13 @@ import pytest
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 
+@pytest.fixture(autouse=True)
+def _own_user_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test, nor any process it starts, reads or writes the real user's data directory
+    (platformdirs follows XDG_DATA_HOME; `fleet up` without --data-dir would use it)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     misplaced = [
         item.nodeid for item in items

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,15 @@ def test_missing_psycopg_names_the_postgres_extra() -> None:
     missing = ModuleNotFoundError("No module named 'psycopg'", name="psycopg")
     message = _describe_failure("postgresql+psycopg://u:secret@db/fleet", missing)
     assert "pip install -e '.[postgres]'" in message and "FLEET_DATABASE_URL" in message and "secret" not in message
+
+
+def test_database_of_a_newer_release_is_one_line_saying_to_upgrade(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'controller.db'}"
+    open_database(url).dispose()
+    with sqlite3.connect(tmp_path / "controller.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(DatabaseSetupError) as refused:
+        open_database(url)
+    message = str(refused.value)
+    assert "newer mqtt-fleet" in message and "9999" in message and "FLEET_DATABASE_URL" in message
+    assert "\n" not in message
