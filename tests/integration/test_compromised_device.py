@@ -20,19 +20,17 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from broker.connection import BrokerAddress, create_client
-from tests.harness import Broker, Controller, Device, Process, RawClient, base_env, fleet_argv, wait_for
+from tests.harness import Broker, Controller, Device, LockedFleet, Process, RawClient, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,35 +47,15 @@ class Fleet:
     processes: list[Process] = field(default_factory=list)
 
 
-def _provision(env: dict[str, str], work: Path, name: str, role: str) -> str:
-    result = subprocess.run(fleet_argv("identity", "add", name, "--role", role), env=env, cwd=work,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split("shown once):", 1)[1].split()[0]
-
-
 @pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
 def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     kind: str = request.param
     work = tmp_path_factory.mktemp(f"attack-{kind}")
-    files = work / "broker-files"
-    password_file, acl_file, pid_file = files / "passwd", files / "acl", files / "mosquitto.pid"
-    settings = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)}
-    if kind == "mosquitto":
-        settings["broker_pid_file"] = str(pid_file)
-    env = base_env(database_url=f"sqlite:///{work / 'controller' / 'controller.db'}", data_dir=str(work / "controller"), **settings)
-    secrets = {"fleet-controller": _provision(env, work, "fleet-controller", "controller"),
-               "ops": _provision(env, work, "ops", "operator")}
-    broker = Broker(kind, work, password_file=password_file, acl_file=acl_file, pid_file=pid_file)
-    processes = [broker.process]
+    processes: list[Process] = []
     try:
-        broker.start()
-        if kind == "mosquitto":
-            wait_for(pid_file.exists, 10, what="mosquitto's pid file")
-        controller = Controller(broker, work, mqtt_url=f"mqtt://fleet-controller:{secrets['fleet-controller']}@127.0.0.1:{broker.port}",
-                                keepalive="5", **settings)
-        processes.append(controller.process)
-        controller.start()
+        locked = LockedFleet(kind, work, processes)
+        broker, controller = locked.broker, locked.controller
+        secrets = {"fleet-controller": locked.controller_secret, "ops": locked.operator_secret}
         for name, groups in (("dev-a", ["lab"]), ("dev-b", ["lab"])):
             made = controller.api.post("/api/v1/identities", json={"name": name, "role": "device", "groups": groups})
             assert made.status_code == 201, made.text

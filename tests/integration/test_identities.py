@@ -6,53 +6,20 @@ attempt; no secret appears in any log."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.harness import (
-    Broker,
-    Controller,
-    Device,
-    Process,
-    RawClient,
-    base_env,
-    fleet_argv,
-    wait_for,
-)
+from tests.harness import Device, LockedFleet, Process, RawClient, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def provision(env: dict[str, str], tmp_path: Path, name: str, role: str) -> str:
-    result = subprocess.run(fleet_argv("identity", "add", name, "--role", role), env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split("shown once):", 1)[1].split()[0]
-
-
 @pytest.mark.parametrize("kind", ["amqtt", "mosquitto"])
 def test_device_acls_revocation_and_secrets(kind: str, tmp_path: Path, _processes: list[Process]) -> None:
-    files = tmp_path / "broker-files"
-    password_file, acl_file, pid_file = files / "passwd", files / "acl", files / "mosquitto.pid"
-    broker_settings = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)}
-    if kind == "mosquitto":
-        broker_settings["broker_pid_file"] = str(pid_file)
-    database = f"sqlite:///{tmp_path / 'controller' / 'controller.db'}"
-    env = base_env(database_url=database, data_dir=str(tmp_path / "controller"), **broker_settings)
-    controller_secret = provision(env, tmp_path, "fleet-controller", "controller")
-    operator_secret = provision(env, tmp_path, "ops", "operator")
-
-    broker = Broker(kind, tmp_path, password_file=password_file, acl_file=acl_file, pid_file=pid_file)
-    _processes.append(broker.process)
-    broker.start()
-    if kind == "mosquitto":
-        wait_for(pid_file.exists, 10, what="mosquitto's pid file")
-    controller = Controller(broker, tmp_path, mqtt_url=f"mqtt://fleet-controller:{controller_secret}@127.0.0.1:{broker.port}",
-                            keepalive="5", **broker_settings)
-    _processes.append(controller.process)
-    controller.start()
+    fleet = LockedFleet(kind, tmp_path, _processes)
+    broker, controller, operator_secret = fleet.broker, fleet.controller, fleet.operator_secret
+    controller_secret = fleet.controller_secret
 
     secrets = {"controller": controller_secret, "operator": operator_secret}
     devices: dict[str, Device] = {}

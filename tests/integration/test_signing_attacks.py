@@ -8,7 +8,6 @@ which refuses each one with a `rejected` event and runs none of them (B's journa
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.connection import BrokerAddress, create_client
 from schemas.signing import Signer
 from schemas.tasks import TaskEnvelope
-from tests.harness import Broker, Controller, Device, Process, base_env, fleet_argv, free_port, wait_for
+from tests.harness import Device, LockedFleet, Process, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -57,13 +56,6 @@ class Login:
         self.client.disconnect()
 
 
-def provision(env: dict[str, str], tmp_path: Path, name: str, role: str) -> str:
-    result = subprocess.run(fleet_argv("identity", "add", name, "--role", role), env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split("shown once):", 1)[1].split()[0]
-
-
 def rejection(login: Login, topic: str, task_id: str) -> Any:
     """The `rejected` event's error code for `task_id` seen on `topic`, or None yet."""
     for event in login.received(topic):
@@ -74,24 +66,8 @@ def rejection(login: Login, topic: str, task_id: str) -> Any:
 
 @pytest.mark.parametrize("kind", ["amqtt", "mosquitto"])
 def test_a_compromised_device_cannot_retarget_or_sign_tasks(kind: str, tmp_path: Path, _processes: list[Process]) -> None:
-    files = tmp_path / "broker-files"
-    password_file, acl_file, pid_file = files / "passwd", files / "acl", files / "mosquitto.pid"
-    broker_settings = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)}
-    if kind == "mosquitto":
-        broker_settings["broker_pid_file"] = str(pid_file)
-    env = base_env(database_url=f"sqlite:///{tmp_path / 'controller' / 'controller.db'}",
-                   data_dir=str(tmp_path / "controller"), **broker_settings)
-    controller_secret = provision(env, tmp_path, "fleet-controller", "controller")
-    operator_secret = provision(env, tmp_path, "ops", "operator")
-    broker = Broker(kind, tmp_path, password_file=password_file, acl_file=acl_file, pid_file=pid_file)
-    _processes.append(broker.process)
-    broker.start()
-    if kind == "mosquitto":
-        wait_for(pid_file.exists, 10, what="mosquitto's pid file")
-    controller = Controller(broker, tmp_path, mqtt_url=f"mqtt://fleet-controller:{controller_secret}@127.0.0.1:{broker.port}",
-                            keepalive="5", task_signing="true", **broker_settings)
-    _processes.append(controller.process)
-    controller.start()
+    fleet = LockedFleet(kind, tmp_path, _processes, task_signing="true")
+    broker, controller, operator_secret = fleet.broker, fleet.controller, fleet.operator_secret
     key = controller.api.get("/api/v1/signatures/key").json()
 
     secrets = {}
