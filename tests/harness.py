@@ -160,6 +160,7 @@ class Controller:
     def __init__(
         self, broker: Broker, work: Path, database_url: str | None = None, mqtt_url: str | None = None, **settings: Any
     ) -> None:
+        self.broker = broker
         self.port = free_port()
         self.data_dir = work / "controller"
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
@@ -360,3 +361,15 @@ class LockedFleet:
                                      **controller_settings)
         processes.append(self.controller.process)
         self.controller.start()
+
+
+def start_controller_on_embedded_broker(work: Path, processes: list[Process], **settings: str) -> Controller:
+    """A fresh anonymous embedded broker and a controller on it, both killed with `processes`:
+    for probes about REST or the controller, where the broker kind plays no part."""
+    broker = Broker("amqtt", work)
+    processes.append(broker.process)
+    broker.start()
+    controller = Controller(broker, work, **settings)
+    processes.append(controller.process)
+    controller.start()
+    return controller

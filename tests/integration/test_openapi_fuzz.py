@@ -10,19 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Broker, Controller, Process
+from tests.harness import Process, start_controller_on_embedded_broker
 
 pytestmark = pytest.mark.integration
 
 
 def test_openapi_fuzz_against_the_running_controller(tmp_path: Path, _processes: list[Process]) -> None:
     """schemathesis, every operation of the OpenAPI document, with an admin token: no 5xx."""
-    broker = Broker("amqtt", tmp_path)
-    _processes.append(broker.process)
-    broker.start()
-    controller = Controller(broker, tmp_path)
-    _processes.append(controller.process)
-    controller.start()
+    controller = start_controller_on_embedded_broker(tmp_path, _processes)
     binary = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     run = subprocess.run(
         [binary, "run", f"http://127.0.0.1:{controller.port}/openapi.json", "--checks", "not_a_server_error",

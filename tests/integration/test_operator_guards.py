@@ -11,7 +11,18 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.harness import Broker, Controller, Device, Process, base_env, fleet_argv, free_port, port_open, wait_for
+from tests.harness import (
+    Broker,
+    Controller,
+    Device,
+    Process,
+    base_env,
+    fleet_argv,
+    free_port,
+    port_open,
+    start_controller_on_embedded_broker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,13 +58,8 @@ def test_controller_login_cannot_be_revoked(tmp_path: Path, _processes: list[Pro
 
 
 def test_account_names_with_a_slash_are_refused(tmp_path: Path, _processes: list[Process]) -> None:
-    broker = Broker("amqtt", tmp_path)
-    _processes.append(broker.process)
-    broker.start()
-    controller = Controller(broker, tmp_path)
-    _processes.append(controller.process)
-    controller.start()
-    device = Device("pc-01", broker, tmp_path)
+    controller = start_controller_on_embedded_broker(tmp_path, _processes)
+    device = Device("pc-01", controller.broker, tmp_path)
     _processes.append(device.process)
     device.start()
     controller.wait_device("pc-01", "online")

@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.harness import Broker, Controller, Process, wait_for
+from tests.harness import Controller, Process, start_controller_on_embedded_broker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,13 +22,7 @@ OVERSIZE_CHUNKS = 300  # 300 MiB, the size that took the controller from 151 MiB
 @pytest.fixture
 def rest_controller(tmp_path: Path, _processes: list[Process]) -> Controller:
     """A controller on the embedded broker: these probes are about REST, not the broker."""
-    broker = Broker("amqtt", tmp_path)
-    _processes.append(broker.process)
-    broker.start()
-    instance = Controller(broker, tmp_path)
-    _processes.append(instance.process)
-    instance.start()
-    return instance
+    return start_controller_on_embedded_broker(tmp_path, _processes)
 
 
 def _chunks() -> Iterator[bytes]:
@@ -63,12 +57,7 @@ def test_chunked_oversize_body_is_refused_without_growing_memory(rest_controller
 
 
 def test_upload_past_its_own_limit_is_refused_streaming(tmp_path: Path, _processes: list[Process]) -> None:
-    broker = Broker("amqtt", tmp_path)
-    _processes.append(broker.process)
-    broker.start()
-    controller = Controller(broker, tmp_path, max_upload_bytes=str(100 * CHUNK))
-    _processes.append(controller.process)
-    controller.start()
+    controller = start_controller_on_embedded_broker(tmp_path, _processes, max_upload_bytes=str(100 * CHUNK))
     before = _rss_mib(controller)
     response = controller.api.post("/api/v1/files", params={"name": "big.bin"}, content=_chunks(), timeout=60)
     after = _rss_mib(controller)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
@@ -29,19 +29,6 @@ from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import utcnow
 from schemas.events import EventKind, TaskStatus, TaskSummary
 from tests.services_kit import FakePublisher, birth, event, go_online, status_of, will
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    instance = create_db_engine(f"sqlite:///{tmp_path / 'db' / 'controller.db'}")
-    migrate(instance)
-    yield instance
-    instance.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return create_sessionmaker(engine)
 
 
 @pytest.fixture

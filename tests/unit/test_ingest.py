@@ -5,14 +5,9 @@ nothing but itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db import create_db_engine, create_sessionmaker, migrate
 from controller.ingest import RECONNECTED, Incoming, IngestWriter
 from controller.models import Device, Task, TaskEventRecord
 from schemas.common import utcnow
@@ -24,19 +19,6 @@ from tests.services_kit import event as task_event
 DEVICES = 20
 TASKS_PER_DEVICE = 10
 KINDS = (EventKind.ACCEPTED, EventKind.STARTED, EventKind.SUCCEEDED)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    instance = create_db_engine(f"sqlite:///{tmp_path / 'controller.db'}")
-    migrate(instance)
-    yield instance
-    instance.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return create_sessionmaker(engine)
 
 
 def _count_commits(engine: Engine) -> list[int]:
