@@ -5,7 +5,8 @@ controller takes messages off the socket at the broker's pace and the broker nev
 queue (or drop) them for it. `IngestWriter` drains the queue in arrival order: up to
 `max_batch` messages, or what arrives within `max_wait` seconds of the first, are recorded
 in ONE transaction. Heartbeats of a batch become one read and one executemany UPDATE (the
-latest heartbeat per device). Work that must follow a commit (re-dispatching a device's
+latest heartbeat per device); the broker's acks of task messages (`Acked`, queued by the
+on_publish callback) become one UPDATE that marks their tasks dispatched. Work that must follow a commit (re-dispatching a device's
 pending tasks on its birth) runs after the batch committed.
 
 Why a thread and not asyncio: the services are sync SQLAlchemy, shared with the REST routes
@@ -51,7 +52,14 @@ class Unreadable:
     reason: str
 
 
-Payload = DeviceStatus | Heartbeat | TaskEvent | TaskEnvelope | Unreadable | None
+@dataclass(frozen=True)
+class Acked:
+    """The broker acknowledged a message of the controller that carried these tasks."""
+
+    task_ids: tuple[str, ...]
+
+
+Payload = DeviceStatus | Heartbeat | TaskEvent | TaskEnvelope | Unreadable | Acked | None
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class _Batch:
     seen: set[str]
     heartbeats: dict[str, Heartbeat] = field(default_factory=dict)
     births: list[str] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -184,6 +193,7 @@ class IngestWriter:
                 for item in batch:
                     self._stage(session, item, state)
                 devices.stage_heartbeats(session, state.heartbeats)
+                tasks.stage_acked(session, state.acked)
                 session.commit()
         except Exception as exc:
             log.warning("recording a batch of %d device messages failed (%s); recording them one by one",
@@ -203,6 +213,7 @@ class IngestWriter:
             with self._sessions() as session:
                 self._stage(session, item, alone)
                 devices.stage_heartbeats(session, alone.heartbeats)
+                tasks.stage_acked(session, alone.acked)
                 session.commit()
         except Exception as exc:
             log.warning("dropped a %s from device %s that cannot be recorded: %s",
@@ -231,6 +242,8 @@ class IngestWriter:
             tasks.stage_event(session, device_id, payload)
         elif isinstance(payload, TaskEnvelope):
             adhoc.stage_published(session, device_id, payload)
+        elif isinstance(payload, Acked):
+            state.acked.extend(payload.task_ids)
         else:
             unreadable.stage_fail(session, device_id, payload.found, payload.reason)
 
