@@ -1,6 +1,9 @@
 """Shared parts of the side-by-side benchmarks (latency.py, throughput.py): processes that are
 always cleaned up, a Redis server and Celery workers, a fresh PostgreSQL database, reading task
-states straight from the controller's SQL, and the statistics and table helpers."""
+states straight from the controller's SQL, and the statistics and table helpers.
+
+Celery, Redis and psycopg are imported where they are used, so `--help` works with the test
+extra alone (the `bench` extra brings them)."""
 
 from __future__ import annotations
 
@@ -16,8 +19,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-
-import redis
 
 from schemas.events import FINAL_STATUSES
 from tests.harness import Process, free_port, port_open, wait_for
@@ -73,6 +74,8 @@ def start_redis(work: Path, processes: Processes) -> str:
 
 
 def _redis_ping(url: str) -> bool:
+    import redis
+
     try:
         return bool(redis.Redis.from_url(url).ping())
     except redis.RedisError:

@@ -27,9 +27,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celery.exceptions import TimeoutError as CeleryTimeout
-
-from benchmarks.celery_echo import TASK_NAME, make_app
 from benchmarks.common import (
     FINAL,
     RESULTS,
@@ -123,6 +120,10 @@ def paho_latency(broker: Broker, work: Path, processes: Processes, args: argpars
 
 
 def celery_latency(work: Path, args: argparse.Namespace) -> Sample:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from benchmarks.celery_echo import TASK_NAME, make_app
+
     with Processes() as processes:
         url = start_redis(work, processes)
         start_celery_workers(work, processes, url, [DEVICE])
@@ -183,8 +184,8 @@ def report(runs: list[dict[tuple[str, str], Sample]], args: argparse.Namespace) 
             if peer not in runs[0]:
                 continue
             for name in ("p50", "p99"):
-                ratios = [run[("fleet", kind)].q(name) / run[peer].q(name) for run in runs]
-                ratio_rows.append([kind, f"fleet / {peer[0]}", name, spread(ratios, 1) + " ×"])
+                values = [run[("fleet", kind)].q(name) / run[peer].q(name) for run in runs]
+                ratio_rows.append([kind, f"fleet / {peer[0]}", name, spread(values, 1) + " ×"])
     ratios = markdown_table(["broker", "ratio", "quantile", "within each repeat"], ratio_rows)
     return (
         f"Sequential latency, {args.tasks} tasks per system and repeat (after {args.warmup} warm-up tasks), "
