@@ -14,6 +14,7 @@ import shutil
 import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -210,8 +211,15 @@ def pyplot() -> Any:
 
 
 def machine_note() -> str:
+    """Where the figures came from: cores, load (other work on the machine skews them), commit."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-    return f"{os.cpu_count()} cores, loopback, load average {load[0]:.1f} at the end of the run"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        commit = ""
+    return (f"{os.cpu_count()} cores, loopback, load average {load[0]:.1f} at the end of the run"
+            + (f", commit {commit}" if commit else ""))
 
 
 def setting(text: str) -> tuple[str, str]:

@@ -213,7 +213,7 @@ def plot(runs: list[dict[tuple[str, str], Sample]], args: argparse.Namespace) ->
     ax.set_xticks(range(len(systems)), labels)
     ax.set_yscale("log")
     ax.set_ylabel("task latency (ms, log scale)")
-    ax.set_title(f"Sequential task latency ({args.tasks} tasks, {len(runs)} repeats, bars: min–max)")
+    ax.set_title(f"Sequential task latency ({args.tasks} tasks, {len(runs)} repeats, error bars: min–max across repeats)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(RESULTS / "latency.png", dpi=100)

@@ -312,7 +312,7 @@ def plot(repeats: Repeats, args: argparse.Namespace) -> None:
     ax.set_xticks(range(len(args.clients)), [f"{c} client(s)" for c in args.clients])
     ax.set_yscale("log")
     ax.set_ylabel("tasks/s end to end (log scale)")
-    ax.set_title(f"Sustained throughput, {args.tasks} tasks over {args.devices} devices (bars: min–max)")
+    ax.set_title(f"Sustained throughput, {args.tasks} tasks over {args.devices} devices (error bars: min–max)")
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(RESULTS / "throughput.png", dpi=100)
