@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,16 @@ class Processes:
 
     def __exit__(self, *exc: object) -> None:
         self.kill_all()
+
+
+def interruptible(main: Callable[[], None]) -> None:
+    """Runs a benchmark's main; Ctrl-C or SIGTERM ends it with one line, not a traceback (its
+    processes were killed on the way out) and exit status 130."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: every process the benchmark started was stopped", file=sys.stderr)
+        sys.exit(130)
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

@@ -32,6 +32,7 @@ from benchmarks.common import (
     RESULTS,
     Processes,
     TaskStates,
+    interruptible,
     machine_note,
     markdown_table,
     percentile,
@@ -242,4 +243,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    interruptible(main)

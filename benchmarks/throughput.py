@@ -42,6 +42,7 @@ from benchmarks.common import (
     RESULTS,
     Processes,
     TaskStates,
+    interruptible,
     machine_note,
     markdown_table,
     postgres_database,
@@ -344,4 +345,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    interruptible(main)
