@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
@@ -40,6 +40,22 @@ from schemas.validation import describe_validation_error
 log = logging.getLogger(__name__)
 
 _UPDATE_CHUNK = 500
+
+# Statements of the ingest path built once: building a SQLAlchemy expression per event costs
+# more CPU than running it. `_DEVICE_SEEN` is plain Core (no ORM autoflush or session sync).
+_DUPLICATE_EVENT = (
+    select(TaskEventRecord.id)
+    .where(
+        TaskEventRecord.task_id == bindparam("task_id"),
+        TaskEventRecord.attempt == bindparam("attempt"),
+        TaskEventRecord.seq == bindparam("seq"),
+        TaskEventRecord.event == bindparam("event"),
+    )
+    .limit(1)
+)
+_DEVICE_SEEN = (
+    update(Device.__table__).where(Device.__table__.c.id == bindparam("device_id")).values(last_seen=bindparam("now"))
+)
 
 
 # ---- validation --------------------------------------------------------------------------
@@ -259,16 +275,9 @@ def stage_event(session: Session, topic_device_id: str, event: TaskEvent) -> Tas
         )
         return None
 
-    duplicate = session.scalar(
-        select(TaskEventRecord.id)
-        .where(
-            TaskEventRecord.task_id == task.id,
-            TaskEventRecord.attempt == event.attempt,
-            TaskEventRecord.seq == event.seq,
-            TaskEventRecord.event == event.event.value,
-        )
-        .limit(1)
-    )
+    duplicate = session.execute(
+        _DUPLICATE_EVENT, {"task_id": task.id, "attempt": event.attempt, "seq": event.seq, "event": event.event.value}
+    ).scalar()
     if duplicate is not None:
         return task
 
@@ -303,7 +312,7 @@ def stage_event(session: Session, topic_device_id: str, event: TaskEvent) -> Tas
     if event.attempt == task.attempt:
         task.last_seq = event.seq if task.last_seq is None else max(task.last_seq, event.seq)
     task.updated_at = now
-    session.execute(update(Device).where(Device.id == topic_device_id).values(last_seen=now))
+    session.connection().execute(_DEVICE_SEEN, {"device_id": topic_device_id, "now": now})
     return task
 
 
