@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 _UPDATE_CHUNK = 500
 
 # Statements of the ingest path built once: building a SQLAlchemy expression per event costs
-# more CPU than running it. `_DEVICE_SEEN` is plain Core (no ORM autoflush or session sync).
+# more CPU than running it. `_DEVICE_SEEN` runs on the connection (no ORM autoflush or session sync).
 _DUPLICATE_EVENT = (
     select(TaskEventRecord.id)
     .where(
@@ -53,9 +53,7 @@ _DUPLICATE_EVENT = (
     )
     .limit(1)
 )
-_DEVICE_SEEN = (
-    update(Device.__table__).where(Device.__table__.c.id == bindparam("device_id")).values(last_seen=bindparam("now"))
-)
+_DEVICE_SEEN = update(Device).where(Device.id == bindparam("device_id")).values(last_seen=bindparam("now"))
 
 
 # ---- validation --------------------------------------------------------------------------
