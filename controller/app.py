@@ -18,7 +18,7 @@ from controller.api.guard import API_PREFIX, RequestGuard
 from controller.api.routes import accounts, broadcasts, devices, files, health, identities, signatures, tasks, tokens
 from controller.api.routes.health import package_version
 from controller.api.security import Read
-from controller.db import create_db_engine, create_sessionmaker, migrate, safe_url
+from controller.db import create_db_engine, create_read_sessionmaker, create_sessionmaker, migrate, safe_url
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
 from controller.services.errors import ServiceError
@@ -73,6 +73,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = sessions
+        app.state.read_sessions = create_read_sessionmaker(sessions)
         app.state.mqtt = mqtt
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",

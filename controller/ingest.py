@@ -3,10 +3,13 @@
 paho's network thread only parses, validates and `put`s what it read (no SQL), so the
 controller takes messages off the socket at the broker's pace and the broker never has to
 queue (or drop) them for it. `IngestWriter` drains the queue in arrival order: up to
-`max_batch` messages, or what arrives within `max_wait` seconds of the first, are recorded
-in ONE transaction. Heartbeats of a batch become one read and one executemany UPDATE (the
-latest heartbeat per device); the broker's acks of task messages (`Acked`, queued by the
-on_publish callback) become one UPDATE that marks their tasks dispatched. Work that must follow a commit (re-dispatching a device's
+`max_batch` messages, whatever is queued when the writer gets to them (plus, when `max_wait`
+is set, what arrives within `max_wait` seconds of the first), are recorded in ONE
+transaction. By default it does not wait: a lone message is recorded at once, and under load
+the messages that arrive while one batch commits make up the next one. Heartbeats of a batch
+become one read and one executemany UPDATE (the latest heartbeat per device); the broker's
+acks of task messages (`Acked`, queued by the on_publish callback) become one UPDATE that
+marks their tasks dispatched. Work that must follow a commit (re-dispatching a device's
 pending tasks on its birth) runs after the batch committed.
 
 Why a thread and not asyncio: the services are sync SQLAlchemy, shared with the REST routes
@@ -39,7 +42,7 @@ from schemas.tasks import TaskEnvelope
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
-MAX_WAIT = 0.002  # seconds a batch waits for more messages after its first one
+MAX_WAIT = 0.0  # seconds a batch waits for more messages after its first one (see the module docstring)
 WARN_AT = 5_000  # queued messages past which the writer is said to be behind
 WARN_EVERY = 10.0  # seconds between two "behind" warnings
 
@@ -174,8 +177,9 @@ class IngestWriter:
         batch = [first]
         deadline = time.monotonic() + self._max_wait
         while len(batch) < self._max_batch:
+            wait = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:

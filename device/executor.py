@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,9 @@ class Executor:
         facts: DeviceFacts,
         max_concurrency: int,
         registry: HandlerRegistry,
-        browser: BrowserEnvironment | None = None,
+        browser: Callable[[], BrowserEnvironment | None] | None = None,
     ) -> None:
+        """`browser` builds the browser environment when a task first asks for it."""
         self._journal = journal
         self._browser = browser
         self._registry = registry
@@ -212,7 +214,7 @@ class Executor:
             facts=self._facts,
             _report=report,
             _input=wait_input,
-            browser=self._browser,
+            _browser=self._browser,
         )
         deadline = asyncio.timeout(timeout)
         try:
