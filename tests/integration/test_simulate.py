@@ -8,18 +8,15 @@ and a repeated task id is answered from the device's journal without running aga
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from device.simulator import SimulatedFleet
-from tests.harness import Broker, Controller, MqttProbe, Process, fleet_argv, wait_for
+from tests.harness import Broker, Controller, MqttProbe, Process, SimulatorThread, fleet_argv, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,38 +24,13 @@ DEVICES = 300
 # REST reads may wait behind the ingest writer's SQLite transactions while hundreds of births
 # or results are recorded; this test is about nothing being lost, benchmarks time it.
 SLOW_READ = 60.0
-T = TypeVar("T")
-
-
-class FleetThread:
-    """A SimulatedFleet running on its own event loop in a thread, driven from the test."""
-
-    def __init__(self, url: str, count: int, **options: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="simulated-fleet", daemon=True)
-        self.thread.start()
-        self.fleet = self.call(self._make(url, count, options))
-
-    @staticmethod
-    async def _make(url: str, count: int, options: dict[str, Any]) -> SimulatedFleet:
-        return SimulatedFleet(url, count, **options)
-
-    def call(self, job: Coroutine[Any, Any, T], timeout: float = 120) -> T:
-        return asyncio.run_coroutine_threadsafe(job, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.call(self.fleet.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture
-def sim_fleet(broker: Broker) -> Iterator[FleetThread]:
-    fleet = FleetThread(broker.url, DEVICES, prefix="sim", heartbeat=30.0, seed=7)
+def sim_fleet(broker: Broker) -> Iterator[SimulatorThread]:
+    fleet = SimulatorThread(broker.url, DEVICES, prefix="sim", heartbeat=30.0, seed=7)
     yield fleet
-    if not fleet.loop.is_closed():
-        fleet.close()
+    fleet.close()
 
 
 def _count(controller: Controller, status: str) -> int:
@@ -69,7 +41,7 @@ def _count(controller: Controller, status: str) -> int:
 
 
 def test_hundreds_of_simulated_devices_online_broadcast_recorded_repeat_answered(
-    controller: Controller, sim_fleet: FleetThread, probe: Any
+    controller: Controller, sim_fleet: SimulatorThread, probe: Any
 ) -> None:
     fleet = sim_fleet.fleet
     sim_fleet.call(fleet.start())
