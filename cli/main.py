@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from cli import accounts, devices, env, files, identities, processes, tasks, tokens, up
+from cli import accounts, devices, env, files, identities, processes, simulate, tasks, tokens, up
 
 app = typer.Typer(help="Command a fleet of PCs over MQTT.", no_args_is_help=True, add_completion=False)
 app.command("up")(up.up)
@@ -15,6 +15,7 @@ app.command("broker")(processes.broker)
 app.command("controller")(processes.controller)
 app.command("env")(env.env)
 app.add_typer(devices.app, name="device")
+app.command("simulate")(simulate.simulate)
 app.command("devices")(devices.list_devices)
 app.add_typer(tasks.app, name="task")
 app.command("broadcast")(tasks.broadcast)

@@ -233,7 +233,7 @@ class ControllerMqtt:
 
     # ---- follow-ups (the ingest writer's thread, after its batch committed) -------------------
 
-    def _redispatch(self, device_id: str) -> None:
-        """A device was born (or first seen since a reconnect): publish its unfinished tasks again."""
+    def _redispatch(self, device_ids: list[str]) -> None:
+        """Devices were born (or first seen since a reconnect): publish their unfinished tasks again."""
         with self._sessions() as session:
-            task_control.redispatch_unfinished(session, device_id, self)
+            task_control.redispatch_births(session, device_ids, self)

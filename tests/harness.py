@@ -3,6 +3,7 @@ the controller and device daemons, each on free ports with their own files."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -13,9 +14,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -23,9 +24,11 @@ import pytest
 
 from broker.connection import BrokerAddress, create_client
 from broker.mosquitto import TlsFiles, mosquitto_conf
+from device.simulator import SimulatedFleet
 from schemas.events import FINAL_STATUSES
 
 REQUIRE_SERVICES = os.environ.get("FLEET_REQUIRE_SERVICES") == "1"
+T = TypeVar("T")
 
 
 def missing_service(message: str) -> None:
@@ -378,3 +381,30 @@ def start_controller_on_embedded_broker(work: Path, processes: list[Process], **
     processes.append(controller.process)
     controller.start()
     return controller
+
+
+class SimulatorThread:
+    """A `SimulatedFleet` (`fleet simulate`'s library) on an event loop in a thread of its own,
+    driven from synchronous test or benchmark code: `sim.call(sim.fleet.start())`."""
+
+    def __init__(self, url: str, count: int, **options: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="simulated-fleet", daemon=True)
+        self.thread.start()
+        self.fleet: SimulatedFleet = self.call(self._make(url, count, options))
+
+    @staticmethod
+    async def _make(url: str, count: int, options: dict[str, Any]) -> SimulatedFleet:
+        return SimulatedFleet(url, count, **options)
+
+    def call(self, job: Coroutine[Any, Any, T], timeout: float = 300) -> T:
+        return asyncio.run_coroutine_threadsafe(job, self.loop).result(timeout)
+
+    def close(self) -> None:
+        """Stop the devices (retained shutdown statuses) and the loop; safe to call twice."""
+        if self.loop.is_closed():
+            return
+        self.call(self.fleet.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

@@ -5,6 +5,7 @@ and the re-dispatch of a device's unfinished tasks when it is born again."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -76,6 +77,28 @@ def cancel_task(session: Session, task_id: str, publisher: Publisher) -> Task:
     log.info("cancel of task %s (%s) requested", task.id, status.value)
     session.refresh(task)
     return task
+
+
+BIRTH_CHUNK = 500  # device ids per query when the births of an ingest batch are looked up
+
+
+def redispatch_births(session: Session, device_ids: Sequence[str], publisher: Publisher) -> list[str]:
+    """`redispatch_unfinished` for each device that has an unfinished task, found for all the
+    born devices in one read per BIRTH_CHUNK (most have none: no write transaction for them)."""
+    pending: set[str] = set()
+    unfinished = [s.value for s in lifecycle.UNFINISHED_STATUSES]
+    for start in range(0, len(device_ids), BIRTH_CHUNK):
+        chunk = list(device_ids[start : start + BIRTH_CHUNK])
+        pending.update(session.scalars(
+            select(Task.device_id).where(Task.device_id.in_(chunk), Task.status.in_(unfinished)).distinct()
+        ))
+    session.rollback()  # end the read before each device's own transaction
+    sent: list[str] = []
+    for device_id in dict.fromkeys(device_ids):
+        if device_id in pending:
+            sent += redispatch_unfinished(session, device_id, publisher)
+            session.commit()
+    return sent
 
 
 def redispatch_unfinished(session: Session, device_id: str, publisher: Publisher) -> list[str]:

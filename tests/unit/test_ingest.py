@@ -48,7 +48,7 @@ def _run(sessions: sessionmaker[Session], items: list[Incoming]) -> list[str]:
     """Queue `items` as paho's thread does, then stop the writer (which drains the queue); the
     devices whose pending tasks were re-dispatched, in order."""
     redispatched: list[str] = []
-    writer = IngestWriter(sessions, redispatched.append, max_batch=500, max_wait=0.05)
+    writer = IngestWriter(sessions, redispatched.extend, max_batch=500, max_wait=0.05)
     writer.start()
     for item in items:
         writer.put(item)
