@@ -2,8 +2,9 @@
 with real processes:
 
 - a Mosquitto whose queues hold 5 messages per client (it drops the rest, after PUBACKing their
-  senders) and a burst of `append` tasks to real device daemons: every task ends final, and
-  each device's file shows every task's line exactly once (nothing ran twice);
+  senders) and a burst of `append` tasks to real device daemons that stop reading while it is
+  published (SIGSTOP, a test-only stand-in for a slow PC): every task ends final, and each
+  device's file shows every task's line exactly once (nothing ran twice);
 - results published while the controller is down wait in its persistent session on the broker
   (Mosquitto with persistence, restarted meanwhile; the embedded broker) and are all recorded
   when it comes back, more of them than Mosquitto's default queue of 1,000 would keep.
@@ -12,6 +13,7 @@ with real processes:
 from __future__ import annotations
 
 import json
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -47,24 +49,34 @@ def test_a_broker_that_drops_messages_loses_no_task_and_runs_none_twice(tmp_path
     broker = Broker("mosquitto", tmp_path, max_queued_messages=5, extra_conf="max_inflight_messages 1\n")
     _processes.append(broker.process)
     broker.start()
-    controller = Controller(broker, tmp_path, keepalive="5", task_resend_after="1", sweep_interval="0.2")
+    controller = Controller(broker, tmp_path, keepalive="5", task_resend_after="0.2", sweep_interval="0.1")
     _processes.append(controller.process)
     controller.start()
-    devices = [Device(f"pc-{n}", broker, tmp_path, keepalive="5", max_concurrency="4") for n in range(DEVICES)]
+    devices = [Device(f"pc-{n}", broker, tmp_path, keepalive="60", max_concurrency="4") for n in range(DEVICES)]
     for device in devices:
         _processes.append(device.process)
         device.start()
     for device in devices:
         controller.wait_device(device.id, "online", timeout=30)
+    # The daemons stop reading their sockets while their tasks are published: far more than the
+    # broker's queue of 5 holds arrive for each, so it must drop some (what a slow client gets).
+    for device in devices:
+        assert device.process.popen is not None
+        device.process.popen.send_signal(signal.SIGSTOP)
 
     def create(n: int) -> str:
         task = controller.create_task(devices[n % DEVICES].id, "append", params={"line": f"line {n}"})
         return str(task["id"])
 
-    with ThreadPoolExecutor(8) as pool:  # a burst: concurrent REST clients
-        ids = list(pool.map(create, range(TASKS)))
+    try:
+        with ThreadPoolExecutor(8) as pool:  # concurrent REST clients
+            ids = list(pool.map(create, range(TASKS)))
+    finally:
+        for device in devices:
+            assert device.process.popen is not None
+            device.process.popen.send_signal(signal.SIGCONT)
 
-    wait_for(lambda: _count(controller, "/api/v1/tasks", status="succeeded") == TASKS, 80, 0.5,
+    wait_for(lambda: _count(controller, "/api/v1/tasks", status="succeeded") == TASKS, 90, 0.5,
              f"all {TASKS} tasks succeeded")
     appended = [task_id for device in devices for task_id in _lines(device)]
     assert sorted(appended) == sorted(ids), "every task's line written exactly once"
