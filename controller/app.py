@@ -67,7 +67,8 @@ def create_app(settings: FleetSettings) -> FastAPI:
         sessions = create_sessionmaker(engine)
         mqtt = ControllerMqtt(settings, sessions, signer)
         scheduler = Scheduler(
-            sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace
+            sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace,
+            resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue,
         )
         app.state.settings = settings
         app.state.engine = engine

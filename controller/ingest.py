@@ -6,8 +6,10 @@ queue (or drop) them for it. `IngestWriter` drains the queue in arrival order: u
 `max_batch` messages, whatever is queued when the writer gets to them (plus, when `max_wait`
 is set, what arrives within `max_wait` seconds of the first), are recorded in ONE
 transaction. By default it does not wait: a lone message is recorded at once, and under load
-the messages that arrive while one batch commits make up the next one. Heartbeats of a batch become one read and one executemany UPDATE (the
-latest heartbeat per device). Work that must follow a commit (re-dispatching a device's
+the messages that arrive while one batch commits make up the next one. Heartbeats of a batch
+become one read and one executemany UPDATE (the latest heartbeat per device); the broker's
+acks of task messages (`Acked`, queued by the on_publish callback) become one UPDATE that
+marks their tasks dispatched. Work that must follow a commit (re-dispatching a device's
 pending tasks on its birth) runs after the batch committed.
 
 Why a thread and not asyncio: the services are sync SQLAlchemy, shared with the REST routes
@@ -53,7 +55,14 @@ class Unreadable:
     reason: str
 
 
-Payload = DeviceStatus | Heartbeat | TaskEvent | TaskEnvelope | Unreadable | None
+@dataclass(frozen=True)
+class Acked:
+    """The broker acknowledged a message of the controller that carried these tasks."""
+
+    task_ids: tuple[str, ...]
+
+
+Payload = DeviceStatus | Heartbeat | TaskEvent | TaskEnvelope | Unreadable | Acked | None
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ class _Batch:
     seen: set[str]
     heartbeats: dict[str, Heartbeat] = field(default_factory=dict)
     births: list[str] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -187,6 +197,7 @@ class IngestWriter:
                 for item in batch:
                     self._stage(session, item, state)
                 devices.stage_heartbeats(session, state.heartbeats)
+                tasks.stage_acked(session, state.acked)
                 session.commit()
         except Exception as exc:
             log.warning("recording a batch of %d device messages failed (%s); recording them one by one",
@@ -206,6 +217,7 @@ class IngestWriter:
             with self._sessions() as session:
                 self._stage(session, item, alone)
                 devices.stage_heartbeats(session, alone.heartbeats)
+                tasks.stage_acked(session, alone.acked)
                 session.commit()
         except Exception as exc:
             log.warning("dropped a %s from device %s that cannot be recorded: %s",
@@ -234,6 +246,8 @@ class IngestWriter:
             tasks.stage_event(session, device_id, payload)
         elif isinstance(payload, TaskEnvelope):
             adhoc.stage_published(session, device_id, payload)
+        elif isinstance(payload, Acked):
+            state.acked.extend(payload.task_ids)
         else:
             unreadable.stage_fail(session, device_id, payload.found, payload.reason)
 

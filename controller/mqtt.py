@@ -1,6 +1,7 @@
 """The controller's MQTT client: subscribes to device status and results, validates each
 message and queues it for the ingest writer (`controller.ingest`), and publishes task
-envelopes.
+envelopes; the broker's PUBACK of a task's message is queued too, and only that makes the
+task `dispatched` (`controller.acks`).
 
 paho runs the callbacks in its own network thread, which must never wait on the database:
 they only parse, validate, throttle and count, then enqueue; the writer thread does the SQL.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
-from controller.ingest import RECONNECTED, Incoming, IngestStats, IngestWriter, Unreadable
+from controller.acks import AckTracker
+from controller.ingest import RECONNECTED, Acked, Incoming, IngestStats, IngestWriter, Unreadable
 from controller.services import task_control, unreadable
 from controller.throttle import DeviceThrottle
 from controller.warn_once import WarnOnce
@@ -71,6 +74,8 @@ class ControllerMqtt:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._acks = AckTracker()
         self._connected = threading.Event()
         self._failures = ConnectFailureLog(self._address, settings.mqtt_ca_file, log)
         self._stopping = False
@@ -107,9 +112,14 @@ class ControllerMqtt:
             model = self._signer.sign(model, topic)
         return model.model_dump_json(exclude_none=True).encode()
 
-    def publish(self, topic: str, model: BaseModel) -> bool:
-        """Publish `model` (QoS 1, not retained); True when paho accepted it for sending."""
+    def publish(self, topic: str, model: BaseModel, task_ids: Sequence[str] = ()) -> bool:
+        """Publish `model` (QoS 1, not retained); True when paho accepted it for sending now
+        (False: not connected; paho sends it after reconnecting). The tasks in `task_ids` are
+        recorded as dispatched when the broker acknowledges the message; this never waits for that."""
         info = self._client.publish(topic, self.encode(model, topic), qos=QOS, retain=False)
+        already = self._acks.sent(info.mid, task_ids)
+        if already:
+            self._writer.put(Incoming("", Acked(already)))
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     # ---- paho callbacks (network thread) ---------------------------------------------------
@@ -136,6 +146,15 @@ class ControllerMqtt:
         self._connected.clear()
         if was_connected and not self._stopping:
             log.warning("disconnected from the MQTT broker at %s (%s); reconnecting", self._address, reason)
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: ReasonCode, _properties: Any) -> None:
+        """The broker acknowledged a publish: queue its tasks for the writer (no SQL here)."""
+        try:
+            task_ids = self._acks.acked(mid)
+            if task_ids:
+                self._writer.put(Incoming("", Acked(task_ids)))
+        except Exception:
+            log.exception("failed to record the broker's ack of message %d", mid)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         # An exception escaping a paho callback would stop the network thread: catch them all.
