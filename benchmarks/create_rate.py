@@ -127,7 +127,7 @@ def main() -> None:
             for concurrency in args.concurrency:
                 if args.profile is not None and spy is None and shutil.which("py-spy"):
                     spy = subprocess.Popen(["py-spy", "record", "--pid", str(controller.process.popen.pid if controller.process.popen else 0), "--threads",
-                                            "-o", str(args.profile), "--format", "raw", "--rate", "250", "--gil", "--nonblocking"])
+                                            "-o", str(args.profile), "--format", "raw", "--rate", "250", "--nonblocking"])
                     time.sleep(1)
                 row = run_once(controller, device_ids, args.tasks, concurrency, args.timeout, _final_count(controller),
                                [d.process.popen.pid for d in devices if d.process.popen])
