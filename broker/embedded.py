@@ -132,7 +132,10 @@ class EmbeddedBroker:
             open_store(self._settings.resolved_broker_retained_file).close()
         except RetainedStoreError as exc:
             raise BrokerConfigError(str(exc)) from None
-        self._broker = FleetBroker(broker_config(self._settings), max_packet_bytes=self._settings.broker_max_packet_bytes)
+        self._broker = FleetBroker(
+            broker_config(self._settings), max_packet_bytes=self._settings.broker_max_packet_bytes,
+            max_queued_messages=self._settings.broker_max_queued_messages,
+        )
         await self._broker.start()
         log.info("embedded MQTT broker listening on %s", ", ".join(self.urls))
 

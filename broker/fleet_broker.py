@@ -63,16 +63,13 @@ from broker.amqtt_pin import check_amqtt_version
 from broker.packets import PacketError, PacketReader, read_connect
 from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler
 from broker.topic_tree import RetainedTable, SubscriptionTable, is_valid_filter
-from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES
+from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES, DEFAULT_BROKER_MAX_QUEUED_MESSAGES
 from schemas.topics import is_task_topic
 
 check_amqtt_version()  # fail at import, with a clear message, on an amqtt the overrides were not written for
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED_MESSAGES = 1000
-"""QoS 1/2 messages kept for one disconnected persistent session (Mosquitto's default too);
-newer ones are dropped, with a warning."""
 
 CONNECT_TIMEOUT = 10.0
 """Seconds a new connection has to send its whole CONNECT; a silent or half-sent one is closed then."""
@@ -107,11 +104,15 @@ class FleetBroker(Broker):
 
     def __init__(
         self, config: BrokerConfig | dict[str, Any] | None = None, *,
-        max_packet_bytes: int = DEFAULT_BROKER_MAX_PACKET_BYTES, **kwargs: Any,
+        max_packet_bytes: int = DEFAULT_BROKER_MAX_PACKET_BYTES,
+        max_queued_messages: int = DEFAULT_BROKER_MAX_QUEUED_MESSAGES, **kwargs: Any,
     ) -> None:
         check_amqtt_version()
         super().__init__(config, **kwargs)
         self._max_packet_bytes = max_packet_bytes
+        # QoS 1/2 messages kept for one disconnected persistent session (the controller's while it
+        # restarts); newer ones are dropped, with a warning. Sized for a fleet, not Mosquitto's 1,000.
+        self._max_queued_messages = max_queued_messages
         # Same dicts to amqtt and its plugins, plus a topic tree for matching.
         self._subscriptions: SubscriptionTable[list[tuple[Session, int]]] = SubscriptionTable()
         self._retained_messages: RetainedTable[RetainedApplicationMessage] = RetainedTable()
@@ -337,12 +338,12 @@ class FleetBroker(Broker):
                     running_tasks.append(asyncio.ensure_future(handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)))
 
     async def _queue_for_offline_session(self, broadcast: dict[str, Any], qos: int, session: Session) -> None:
-        if session.retained_messages.qsize() >= MAX_QUEUED_MESSAGES:
+        if session.retained_messages.qsize() >= self._max_queued_messages:
             if not session.attributes.get("fleet.queue_full"):
                 session.attributes["fleet.queue_full"] = True
                 log.warning(
                     "offline queue of client %s is full (%d messages): dropping newer ones until it reconnects",
-                    session.client_id, MAX_QUEUED_MESSAGES,
+                    session.client_id, self._max_queued_messages,
                 )
             return
         await self._retain_broadcast_message(broadcast, qos, session)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES
+from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES, DEFAULT_BROKER_MAX_QUEUED_MESSAGES
+
+MAX_INFLIGHT_MESSAGES = 100
+"""QoS 1 messages Mosquitto sends one client before waiting for its PUBACKs (its default: 20);
+the controller acknowledges in its network thread, so a wider window only speeds it up."""
+
+PERSISTENT_CLIENT_EXPIRATION = "7d"
+"""How long Mosquitto keeps a persistent session (the controller's) that stays away; without
+it, a session of a retired controller client id would be kept, and queued for, for ever."""
 
 
 @dataclass(frozen=True)
@@ -26,8 +34,17 @@ def mosquitto_conf(
     acl_file: Path | None = None,
     pid_file: Path | None = None,
     tls: TlsFiles | None = None,
+    max_queued_messages: int = DEFAULT_BROKER_MAX_QUEUED_MESSAGES,
 ) -> str:
     """A mosquitto.conf for a fleet broker.
+
+    Sized for a fleet: Mosquitto keeps at most `max_queued_messages` QoS 1 messages for a client
+    that is behind or away (default 1,000; past it they are silently dropped, after the sender
+    got its PUBACK). The controller's session is persistent (fixed client id, clean session
+    off), so results published while it is behind or restarting wait for it here: the default
+    keeps every result of a broadcast to 10,000 devices several times over (docs/architecture.md,
+    "Broker sizing"). Never 0: one release (2.0.16) dropped every message with 0 ("unlimited").
+    With `persistence_dir` the queues also survive a broker restart.
 
     `set_tcp_nodelay true` matters: without it a task round trip took 44 ms instead of
     0.6 ms (docs/architecture.md#measured-facts-the-code-relies-on).
@@ -41,6 +58,9 @@ def mosquitto_conf(
         "set_tcp_nodelay true",
         "max_keepalive 3600",
         f"max_packet_size {DEFAULT_BROKER_MAX_PACKET_BYTES}",  # as the embedded broker: a larger packet disconnects
+        f"max_queued_messages {max_queued_messages}",
+        f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+        f"persistent_client_expiration {PERSISTENT_CLIENT_EXPIRATION}",
     ]
     if tls is not None:
         lines += [f"cafile {tls.cafile.as_posix()}", f"certfile {tls.certfile.as_posix()}", f"keyfile {tls.keyfile.as_posix()}"]

@@ -3,13 +3,14 @@ token, and turns a failure into one error line."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from cli.local import api_url, local_token, settings
 from cli.output import fail
 from config.settings import ENV_PREFIX
+
+if TYPE_CHECKING:  # imported per request: `fleet device` (a long-lived daemon) never needs httpx
+    import httpx
 
 
 def _detail(response: httpx.Response) -> str:
@@ -24,6 +25,8 @@ def _detail(response: httpx.Response) -> str:
 
 def api(method: str, path: str, *, timeout: float = 30, **kwargs: Any) -> Any:
     """One request to the controller; exits 1 with a clear line when it fails."""
+    import httpx
+
     config = settings()
     base = api_url(config)
     token = local_token(config)

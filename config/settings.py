@@ -33,6 +33,9 @@ DEFAULT_CONFIG_FILE = "fleet.toml"
 DEFAULT_BROKER_PORT = 1884
 DEFAULT_API_PORT = 8080
 DEFAULT_BROKER_MAX_PACKET_BYTES = 1024 * 1024
+# QoS 1 messages a broker keeps for one client that is behind or away (the controller): room for
+# every result of a broadcast to 10,000 devices several times over. Mosquitto's default is 1,000.
+DEFAULT_BROKER_MAX_QUEUED_MESSAGES = 200_000
 
 MqttUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["mqtt", "mqtts", "ws", "wss"], host_required=True)]
 
@@ -75,6 +78,12 @@ class FleetSettings(BaseSettings):
     broker_max_packet_bytes: int = Field(
         DEFAULT_BROKER_MAX_PACKET_BYTES, ge=4096, le=256 * 1024 * 1024,
         description="largest message the embedded broker takes; a client that sends a larger one is disconnected",
+    )
+
+    broker_max_queued_messages: int = Field(
+        DEFAULT_BROKER_MAX_QUEUED_MESSAGES, ge=1, le=100_000_000,
+        description="QoS 1 messages the embedded broker keeps for one disconnected persistent session "
+        "(the controller's while it restarts); newer ones are dropped, with a warning",
     )
 
     broker_certfile: Path | None = Field(None, description="PEM certificate (chain): the embedded broker listens with TLS")
@@ -122,10 +131,19 @@ class FleetSettings(BaseSettings):
         50.0, gt=0, le=100_000, description="results/heartbeats per second one device may send on average"
     )
     device_message_burst: int = Field(500, ge=1, le=1_000_000, description="how many it may send at once")
+    device_status_rate: float = Field(
+        2.0, gt=0, le=10_000, description="status messages (births, wills) per second one device may send on average; "
+        "over it only its latest is recorded, once the budget refills"
+    )
+    device_status_burst: int = Field(10, ge=1, le=100_000, description="how many status messages it may send at once")
     max_upload_bytes: int = Field(8 * 1024**3, ge=1024, description="largest file POST /api/v1/files accepts")
     sweep_interval: float = Field(1.0, gt=0, le=60, description="seconds between checks for expiries, timeouts and due retries")
     task_timeout_grace: float = Field(
         15.0, ge=0, le=3600, description="seconds past a task's timeout before the controller gives up on a silent device"
+    )
+    task_resend_after: float = Field(
+        30.0, ge=0.1, le=86_400, description="seconds without news of an unfinished task before the controller sends it "
+        "to its device again (then twice as long after each unanswered re-send, up to an hour)",
     )
 
     # --- device -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from controller.api.guard import API_PREFIX, RequestGuard
 from controller.api.routes import accounts, broadcasts, devices, files, health, identities, signatures, tasks, tokens
 from controller.api.routes.health import package_version
 from controller.api.security import Read
-from controller.db import create_db_engine, create_sessionmaker, migrate, safe_url
+from controller.db import create_db_engine, create_read_sessionmaker, create_sessionmaker, migrate, safe_url
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
 from controller.services.errors import ServiceError
@@ -67,11 +67,13 @@ def create_app(settings: FleetSettings) -> FastAPI:
         sessions = create_sessionmaker(engine)
         mqtt = ControllerMqtt(settings, sessions, signer)
         scheduler = Scheduler(
-            sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace
+            sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace,
+            resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue,
         )
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = sessions
+        app.state.read_sessions = create_read_sessionmaker(sessions)
         app.state.mqtt = mqtt
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",

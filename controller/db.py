@@ -5,10 +5,16 @@ run in paho's network thread, so every unit of work opens its own short `Session
 
 The schema is created and upgraded by alembic (`controller/migrations`) at start-up.
 
-SQLite gets WAL, a busy timeout and foreign keys on every connection. Its transactions start
-with `BEGIN IMMEDIATE`: the write lock is taken up front, so two threads that read a task and
-then update it run one after the other instead of failing with "database is locked" or
-losing an update. On PostgreSQL the services lock rows with `SELECT … FOR UPDATE`.
+SQLite gets WAL, a busy timeout and foreign keys on every connection. Sessions come in two
+kinds (docs/architecture.md#rest-and-sqlite-concurrency):
+
+- write sessions (`create_sessionmaker`): their transactions start with `BEGIN IMMEDIATE`, so
+  the write lock is taken up front and two threads that read a task and then update it run one
+  after the other instead of failing with "database is locked" or losing an update;
+- read sessions (`create_read_sessionmaker`): a plain deferred `BEGIN`, which under WAL reads
+  a snapshot and never waits for (or blocks) a writer. They refuse to write.
+
+On PostgreSQL the services lock rows with `SELECT … FOR UPDATE`; a read session is an ordinary one.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from controller.warn_once import SESSION_KEY, WarnOnce
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, FleetError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "fleet_read_only"  # execution option (and Session.info key) of read sessions
 MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST_REVISION = "0001"  # the schema release 0.1.0 created without alembic
 
@@ -98,7 +105,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")  # deferred: a WAL snapshot, no lock
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_db_engine(url: str) -> Engine:
@@ -136,6 +146,38 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 def create_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Sessions for one controller; they share its `WarnOnce` through `Session.info`."""
     return sessionmaker(bind=engine, expire_on_commit=False, info={SESSION_KEY: WarnOnce()})
+
+
+class ReadOnlySessionError(FleetError):
+    """Code running in a read session tried to write: a bug, so it fails loudly."""
+
+
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlySessionError("a read-only session tried to write; use a write session for this work")
+
+
+def _refuse_dml(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        raise ReadOnlySessionError("a read-only session tried to write; use a write session for this work")
+
+
+def create_read_sessionmaker(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions for work that only reads (GET routes, token checks), bound like `sessions`.
+
+    On SQLite they begin deferred, so they neither wait for the write lock nor hold it while
+    the ingest writer or a POST needs it. Flushing changes or running an INSERT/UPDATE/DELETE
+    in one raises `ReadOnlySessionError`.
+    """
+    engine = sessions.kw["bind"]
+    read = sessionmaker(
+        bind=engine.execution_options(**{READ_ONLY: True}),
+        expire_on_commit=False,
+        info={**sessions.kw.get("info", {}), READ_ONLY: True},
+    )
+    event.listen(read, "before_flush", _refuse_flush)
+    event.listen(read, "do_orm_execute", _refuse_dml)
+    return read
 
 
 def database_reachable(engine: Engine) -> bool:

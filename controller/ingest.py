@@ -3,11 +3,17 @@
 paho's network thread only parses, validates and `put`s what it read (no SQL), so the
 controller takes messages off the socket at the broker's pace and the broker never has to
 queue (or drop) them for it. `IngestWriter` drains the queue in arrival order: up to
-`max_batch` messages, or what arrives within `max_wait` seconds of the first, are recorded
-in ONE transaction. Heartbeats of a batch become one read and one executemany UPDATE (the
-latest heartbeat per device); a batch of heartbeats alone is held up to `HEARTBEAT_FLUSH`
-seconds and written with whatever comes next, so an idle fleet costs one transaction a second. Work that must follow a commit (re-dispatching a device's
-pending tasks on its birth, for all births of the batch together) runs after the batch committed.
+`max_batch` messages, whatever is queued when the writer gets to them (plus, when `max_wait`
+is set, what arrives within `max_wait` seconds of the first), are recorded in ONE
+transaction. By default it does not wait: a lone message is recorded at once, and under load
+the messages that arrive while one batch commits make up the next one. Heartbeats of a batch
+become one read and one executemany UPDATE (the latest heartbeat per device), and a batch of
+heartbeats alone is held up to `HEARTBEAT_FLUSH` seconds and written with whatever comes next,
+so an idle fleet costs one transaction a second; the broker's acks of task messages
+(`Acked`, queued by the on_publish callback) become one UPDATE that marks their tasks
+dispatched. Work that must follow a commit (re-dispatching a device's
+pending tasks on its birth, for all births of the batch together) runs after the batch
+committed.
 
 Why a thread and not asyncio: the services are sync SQLAlchemy, shared with the REST routes
 (FastAPI's threadpool); one dedicated thread keeps them as they are and makes the order of
@@ -39,7 +45,7 @@ from schemas.tasks import TaskEnvelope
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
-MAX_WAIT = 0.002  # seconds a batch waits for more messages after its first one
+MAX_WAIT = 0.0  # seconds a batch waits for more messages after its first one (see the module docstring)
 # Seconds a heartbeat may wait to be written together with others. An idle fleet's heartbeats
 # arrive one by one (10,000 devices every 30 s: 333/s), and one transaction each kept a core
 # busy; held, they become one transaction a second. Presence judges silence over 3 intervals.
@@ -56,7 +62,14 @@ class Unreadable:
     reason: str
 
 
-Payload = DeviceStatus | Heartbeat | TaskEvent | TaskEnvelope | Unreadable | None
+@dataclass(frozen=True)
+class Acked:
+    """The broker acknowledged a message of the controller that carried these tasks."""
+
+    task_ids: tuple[str, ...]
+
+
+Payload = DeviceStatus | Heartbeat | TaskEvent | TaskEnvelope | Unreadable | Acked | None
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class _Batch:
     seen: set[str]
     heartbeats: dict[str, Heartbeat] = field(default_factory=dict)
     births: list[str] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -179,8 +193,9 @@ class IngestWriter:
         batch = [first]
         deadline = time.monotonic() + self._max_wait
         while len(batch) < self._max_batch:
+            wait = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
@@ -207,6 +222,7 @@ class IngestWriter:
                 for item in batch:
                     self._stage(session, item, state)
                 devices.stage_heartbeats(session, state.heartbeats)
+                tasks.stage_acked(session, state.acked)
                 session.commit()
         except Exception as exc:
             log.warning("recording a batch of %d device messages failed (%s); recording them one by one",
@@ -235,6 +251,7 @@ class IngestWriter:
             with self._sessions() as session:
                 self._stage(session, item, alone)
                 devices.stage_heartbeats(session, alone.heartbeats)
+                tasks.stage_acked(session, alone.acked)
                 session.commit()
         except Exception as exc:
             log.warning("dropped a %s from device %s that cannot be recorded: %s",
@@ -263,6 +280,8 @@ class IngestWriter:
             tasks.stage_event(session, device_id, payload)
         elif isinstance(payload, TaskEnvelope):
             adhoc.stage_published(session, device_id, payload)
+        elif isinstance(payload, Acked):
+            state.acked.extend(payload.task_ids)
         else:
             unreadable.stage_fail(session, device_id, payload.found, payload.reason)
 

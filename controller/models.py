@@ -114,6 +114,13 @@ class Task(Base):
     max_retries: Mapped[int] = mapped_column(default=0)
     retry_backoff: Mapped[float] = mapped_column(Float, default=5.0)
     retry_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Delivery (docs/architecture.md#promise-8-the-promises-hold-at-fleet-size): when the controller
+    # last heard of the current attempt (the broker's ack of its publish, or any event of its
+    # device), how often it was sent again since the device last had news, and when the next
+    # re-send is due (None: `task_resend_after` past `heard_at`).
+    heard_at: Mapped[datetime | None]
+    resends: Mapped[int] = mapped_column(default=0)
+    resend_at: Mapped[datetime | None]
 
     events: Mapped[list[TaskEventRecord]] = relationship(
         back_populates="task", order_by="TaskEventRecord.id", cascade="all, delete-orphan"

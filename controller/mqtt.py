@@ -1,6 +1,7 @@
 """The controller's MQTT client: subscribes to device status and results, validates each
 message and queues it for the ingest writer (`controller.ingest`), and publishes task
-envelopes.
+envelopes; the broker's PUBACK of a task's message is queued too, and only that makes the
+task `dispatched` (`controller.acks`).
 
 paho runs the callbacks in its own network thread, which must never wait on the database:
 they only parse, validate, throttle and count, then enqueue; the writer thread does the SQL.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,10 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
-from controller.ingest import RECONNECTED, Incoming, IngestStats, IngestWriter, Unreadable
+from controller.acks import AckTracker
+from controller.ingest import RECONNECTED, Acked, Incoming, IngestStats, IngestWriter, Unreadable
 from controller.services import task_control, unreadable
-from controller.throttle import DeviceThrottle
-from controller.warn_once import WarnOnce
+from controller.throttle import DeviceThrottle, FloodLog, StatusGate
 from schemas.events import TaskEvent
 from schemas.signing import Signer
 from schemas.status import DeviceStatus, Heartbeat
@@ -54,7 +56,9 @@ class ControllerMqtt:
         self._sessions = sessions
         self.max_payload_bytes = settings.max_payload_bytes
         self._throttle = DeviceThrottle(settings.device_message_rate, settings.device_message_burst)
-        self._warn_once = WarnOnce()
+        self._flood = FloodLog()
+        self._status_gate = StatusGate(settings.device_status_rate, settings.device_status_burst,
+                                       lambda device_id, payload: self._accept(device_id, "status", payload), self._flood)
         self._signer = signer
         self._invalid = unreadable.Counter()
         self._address = BrokerAddress.from_url(str(settings.mqtt_url))
@@ -71,6 +75,8 @@ class ControllerMqtt:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._acks = AckTracker()
         self._connected = threading.Event()
         self._failures = ConnectFailureLog(self._address, settings.mqtt_ca_file, log)
         self._stopping = False
@@ -82,6 +88,7 @@ class ControllerMqtt:
         """Connect in the background; paho keeps retrying until the broker answers."""
         log.info("connecting to the MQTT broker at %s", self._address)
         self._writer.start()
+        self._status_gate.start()
         self._client.connect_async(self._address.host, self._address.port, keepalive=self._keepalive)
         self._client.loop_start()
 
@@ -90,6 +97,8 @@ class ControllerMqtt:
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
+        self._status_gate.stop()
+        self._status_gate.flush()  # a held status is the device's latest: record it
         self._writer.stop()  # records what was already taken off the socket
 
     @property
@@ -107,9 +116,14 @@ class ControllerMqtt:
             model = self._signer.sign(model, topic)
         return model.model_dump_json(exclude_none=True).encode()
 
-    def publish(self, topic: str, model: BaseModel) -> bool:
-        """Publish `model` (QoS 1, not retained); True when paho accepted it for sending."""
+    def publish(self, topic: str, model: BaseModel, task_ids: Sequence[str] = ()) -> bool:
+        """Publish `model` (QoS 1, not retained); True when paho accepted it for sending now
+        (False: not connected; paho sends it after reconnecting). The tasks in `task_ids` are
+        recorded as dispatched when the broker acknowledges the message; this never waits for that."""
         info = self._client.publish(topic, self.encode(model, topic), qos=QOS, retain=False)
+        already = self._acks.sent(info.mid, task_ids)
+        if already:
+            self._writer.put(Incoming("", Acked(already)))
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     # ---- paho callbacks (network thread) ---------------------------------------------------
@@ -137,6 +151,15 @@ class ControllerMqtt:
         if was_connected and not self._stopping:
             log.warning("disconnected from the MQTT broker at %s (%s); reconnecting", self._address, reason)
 
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: ReasonCode, _properties: Any) -> None:
+        """The broker acknowledged a publish: queue its tasks for the writer (no SQL here)."""
+        try:
+            task_ids = self._acks.acked(mid)
+            if task_ids:
+                self._writer.put(Incoming("", Acked(task_ids)))
+        except Exception:
+            log.exception("failed to record the broker's ack of message %d", mid)
+
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         # An exception escaping a paho callback would stop the network thread: catch them all.
         try:
@@ -157,25 +180,40 @@ class ControllerMqtt:
         if parsed.channel == "tasks":
             self._handle_task(parsed.device_id, payload)
             return
-        if parsed.channel != "status" and not self._throttle.allow(parsed.device_id):
-            self._warn_once("flood", parsed.device_id, "device %s sends more than FLEET_DEVICE_MESSAGE_RATE allows: "
-                           "its excess messages are dropped", parsed.device_id)
+        # Per-device limits come before validation: a flood costs a dict lookup per message.
+        if parsed.channel == "status":
+            self._status_gate.offer(parsed.device_id, payload)  # → `_accept` now, or once its budget refills
             return
-        model, what = _PAYLOADS[parsed.channel]
+        if not self._throttle.allow(parsed.device_id):
+            self._flood.add()
+            self._flood.noticed("results", parsed.device_id, "device %s sends more results and heartbeats than "
+                                "FLEET_DEVICE_MESSAGE_RATE allows: its excess messages are dropped", parsed.device_id)
+            return
+        self._accept(parsed.device_id, parsed.channel, payload)
+
+    def _accept(self, device_id: str, channel: str, payload: bytes | bytearray) -> None:
+        """Validate a message within its device's limits and queue it for the ingest writer."""
+        topic = f"devices/{device_id}/{channel}"
+        model, what = _PAYLOADS[channel]
         try:
             message = model.model_validate_json(payload)
         except ValidationError as exc:
             reason = describe_validation_error(exc, limit=1, empty="payload")
             log.warning("dropped an invalid %s on %s: %s", what, topic, reason)
-            self._unreadable(parsed.device_id, parsed.channel, payload, reason)
+            self._unreadable(device_id, channel, payload, reason)
             return
         assert isinstance(message, DeviceStatus | Heartbeat | TaskEvent)
-        self._writer.put(Incoming(parsed.device_id, message))
+        self._writer.put(Incoming(device_id, message))
 
     @property
     def invalid_messages(self) -> int:
         """Device messages dropped since start because they could not be read."""
         return self._invalid.value
+
+    @property
+    def throttled_messages(self) -> int:
+        """Device messages dropped since start because their device went over its limits."""
+        return self._flood.count
 
     def _unreadable(self, device_id: str, channel: str, payload: bytes | bytearray, reason: str) -> None:
         """Count a dropped message; an unreadable result that may have ended a task fails it."""

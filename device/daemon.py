@@ -7,6 +7,7 @@ incoming messages, and shuts down gracefully (retained `offline` status with rea
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from typing import Any
@@ -15,12 +16,9 @@ from pydantic import ValidationError
 
 from config import FleetSettings
 from config.logging import configure_logging
-from device.browser.locate import find_browser
-from device.browser.session import BrowserOptions
 from device.executor import Executor
 from device.facts import build_facts
 from device.handlers.base import BrowserEnvironment
-from device.handlers.browser import running_as_root
 from device.handlers.registry import HandlerRegistry, load_registry
 from device.identity import resolve_device_id
 from device.intake import INVALID_TYPE, CancelRequest, InputRequest, Rejection, read_task
@@ -94,7 +92,7 @@ class DeviceDaemon:
             facts=facts,
             max_concurrency=settings.max_concurrency,
             registry=self.registry,
-            browser=browser_environment(settings),
+            browser=functools.cache(lambda: browser_environment(settings)),
         )
         self._journal = journal
         log.info("device %s starting (journal %s)", self.device_id, journal.path)
@@ -230,7 +228,12 @@ class DeviceDaemon:
 
 
 def browser_environment(settings: FleetSettings) -> BrowserEnvironment:
-    """How browser tasks run on this device, from the settings (the browser is looked up once)."""
+    """How browser tasks run on this device, from the settings. Called once, when the first
+    task asks for it, so the browser modules are imported only then."""
+    from device.browser.locate import find_browser
+    from device.browser.session import BrowserOptions
+    from device.handlers.browser import running_as_root
+
     no_sandbox = running_as_root() if settings.browser_no_sandbox is None else settings.browser_no_sandbox
     return BrowserEnvironment(
         options=BrowserOptions(find_browser(settings.browser_path), settings.browser_headless, no_sandbox),

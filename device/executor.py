@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,9 @@ class Executor:
         facts: DeviceFacts,
         max_concurrency: int,
         registry: HandlerRegistry,
-        browser: BrowserEnvironment | None = None,
+        browser: Callable[[], BrowserEnvironment | None] | None = None,
     ) -> None:
+        """`browser` builds the browser environment when a task first asks for it."""
         self._journal = journal
         self._browser = browser
         self._registry = registry
@@ -102,7 +104,7 @@ class Executor:
             )
             return
         if claim.status == ClaimStatus.IN_PROGRESS:
-            log.info("task %s (%s) delivered again while %s: ignored", task_id, task_type, claim.state)
+            self._report_progress(request, claim.state)
             return
         self._reporter.emit(run, EventKind.ACCEPTED, task=request.summary)
         log.info("task %s (%s) accepted%s", task_id, task_type, f" (attempt {run.attempt})" if run.attempt > 1 else "")
@@ -111,6 +113,19 @@ class Executor:
         task = asyncio.get_running_loop().create_task(self._run(request), name=f"task {run.key}")
         self._tasks[task_id] = (run.attempt, task)
         task.add_done_callback(lambda done: self._on_done(request, done))
+
+    def _report_progress(self, request: TaskRequest, state: TaskState) -> None:
+        """Answer a repeated delivery of a task still in progress with its latest event again
+        (same seq: the controller stores it once), so a lost `accepted` or `started` reaches
+        the controller; the handler is never started a second time."""
+        latest = self._reporter.latest(request.run)
+        if latest is not None:
+            self._reporter.publish(latest.model_copy(update={"replay": True}))
+        else:  # claimed but nothing published yet by this process: say where it stands
+            kind = EventKind.STARTED if state == TaskState.STARTED else EventKind.ACCEPTED
+            self._reporter.emit(request.run, kind, task=request.summary, replay=True)
+        log.info("task %s (%s) delivered again while %s: reported where it stands", request.task_id,
+                 request.envelope.type, state)
 
     def cancel(self, target_id: str, attempt: int | None = None) -> None:
         """Stop a waiting or running task (only its attempt `attempt`, when given); a run never
@@ -199,7 +214,7 @@ class Executor:
             facts=self._facts,
             _report=report,
             _input=wait_input,
-            browser=self._browser,
+            _browser=self._browser,
         )
         deadline = asyncio.timeout(timeout)
         try:

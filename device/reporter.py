@@ -1,7 +1,10 @@
 """Builds and publishes task events on `devices/<id>/results`, numbering them from the journal.
 
 A final event is recorded in the journal before it is published, so a crash between the two
-loses nothing: a redelivery of the task id is answered from the journal.
+loses nothing: a redelivery of the task id is answered from the journal. The latest event of
+each run still in progress is kept in memory, so a redelivery of a task that is still running
+is answered with it (the controller may have lost it; a run of an earlier process is always
+final, see `Executor.fail_interrupted`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Reporter:
         self._device_id = device_id
         self._session_id = session_id
         self._publish = publish
+        self._latest: dict[str, TaskEvent] = {}  # run key → its latest event, while not final
 
     def event(
         self,
@@ -76,13 +80,19 @@ class Reporter:
         """Publish a non-final event."""
         assert kind not in FINAL_EVENTS, "final events go through finish()"
         event = self.event(run, kind, **fields)
+        self._latest[run.key] = event
         self.publish(event)
         return event
+
+    def latest(self, run: RunRef) -> TaskEvent | None:
+        """The latest event published for a run in progress, if this process published one."""
+        return self._latest.get(run.key)
 
     def finish(self, run: RunRef, kind: EventKind, *, publish: bool = True, **fields: Any) -> TaskEvent:
         """Record the final event in the journal, then publish it (unless `publish` is False)."""
         event = self.event(run, kind, **fields)
         self._journal.finish(run.key, event)
+        self._latest.pop(run.key, None)
         if publish:
             self.publish(event)
         return event

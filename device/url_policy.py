@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:  # httpx is imported when a URL is checked: an idle daemon never loads it
+    import httpx
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -26,6 +28,8 @@ class UrlPolicy:
 
     def problem(self, url: str) -> str | None:
         """Why `url` may not be fetched, or None when it may."""
+        import httpx
+
         try:
             target = httpx.URL(url)
         except httpx.InvalidURL:
@@ -42,7 +46,7 @@ class UrlPolicy:
                 "upload the file with `fleet file upload` and use the link it prints, or allow the host")
 
     def _is_file_link(self, target: httpx.URL) -> bool:
-        controller = httpx.URL(self.controller_url)
+        controller = type(target)(self.controller_url)
         if _origin(target) != _origin(controller):
             return False
         prefix = re.escape(controller.path.rstrip("/"))

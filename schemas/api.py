@@ -168,6 +168,8 @@ class Health(BaseModel):
     mqtt_connected: bool
     version: str
     invalid_messages: int = Field(0, description="messages from devices dropped since start because they could not be read")
+    throttled_messages: int = Field(0, description="messages from devices dropped since start because their device "
+                                    "sent more than FLEET_DEVICE_MESSAGE_RATE or FLEET_DEVICE_STATUS_RATE allow")
     ingest_queue: int = Field(0, description="device messages read from the broker and waiting to be recorded")
     ingest_high_water: int = Field(0, description="the longest the ingest queue has been since start")
     ingest_dropped: int = Field(0, description="device messages dropped because the ingest queue was full (always 0: "

@@ -28,18 +28,20 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from typing import TYPE_CHECKING
 
 from schemas.common import utcnow
 from schemas.errors import WireErrorCode
 from schemas.tasks import TaskEnvelope
 
+# cryptography is imported where a key is used: a device that trusts no key (most) never
+# loads it, which keeps the daemon's idle memory down (docs/architecture.md#device-memory).
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 MAX_AGE = timedelta(minutes=5)
 
-TrustedKeys = Mapping[str, Ed25519PublicKey]  # key id → public key
+TrustedKeys = Mapping[str, "Ed25519PublicKey"]  # key id → public key
 
 
 def canonical(envelope: TaskEnvelope) -> bytes:
@@ -47,14 +49,20 @@ def canonical(envelope: TaskEnvelope) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _raw(public: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
 def public_key_text(public: Ed25519PublicKey) -> str:
     """The raw 32-byte public key in base64: the form `FLEET_TASK_SIGNING_PUBLIC_KEYS` lists."""
-    return base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    return base64.b64encode(_raw(public)).decode()
 
 
 def key_id(public: Ed25519PublicKey) -> str:
     """A public key's id: the first 16 hex digits of the SHA-256 of its raw bytes."""
-    return hashlib.sha256(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
+    return hashlib.sha256(_raw(public)).hexdigest()[:16]
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:
@@ -65,6 +73,8 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
         raise ValueError("a public key must be base64 text (as `fleet task signing-key` prints it)") from None
     if len(raw) != 32:
         raise ValueError(f"an Ed25519 public key is 32 bytes; this one is {len(raw)} bytes")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
@@ -112,6 +122,8 @@ def problem(
             f"the task is signed with key {envelope.key_id}, which this device does not trust; "
             f"it trusts {', '.join(sorted(trusted)) or 'no key'} (FLEET_TASK_SIGNING_PUBLIC_KEYS)"
         )
+    from cryptography.exceptions import InvalidSignature
+
     try:
         public.verify(bytes.fromhex(envelope.signature), canonical(envelope))
     except InvalidSignature:

@@ -123,8 +123,11 @@ class Broker:
 
     def __init__(
         self, kind: str, work: Path, password_file: Path | None = None, tls: TlsFiles | None = None,
-        acl_file: Path | None = None, pid_file: Path | None = None,
+        acl_file: Path | None = None, pid_file: Path | None = None, persistence_dir: Path | None = None,
+        max_queued_messages: int | None = None, extra_conf: str = "",
     ) -> None:
+        """Mosquitto only: `persistence_dir` keeps sessions and queues across restarts,
+        `max_queued_messages` replaces the fleet's sizing, `extra_conf` adds lines to its conf."""
         self.kind = kind
         self.port = free_port()
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
@@ -133,7 +136,9 @@ class Broker:
             if binary is None:
                 missing_service("mosquitto is not installed (Debian: apt-get install mosquitto mosquitto-clients)")
             conf = work / f"mosquitto-{self.port}.conf"
-            text = mosquitto_conf(self.port, password_file=password_file, acl_file=acl_file, pid_file=pid_file, tls=tls)
+            sizing = {} if max_queued_messages is None else {"max_queued_messages": max_queued_messages}
+            text = mosquitto_conf(self.port, password_file=password_file, acl_file=acl_file, pid_file=pid_file, tls=tls,
+                                  persistence_dir=persistence_dir, **sizing) + extra_conf
             if hasattr(os, "geteuid") and os.geteuid() == 0:
                 text += "user root\n"  # else it drops to user mosquitto, who cannot read pytest's tmp dir
             conf.write_text(text)

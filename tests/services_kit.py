@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -16,22 +17,32 @@ from schemas.tasks import TaskEnvelope
 
 
 class FakePublisher:
-    """Records what the services publish; stands in for the MQTT client only."""
+    """Records what the services publish; stands in for the MQTT client only. The broker's
+    acks come when the test says so (`ack`), as they come later than the publish in life."""
 
     max_payload_bytes = 4096
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, TaskEnvelope]] = []
+        self.unacked: list[str] = []  # task ids of accepted publishes the broker has not acked yet
         self.accepting = True
 
     def encode(self, model: BaseModel) -> bytes:
         return model.model_dump_json(exclude_none=True).encode()
 
-    def publish(self, topic: str, model: BaseModel) -> bool:
+    def publish(self, topic: str, model: BaseModel, task_ids: Sequence[str] = ()) -> bool:
         assert isinstance(model, TaskEnvelope)
         if self.accepting:
             self.sent.append((topic, model))
+            self.unacked.extend(task_ids)
         return self.accepting
+
+    def ack(self, sessions: sessionmaker[Session]) -> list[str]:
+        """The broker acknowledges every accepted publish: record it as the ingest writer does."""
+        acked, self.unacked = self.unacked, []
+        with sessions() as session:
+            tasks.mark_dispatched(session, acked)
+        return acked
 
     def clear(self) -> None:
         self.sent.clear()

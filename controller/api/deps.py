@@ -1,4 +1,8 @@
-"""FastAPI dependencies: a database session per request and the services' MQTT publisher."""
+"""FastAPI dependencies: a database session per request and the services' MQTT publisher.
+
+`SessionDep` is a write session (on SQLite its transaction takes the write lock up front);
+`ReadSessionDep` a read session for routes that only read (GET), which never waits for that
+lock (docs/architecture.md#rest-and-sqlite-concurrency)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,11 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_read_session(request: Request) -> Iterator[Session]:
+    with request.app.state.read_sessions() as session:
+        yield session
+
+
 def get_publisher(request: Request) -> Publisher:
     publisher: Publisher = request.app.state.mqtt
     return publisher
@@ -28,5 +37,6 @@ def get_settings(request: Request) -> FleetSettings:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 SettingsDep = Annotated[FleetSettings, Depends(get_settings)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]

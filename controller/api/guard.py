@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from controller.api.security import admit
 from controller.services import tokens
 from schemas.errors import FleetError
 
@@ -68,14 +69,13 @@ class RequestGuard:
         presented = bearer_token(scope)
         if presented is None:
             return _unauthorized(NO_TOKEN)
-        sessions = scope["app"].state.sessions
+        app_state = scope["app"].state
 
         def check() -> str | None:
-            with sessions() as session:
-                try:
-                    tokens.authenticate(session, presented)
-                except tokens.TokenRefused as exc:
-                    return str(exc)
+            try:
+                admit(scope, app_state, presented)
+            except tokens.TokenRefused as exc:
+                return str(exc)
             return None
 
         reason = await run_in_threadpool(check)

@@ -16,7 +16,7 @@ from controller.models import Broadcast, Device, Task
 from controller.services.errors import InvalidRequestError, NotFoundError
 from controller.services.publisher import Publisher
 from controller.services.task_rows import new_task
-from controller.services.tasks import check_params, check_size, mark_dispatched, resolve_expiry
+from controller.services.tasks import check_params, check_size, resolve_expiry
 from schemas.api import BroadcastCreate, BroadcastOut
 from schemas.common import new_id, utcnow
 from schemas.tasks import BUILTIN_PARAMS, TaskEnvelope
@@ -98,9 +98,7 @@ def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publish
     session.commit()
 
     topic = group_tasks(broadcast.group) if broadcast.group else BROADCAST_TASKS
-    if publisher.publish(topic, envelope):
-        mark_dispatched(session, online_ids)
-    else:
+    if not publisher.publish(topic, envelope, task_ids=online_ids):  # dispatched once the broker acks it
         log.warning("broadcast %s stays queued: the MQTT client is not connected", broadcast.id)
     log.info("broadcast %s (%s) to %s: %d device(s)", broadcast.id, broadcast.type, topic, len(task_ids))
     return broadcast, task_ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -15,6 +16,7 @@ class Publisher(Protocol):
         """`model` as it would be sent (signed for a task topic, where tasks are signed): its size."""
         ...
 
-    def publish(self, topic: str, model: BaseModel) -> bool:
-        """Send `model` as JSON on `topic`; True when the MQTT client accepted it for delivery."""
+    def publish(self, topic: str, model: BaseModel, task_ids: Sequence[str] = ()) -> bool:
+        """Send `model` as JSON on `topic`; True when the MQTT client accepted it for delivery.
+        The tasks in `task_ids` become dispatched once the broker acknowledges the message."""
         ...

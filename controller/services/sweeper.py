@@ -7,7 +7,12 @@
   own timeout normally fires first; this catches a device that died or went silent);
 - retries: a failed or timed-out task whose `retry_at` is due is queued again as its next
   attempt and published;
-- silence: an online device that missed three heartbeats is taken for offline.
+- silence: an online device that missed three heartbeats is taken for offline;
+- re-send: an unfinished task of an online device that the controller has not heard of for
+  `resend_after` seconds (no PUBACK of its message, no event of its device) is published to
+  its device again, which answers from its journal (the outcome, or where the task stands) or
+  runs it; each unanswered re-send doubles the wait, up to an hour. Nothing depends on the
+  broker delivering every message (docs/architecture.md#promise-8-the-promises-hold-at-fleet-size).
 
 Everything is read from SQL, so a restarted controller carries on where the last one stopped;
 rows are locked with SKIP LOCKED on PostgreSQL, so several controllers can sweep side by side.
@@ -20,10 +25,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from controller.models import Task
+from controller.models import Device, Task
 from controller.services import lifecycle
 from controller.services.devices import mark_silent
 from controller.services.publisher import Publisher
@@ -35,6 +40,8 @@ from schemas.events import EventKind, TaskStatus
 log = logging.getLogger(__name__)
 
 BATCH = 500
+MAX_RESEND_DELAY = 3600.0  # seconds: the longest wait between two re-sends of one task
+UNKNOWN_TYPE = "unknown"  # a task known only from events without a summary: no envelope to send
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class SweepResult:
     timed_out: int
     retried: int
     silent: int
+    resent: int = 0
 
 
 def _values(statuses: Iterable[TaskStatus]) -> list[str]:
@@ -109,6 +117,7 @@ def start_due_retries(session: Session, publisher: Publisher, now: datetime) -> 
         task.attempt += 1
         task.retry_at = task.started_at = task.finished_at = None
         task.progress = task.result = task.error = task.last_seq = None
+        task.heard_at, task.resends, task.resend_at = now, 0, None
         add_controller_event(session, task, EventKind.RETRYING, f"attempt {task.attempt} of {attempts} (after {cause})")
         log.info("task %s (%s): attempt %d of %d queued", task.id, task.type, task.attempt, attempts)
     session.commit()
@@ -117,12 +126,55 @@ def start_due_retries(session: Session, publisher: Publisher, now: datetime) -> 
     return len(due)
 
 
-def sweep(session: Session, publisher: Publisher, *, timeout_grace: float, now: datetime | None = None) -> SweepResult:
-    """One pass of all four; `now` is for tests."""
+def resend_delay(resends: int, resend_after: float) -> float:
+    """Seconds to wait after the `resends`-th re-send without news before the next one."""
+    return min(resend_after * 2 ** min(resends, 20), max(MAX_RESEND_DELAY, resend_after))
+
+
+def resend_unheard(session: Session, publisher: Publisher, now: datetime, resend_after: float) -> int:
+    """Publish again every unfinished task of an online device with no news for `resend_after`
+    seconds (then twice as long after each re-send that brought none). Queued tasks whose
+    message the broker never acknowledged are included. Returns how many were sent."""
+    quiet_since = now - timedelta(seconds=resend_after)
+    due = session.scalars(
+        select(Task)
+        .join(Device, Device.id == Task.device_id)
+        .where(
+            Device.status == "online",
+            Task.status.in_(_values(lifecycle.UNFINISHED_STATUSES)),
+            Task.type != UNKNOWN_TYPE,
+            func.coalesce(Task.heard_at, Task.created_at) <= quiet_since,
+            or_(Task.resend_at.is_(None), Task.resend_at <= now),
+        )
+        .order_by(Task.created_at, Task.id)
+        .limit(BATCH)
+        .with_for_update(skip_locked=True, of=Task)
+    ).all()
+    for task in due:
+        task.resends += 1
+        task.resend_at = now + timedelta(seconds=resend_delay(task.resends, resend_after))
+    session.commit()
+    sent = 0
+    for task in due:
+        if not publish_task(session, task, publisher):
+            break  # not connected: they are due again at the next pass after `resend_at`
+        sent += 1
+    if due:
+        log.info("re-sent %d task(s) with no news for %g s or more (e.g. %s, %s, re-send %d)",
+                 sent, resend_after, due[0].id, due[0].status, due[0].resends)
+    return sent
+
+
+def sweep(
+    session: Session, publisher: Publisher, *, timeout_grace: float, resend_after: float | None = None,
+    now: datetime | None = None,
+) -> SweepResult:
+    """One pass of all five (no re-sends when `resend_after` is None); `now` is for tests."""
     now = now or utcnow()
     return SweepResult(
         expired=expire_overdue(session, now),
         timed_out=time_out_silent(session, publisher, now, timeout_grace),
         retried=start_due_retries(session, publisher, now),
         silent=mark_silent(session, now),
+        resent=0 if resend_after is None else resend_unheard(session, publisher, now, resend_after),
     )

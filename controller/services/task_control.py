@@ -14,7 +14,7 @@ from controller.models import Task
 from controller.services import lifecycle
 from controller.services.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from controller.services.publisher import Publisher
-from controller.services.tasks import add_controller_event, envelope_for, mark_dispatched
+from controller.services.tasks import add_controller_event, envelope_for
 from schemas.api import TaskInput
 from schemas.common import new_id, utcnow
 from schemas.events import EventKind, TaskStatus
@@ -125,12 +125,11 @@ def redispatch_unfinished(session: Session, device_id: str, publisher: Publisher
             expired += 1
             add_controller_event(session, task, EventKind.EXPIRED, "expired before its device came back online")
             continue
-        if not publisher.publish(device_tasks(task.device_id), envelope_for(task)):
+        if not publisher.publish(device_tasks(task.device_id), envelope_for(task), task_ids=(task.id,)):
             log.warning("re-dispatch to device %s stopped: the MQTT client is not connected", device_id)
             break
         sent.append(task.id)
-    session.flush()
-    mark_dispatched(session, sent)
+    session.commit()  # the tasks become dispatched (again) as the broker acknowledges each message
     if unfinished:
         log.info("device %s: re-dispatched %d unfinished task(s), %d expired", device_id, len(sent), expired)
     return sent

@@ -9,7 +9,7 @@ import logging
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from controller.models import ApiToken
@@ -62,8 +62,8 @@ def ensure_bootstrap(session: Session, secret: str) -> None:
     session.commit()
 
 
-def authenticate(session: Session, presented: str) -> ApiToken:
-    """The live token `presented` stands for; raises `TokenRefused` saying why not."""
+def verify(session: Session, presented: str) -> ApiToken:
+    """The live token `presented` stands for, read only; raises `TokenRefused` saying why not."""
     if presented.startswith(f"{PREFIX}_") and presented.count("_") >= 2:
         _prefix, token_id, secret = presented.split("_", 2)
     else:
@@ -74,9 +74,26 @@ def authenticate(session: Session, presented: str) -> ApiToken:
     if token.expires_at is not None and token.expires_at <= utcnow():
         raise TokenRefused(f"the API token {token.id!r} expired at {token.expires_at.isoformat()}; "
                            "create a new one with `fleet token create`")
-    now = utcnow()
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
-        token.last_used_at = now  # at most once a minute, so reads seldom write
+    return token
+
+
+def use_is_stale(token: ApiToken) -> bool:
+    """Whether `last_used_at` is old enough to be written again (at most once a minute, so
+    reads seldom write)."""
+    return token.last_used_at is None or utcnow() - token.last_used_at >= LAST_USED_PRECISION
+
+
+def record_use(session: Session, token_id: str) -> None:
+    """Write a token's `last_used_at` (one UPDATE, committed)."""
+    session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
+    session.commit()
+
+
+def authenticate(session: Session, presented: str) -> ApiToken:
+    """`verify`, then `record_use` in the same (write) session when `last_used_at` is stale."""
+    token = verify(session, presented)
+    if use_is_stale(token):
+        token.last_used_at = utcnow()
         session.commit()
     return token
 

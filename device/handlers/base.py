@@ -66,7 +66,13 @@ class TaskContext:
     facts: DeviceFacts
     _report: ProgressReporter = field(repr=False)
     _input: InputSource | None = field(default=None, repr=False)
-    browser: BrowserEnvironment | None = field(default=None, repr=False)
+    _browser: Callable[[], BrowserEnvironment | None] | None = field(default=None, repr=False)
+
+    @property
+    def browser(self) -> BrowserEnvironment | None:
+        """How browser tasks run on this device, or None without browser support. Built on first
+        use: a daemon that never runs a browser task never loads the browser stack."""
+        return None if self._browser is None else self._browser()
 
     async def progress(
         self, percent: int | None = None, message: str | None = None, details: dict[str, Any] | None = None

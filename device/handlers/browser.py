@@ -13,22 +13,24 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from device.browser.profiles import profile_dir
-from device.browser.session import BrowserUnavailable, browser_page, failure_artifacts
 from device.handlers.base import (
     BrowserEnvironment,
     TaskContext,
     TaskFailure,
     TaskHandler,
 )
-from device.platforms.base import MediaFiles, PlatformAdapter
-from device.transfer import check_url, fetch
 from schemas.errors import WireErrorCode
 from schemas.tasks import ChatParams, LoginParams, UploadParams
 
-Action = Callable[[PlatformAdapter, Any], Awaitable[dict[str, Any]]]
+# The browser stack (Playwright, the browser session, platform adapters, the media downloader)
+# is imported when a browser task runs, so a daemon that never runs one does not carry it
+# (docs/architecture.md#device-memory).
+if TYPE_CHECKING:
+    from device.platforms.base import PlatformAdapter
+
+Action = Callable[["PlatformAdapter", Any], Awaitable[dict[str, Any]]]
 
 def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
@@ -58,6 +60,9 @@ def preflight(ctx: TaskContext, platform: str) -> tuple[BrowserEnvironment, Plat
 
 async def run_in_browser(ctx: TaskContext, platform: str, action: Action) -> dict[str, Any]:
     """Open the account's profile, run `action(adapter, page)`, always close the browser."""
+    from device.browser.profiles import profile_dir
+    from device.browser.session import BrowserUnavailable, browser_page, failure_artifacts
+
     env, adapter = preflight(ctx, platform)
     assert ctx.account is not None
     try:
@@ -103,6 +108,9 @@ class UploadHandler(TaskHandler[UploadParams]):
     params_model = UploadParams
 
     async def run(self, ctx: TaskContext, params: UploadParams) -> dict[str, Any]:
+        from device.platforms.base import MediaFiles
+        from device.transfer import check_url, fetch
+
         env, _adapter = preflight(ctx, params.platform)  # before any download
         policy = env.media_policy
         for url in (params.video_url, params.cover_url):

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timezone
+from datetime import timedelta, timezone
 
 import pytest
 from sqlalchemy import select
 
 from controller.db import create_db_engine, create_sessionmaker, migrate
 from controller.models import DeviceConnection, TaskEventRecord
-from controller.services import broadcasts, devices, task_control, tasks
+from controller.services import broadcasts, devices, sweeper, task_control, tasks
 from schemas.api import BroadcastCreate, TaskCreate
+from schemas.common import utcnow
 from schemas.events import EventKind
 from tests.harness import missing_service
 from tests.services_kit import FakePublisher, event, go_online, will
@@ -62,6 +63,7 @@ def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> 
             assert task_control.redispatch_unfinished(session, "pc-01", publisher) == [task_id]
             tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.SUCCEEDED, 1))
             tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.ACCEPTED, 0))
+        assert publisher.ack(sessions) == [task_id, task_id]  # acks recorded after the result move nothing back
         with sessions() as session:
             task = tasks.get_task(session, task_id)
             assert (task.status, task.dispatch_count) == ("succeeded", 2)
@@ -72,5 +74,9 @@ def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> 
             assert broadcasts.get_broadcast(session, bid).task_ids == [f"{bid}:pc-01"]
             assert session.scalars(select(DeviceConnection.state)).all() == ["online", "offline", "online"]
             assert len(session.scalars(select(TaskEventRecord)).all()) == 2
+            # the re-send sweep's SKIP LOCKED query (FOR UPDATE OF tasks) on PostgreSQL
+            later = utcnow() + timedelta(seconds=31)
+            assert sweeper.resend_unheard(session, publisher, later, 30.0) == 1
+            assert sweeper.resend_unheard(session, publisher, later, 30.0) == 0, "backoff: not again at once"
     finally:
         engine.dispose()

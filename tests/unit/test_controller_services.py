@@ -96,7 +96,11 @@ def test_create_task_commits_then_publishes_and_is_dispatched(sessions: sessionm
     go_online(sessions, "pc-01")
     with sessions() as session:
         task = tasks.create_task(session, TaskCreate(device_id="pc-01", type="echo", params={"message": "hi"}, ttl=60), publisher)
-    assert task.status == "dispatched" and task.dispatch_count == 1 and task.origin == "api"
+    assert (task.status, task.dispatch_count, task.origin) == ("queued", 0, "api"), "dispatched only once the broker acks"
+    assert publisher.ack(sessions) == [task.id]
+    with sessions() as session:
+        task = tasks.get_task(session, task.id)
+    assert task.status == "dispatched" and task.dispatch_count == 1 and task.heard_at is not None
     [(topic, envelope)] = publisher.sent
     assert topic == "devices/pc-01/tasks"
     assert (envelope.id, envelope.type, envelope.params, envelope.broadcast_id) == (task.id, "echo", {"message": "hi"}, None)
@@ -128,7 +132,7 @@ def test_create_task_refuses_bad_requests(sessions: sessionmaker[Session], publi
         with pytest.raises(InvalidRequestError, match="scrape"):
             tasks.create_task(session, TaskCreate(device_id="pc-01", type="dance"), publisher)
         custom = tasks.create_task(session, TaskCreate(device_id="pc-01", type="scrape", params={"any": 1}), publisher)
-        assert custom.status == "dispatched"
+        assert custom.status == "queued" and publisher.unacked == [custom.id]
         with pytest.raises(InvalidRequestError, match="past"):
             tasks.create_task(
                 session, TaskCreate(device_id="pc-01", type="ping", expires_at=utcnow() - timedelta(seconds=1)), publisher
@@ -238,6 +242,8 @@ def test_retry_runs_as_a_new_attempt_and_old_attempts_cannot_move_it(
         assert sweeper.sweep(session, publisher, timeout_grace=0).retried == 1
     [(topic, envelope)] = publisher.sent
     assert (topic, envelope.id, envelope.attempt) == ("devices/pc-01/tasks", task_id, 2)
+    assert status_of(sessions, task_id) == "queued"
+    publisher.ack(sessions)
     assert status_of(sessions, task_id) == "dispatched"
     with sessions() as session:
         # attempt 1's copy of a `succeeded` arrives late; a device claims to write controller events
@@ -257,6 +263,7 @@ def test_events_for_another_devices_task_are_ignored(sessions: sessionmaker[Sess
     go_online(sessions, "pc-02")
     with sessions() as session:
         task_id = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+    publisher.ack(sessions)
     with sessions() as session:
         assert tasks.record_event(session, "pc-02", event(task_id, "pc-02", EventKind.SUCCEEDED, 0)) is None
         assert tasks.record_event(session, "pc-02", event(task_id, "pc-01", EventKind.SUCCEEDED, 0)) is None
@@ -298,6 +305,7 @@ def test_redispatch_unfinished_on_birth_in_order_with_expiry(sessions: sessionma
         second = tasks.create_task(session, TaskCreate(device_id="pc-01", type="echo"), publisher).id
         done = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
         tasks.record_event(session, "pc-01", event(done, "pc-01", EventKind.SUCCEEDED, 0))
+        publisher.ack(sessions)
         stored = session.get(Task, short)
         assert stored is not None
         stored.expires_at = utcnow() - timedelta(seconds=1)
@@ -308,6 +316,7 @@ def test_redispatch_unfinished_on_birth_in_order_with_expiry(sessions: sessionma
         sent = task_control.redispatch_unfinished(session, "pc-01", publisher)
     assert sent == [first, second]
     assert [(topic, env.id) for topic, env in publisher.sent] == [("devices/pc-01/tasks", first), ("devices/pc-01/tasks", second)]
+    assert publisher.ack(sessions) == [first, second]
     with sessions() as session:
         assert session.get(Task, first).dispatch_count == 2  # type: ignore[union-attr]
         expired = tasks.get_task(session, short)
@@ -330,6 +339,8 @@ def test_broadcast_fans_out_per_device_runs(sessions: sessionmaker[Session], pub
         lab, lab_ids = broadcasts.create_broadcast(
             session, BroadcastCreate(type="echo", group="lab", include_offline=True), publisher
         )
+    publisher.ack(sessions)
+    with sessions() as session:
         out = broadcasts.get_broadcast(session, lab.id)
     assert lab_ids == [f"{lab.id}:pc-01", f"{lab.id}:pc-03"]
     assert [topic for topic, _ in publisher.sent] == ["fleet/groups/lab/tasks"]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from controller.api.deps import SessionDep
+from controller.api.deps import ReadSessionDep, SessionDep
 from controller.api.security import Operate
 from controller.services import accounts as service
 from schemas.api import AccountCreate, AccountOut, AccountUpdate, ErrorBody, LoginStatus
@@ -24,7 +24,7 @@ def create_account(session: SessionDep, body: AccountCreate) -> AccountOut:
 
 @router.get("", summary="List accounts")
 def list_accounts(
-    session: SessionDep,
+    session: ReadSessionDep,
     device_id: Annotated[str | None, Query(max_length=64)] = None,
     platform: Annotated[str | None, Query(max_length=64)] = None,
     login_status: LoginStatus | None = None,
@@ -34,7 +34,7 @@ def list_accounts(
 
 
 @router.get("/{name:path}", summary="Get an account", responses=NOT_FOUND)
-def get_account(session: SessionDep, name: str) -> AccountOut:
+def get_account(session: ReadSessionDep, name: str) -> AccountOut:
     return AccountOut.model_validate(service.get_account(session, name))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from controller.api.deps import PublisherDep, SessionDep
+from controller.api.deps import PublisherDep, ReadSessionDep, SessionDep
 from controller.api.security import Operate
 from controller.services import broadcasts as service
 from schemas.api import BroadcastCreate, BroadcastOut, ErrorBody
@@ -21,5 +21,5 @@ def create_broadcast(session: SessionDep, publisher: PublisherDep, body: Broadca
 
 
 @router.get("/{broadcast_id}", summary="Get a broadcast and its runs", responses={404: {"model": ErrorBody}})
-def get_broadcast(session: SessionDep, broadcast_id: str) -> BroadcastOut:
+def get_broadcast(session: ReadSessionDep, broadcast_id: str) -> BroadcastOut:
     return service.get_broadcast(session, broadcast_id)

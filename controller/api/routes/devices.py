@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from controller.api.deps import SessionDep
+from controller.api.deps import ReadSessionDep
 from controller.services import devices as service
 from schemas.api import ConnectionOut, DeviceOut, DevicePage, ErrorBody
 
@@ -17,7 +17,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "descrip
 
 @router.get("", summary="List devices")
 def list_devices(
-    session: SessionDep,
+    session: ReadSessionDep,
     status: Literal["online", "offline"] | None = None,
     group: Annotated[str | None, Query(max_length=64, description="only members of this group")] = None,
     q: Annotated[str | None, Query(max_length=200, description="part of the id or name")] = None,
@@ -29,10 +29,10 @@ def list_devices(
 
 
 @router.get("/{device_id}", summary="Get a device", responses=NOT_FOUND)
-def get_device(session: SessionDep, device_id: str) -> DeviceOut:
+def get_device(session: ReadSessionDep, device_id: str) -> DeviceOut:
     return DeviceOut.model_validate(service.get_device(session, device_id))
 
 
 @router.get("/{device_id}/connections", summary="Presence history of a device, newest first", responses=NOT_FOUND)
-def list_connections(session: SessionDep, device_id: str) -> list[ConnectionOut]:
+def list_connections(session: ReadSessionDep, device_id: str) -> list[ConnectionOut]:
     return [ConnectionOut.model_validate(c) for c in service.connections(session, device_id)]

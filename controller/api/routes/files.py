@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from config.settings import FleetSettings
-from controller.api.deps import SessionDep, SettingsDep
+from controller.api.deps import ReadSessionDep, SessionDep, SettingsDep
 from controller.api.security import Operate
 from controller.models import StoredFile
 from controller.services import files as service
@@ -64,13 +64,13 @@ async def upload_file(
 
 
 @router.get("", summary="List files")
-def list_files(session: SessionDep, settings: SettingsDep) -> list[FileOut]:
+def list_files(session: ReadSessionDep, settings: SettingsDep) -> list[FileOut]:
     return [_out(f, settings) for f in service.list_files(session)]
 
 
 @router.get("/{file_id}", summary="Download a file (HTTP range requests supported)", responses=NOT_FOUND,
             response_class=FileResponse)
-def download_file(session: SessionDep, settings: SettingsDep, file_id: str) -> FileResponse:
+def download_file(session: ReadSessionDep, settings: SettingsDep, file_id: str) -> FileResponse:
     return _send(settings, service.get_file(session, file_id))
 
 
@@ -81,7 +81,7 @@ def download_file(session: SessionDep, settings: SettingsDep, file_id: str) -> F
     response_class=FileResponse,
 )
 def download_signed(
-    session: SessionDep, settings: SettingsDep, file_id: str,
+    session: ReadSessionDep, settings: SettingsDep, file_id: str,
     expires: Annotated[int, Query(ge=0, le=2**40)], signature: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
 ) -> FileResponse:
     service.check_signature(_key(settings), file_id, expires, signature)

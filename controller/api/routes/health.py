@@ -33,6 +33,7 @@ def health(request: Request) -> Health:
         mqtt_connected=mqtt_connected,
         version=package_version(),
         invalid_messages=mqtt.invalid_messages,
+        throttled_messages=mqtt.throttled_messages,
         ingest_queue=ingest.queue,
         ingest_high_water=ingest.high_water,
         ingest_dropped=ingest.dropped,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from broker.connection import BrokerAddress
-from controller.api.deps import SessionDep, SettingsDep
+from controller.api.deps import ReadSessionDep, SessionDep, SettingsDep
 from controller.api.security import Admin
 from controller.services import identities as service
 from schemas.api import BrokerFiles, ErrorBody, IdentityCreate, IdentityCreated, IdentityOut
@@ -23,12 +23,12 @@ def add_identity(session: SessionDep, settings: SettingsDep, body: IdentityCreat
 
 
 @router.get("", summary="List MQTT identities (never their secrets)")
-def list_identities(session: SessionDep) -> list[IdentityOut]:
+def list_identities(session: ReadSessionDep) -> list[IdentityOut]:
     return [IdentityOut.model_validate(i) for i in service.list_identities(session)]
 
 
 @router.get("/broker-files", summary="The Mosquitto password and ACL files for every live identity")
-def broker_files(session: SessionDep) -> BrokerFiles:
+def broker_files(session: ReadSessionDep) -> BrokerFiles:
     passwords, acls = service.broker_files(session)
     return BrokerFiles(password_file=passwords, acl_file=acls)
 

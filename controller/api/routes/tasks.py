@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from controller.api.deps import PublisherDep, SessionDep
+from controller.api.deps import PublisherDep, ReadSessionDep, SessionDep
 from controller.api.security import Operate
 from controller.services import task_control
 from controller.services import tasks as service
@@ -31,7 +31,7 @@ def create_task(session: SessionDep, publisher: PublisherDep, body: TaskCreate) 
 
 @router.get("", summary="List tasks, newest first")
 def list_tasks(
-    session: SessionDep,
+    session: ReadSessionDep,
     device_id: Annotated[str | None, Query(max_length=64)] = None,
     status: TaskStatus | None = None,
     type: Annotated[str | None, Query(max_length=64)] = None,
@@ -46,7 +46,7 @@ def list_tasks(
 
 
 @router.get("/{task_id}", summary="Get a task with its events", responses={404: {"model": ErrorBody}})
-def get_task(session: SessionDep, task_id: str) -> TaskDetail:
+def get_task(session: ReadSessionDep, task_id: str) -> TaskDetail:
     return TaskDetail.model_validate(service.get_task(session, task_id))
 
 

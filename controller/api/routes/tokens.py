@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from controller.api.deps import SessionDep
+from controller.api.deps import ReadSessionDep, SessionDep
 from controller.api.security import Admin
 from controller.services import tokens as service
 from schemas.api import ErrorBody, TokenCreate, TokenCreated, TokenOut, parse_duration
@@ -21,7 +21,7 @@ def create_token(session: SessionDep, body: TokenCreate) -> TokenCreated:
 
 
 @router.get("", summary="List API tokens (never their secrets)")
-def list_tokens(session: SessionDep) -> list[TokenOut]:
+def list_tokens(session: ReadSessionDep) -> list[TokenOut]:
     return [TokenOut.model_validate(t) for t in service.list_tokens(session)]
 
 

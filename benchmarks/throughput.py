@@ -1,0 +1,348 @@
+"""Sustained tasks/s end to end, and how many were lost: the fleet on SQLite and PostgreSQL
+side by side with Celery + Redis and raw paho round trips.
+
+    .venv/bin/python -m benchmarks.throughput              # defaults: 2,000 tasks, 1/4/32 clients, 3 repeats
+    .venv/bin/python -m benchmarks.throughput --tasks 500 --clients 4 32 --repeat 1
+
+Each repeat starts everything it measures, one system after the other:
+
+- fleet: Mosquitto (or --broker amqtt), `fleet controller` on a fresh SQLite file, then on a
+  fresh PostgreSQL database (127.0.0.1:5432, user postgres, trust auth; dropped afterwards), and
+  --devices real `fleet device` daemons. For each client count C, C threads (one httpx client
+  each) POST `echo` tasks, spread round-robin over the devices, as fast as the API takes them;
+  then the tasks' rows are read from SQL until all are final. Throughput = succeeded tasks /
+  (first POST sent → last final status seen). Lost = created but not final once nothing moved
+  for --settle seconds; it must be 0.
+- celery: a private redis-server and one Celery worker process per device queue (solo pool:
+  --devices workers, one queue each). C threads, each with its own Celery app, `apply_async`
+  their share of the tasks round-robin over the queues, then `.get()` every result.
+- paho: the same broker, one paho echo "device" process per device id; one sender keeps C
+  tasks in flight (a window of C) and counts the answers.
+
+Ratios (fleet/celery, fleet/paho) are computed within each repeat for the same C, then shown
+as median (min–max) across repeats. Writes benchmarks/results/throughput.md and throughput.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from benchmarks.common import (
+    RESULTS,
+    Processes,
+    TaskStates,
+    interruptible,
+    machine_note,
+    markdown_table,
+    postgres_database,
+    pyplot,
+    python_module,
+    setting,
+    spread,
+    start_celery_workers,
+    start_redis,
+)
+from tests.harness import Broker, Controller, Device
+
+
+@dataclass
+class Run:
+    """One system at one client count in one repeat."""
+
+    tasks: int
+    succeeded: int
+    lost: int  # accepted but never final
+    refused: int  # the create call itself failed
+    seconds: float  # first create → last result
+    create_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.succeeded / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def create_rate(self) -> float:
+        return self.tasks / self.create_seconds if self.create_seconds > 0 else 0.0
+
+
+def device_ids(args: argparse.Namespace) -> list[str]:
+    return [f"bench-{i:02d}" for i in range(args.devices)]
+
+
+def run_threads(clients: int, work: Callable[[Iterator[int]], None]) -> None:
+    """`clients` threads sharing one counter of task numbers; re-raises the first error."""
+    counter = itertools.count()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def numbers() -> Iterator[int]:
+        while True:
+            with lock:
+                number = next(counter)
+            yield number
+
+    def body() -> None:
+        try:
+            work(numbers())
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def fleet_run(controller: Controller, states: TaskStates, clients: int, args: argparse.Namespace) -> Run:
+    ids, refused, lock = [], 0, threading.Lock()
+    devices = device_ids(args)
+
+    def client(numbers: Iterator[int]) -> None:
+        nonlocal refused
+        with httpx.Client(base_url=str(controller.api.base_url), headers=controller.api.headers, timeout=30) as api:
+            for n in numbers:
+                if n >= args.tasks:
+                    return
+                body = {"device_id": devices[n % len(devices)], "type": "echo", "params": {"message": str(n)}}
+                try:
+                    response = api.post("/api/v1/tasks", json=body)
+                    response.raise_for_status()
+                except httpx.HTTPError:
+                    with lock:
+                        refused += 1
+                    continue
+                with lock:
+                    ids.append(response.json()["id"])
+
+    started = time.perf_counter()
+    run_threads(clients, client)
+    created = time.perf_counter()
+    final, succeeded, last_change = 0, 0, time.perf_counter()
+    while final < len(ids) and time.perf_counter() - last_change < args.settle:
+        time.sleep(0.02)
+        now_final, succeeded = states.counts(ids)
+        if now_final != final:
+            final, last_change = now_final, time.perf_counter()
+    return Run(args.tasks, succeeded, len(ids) - final, refused, last_change - started, created - started)
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str | None]:
+    with postgres_database() if kind == "postgres" else nullcontext(None) as url:
+        yield url
+
+
+def fleet_throughput(kind: str, work: Path, args: argparse.Namespace) -> dict[int, Run]:
+    runs = {}
+    with Processes() as processes, database(kind) as url:
+        broker = Broker(args.broker, work)
+        processes.add(broker.process)
+        broker.start()
+        controller = Controller(broker, work, database_url=url, **dict(args.set))
+        processes.add(controller.process)
+        controller.start()
+        for device_id in device_ids(args):
+            processes.add(Device(device_id, broker, work).process).start()
+        for device_id in device_ids(args):
+            controller.wait_device(device_id, "online", timeout=60)
+        states = TaskStates(controller.database_url)
+        try:
+            for clients in args.clients:
+                runs[clients] = run = fleet_run(controller, states, clients, args)
+                print(f"  fleet {kind} C={clients}: {run.rate:.0f} tasks/s, created {run.create_rate:.0f}/s, "
+                      f"lost {run.lost}, refused {run.refused}", flush=True)
+        finally:
+            states.close()
+            processes.kill_all()  # before the PostgreSQL database is dropped
+    return runs
+
+
+def celery_run(url: str, clients: int, args: argparse.Namespace) -> Run:
+    from benchmarks.celery_echo import TASK_NAME, make_app
+
+    devices = device_ids(args)
+    lock = threading.Lock()
+    totals = {"succeeded": 0, "lost": 0}
+    marks: dict[str, float] = {"created": 0.0, "done": 0.0}
+
+    def client(numbers: Iterator[int]) -> None:
+        app = make_app(url)
+        echo = app.tasks[TASK_NAME]
+        try:
+            results = []
+            for n in numbers:
+                if n >= args.tasks:
+                    break
+                results.append(echo.apply_async(args=[str(n)], queue=devices[n % len(devices)]))
+            with lock:
+                marks["created"] = max(marks["created"], time.perf_counter())
+            succeeded = lost = 0
+            for result in results:
+                try:  # after one loss, the rest are not each given the full --settle
+                    result.get(timeout=args.settle if lost == 0 else 1.0)
+                    succeeded += 1
+                except Exception:  # noqa: BLE001 - a timeout or a failed task: not a success
+                    lost += 1
+            with lock:
+                totals["succeeded"] += succeeded
+                totals["lost"] += lost
+                marks["done"] = max(marks["done"], time.perf_counter())
+        finally:
+            app.close()
+
+    started = time.perf_counter()
+    run_threads(clients, client)
+    return Run(args.tasks, totals["succeeded"], totals["lost"], 0, marks["done"] - started, marks["created"] - started)
+
+
+def celery_throughput(work: Path, args: argparse.Namespace) -> dict[int, Run]:
+    runs = {}
+    with Processes() as processes:
+        url = start_redis(work, processes)
+        start_celery_workers(work, processes, url, device_ids(args))
+        for clients in args.clients:
+            runs[clients] = run = celery_run(url, clients, args)
+            print(f"  celery C={clients}: {run.rate:.0f} tasks/s, lost {run.lost}", flush=True)
+    return runs
+
+
+def paho_throughput(work: Path, args: argparse.Namespace) -> dict[int, Run]:
+    from benchmarks.paho_echo import PahoSender
+
+    runs = {}
+    devices = device_ids(args)
+    with Processes() as processes:
+        broker = Broker(args.broker, work)
+        processes.add(broker.process)
+        broker.start()
+        for device_id in devices:
+            processes.add(python_module(f"paho-echo-{device_id}", "benchmarks.paho_echo", work,
+                                        "--port", str(broker.port), device_id)).start()
+        for clients in args.clients:
+            sender = PahoSender(broker.port, window=clients)
+            try:
+                sender.wait_ready(devices)
+                started = time.perf_counter()
+                for n in range(args.tasks):
+                    sender.send(devices[n % len(devices)], f"t{n}")
+                created = time.perf_counter()
+                deadline = time.monotonic() + args.settle
+                while sender.in_flight() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                answered = len(sender.round_trips)
+                last = sender.last_answer
+            finally:
+                sender.close()
+            runs[clients] = run = Run(args.tasks, answered, args.tasks - answered, 0, last - started, created - started)
+            print(f"  paho C={clients}: {run.rate:.0f} round trips/s, lost {run.lost}", flush=True)
+    return runs
+
+
+def one_repeat(args: argparse.Namespace) -> dict[tuple[str, str], dict[int, Run]]:
+    results: dict[tuple[str, str], dict[int, Run]] = {}
+    with tempfile.TemporaryDirectory(prefix="fleet-throughput-") as tmp:
+        for kind in args.databases:
+            work = Path(tmp) / f"fleet-{kind}"
+            work.mkdir()
+            results[("fleet", kind)] = fleet_throughput(kind, work, args)
+        if not args.no_celery:
+            (Path(tmp) / "celery").mkdir()
+            results[("celery", "redis")] = celery_throughput(Path(tmp) / "celery", args)
+        (Path(tmp) / "paho").mkdir()
+        results[("paho", args.broker)] = paho_throughput(Path(tmp) / "paho", args)
+    return results
+
+
+Repeats = list[dict[tuple[str, str], dict[int, Run]]]
+
+
+def report(repeats: Repeats, args: argparse.Namespace) -> str:
+    rows = []
+    for system in repeats[0]:
+        for clients in args.clients:
+            runs = [r[system][clients] for r in repeats]
+            ratios = []
+            for peer in (("celery", "redis"), ("paho", args.broker)):
+                if system[0] != "fleet" or peer not in repeats[0]:
+                    ratios.append("–")
+                    continue
+                ratios.append(spread([r[system][clients].rate / r[peer][clients].rate for r in repeats], 2) + " ×")
+            create = spread([r.create_rate for r in runs], 0) if system[0] != "paho" else "–"
+            rows.append([*system, str(clients), spread([r.rate for r in runs], 0), create,
+                         str(max(r.lost for r in runs)), str(max(r.refused for r in runs)), *ratios])
+    table = markdown_table(["system", "store", "clients", "tasks/s end to end", "created/s", "lost (max)",
+                            "refused (max)", "× celery", "× paho"], rows)
+    return (
+        f"{args.tasks} `echo` tasks per run over {args.devices} devices, {len(repeats)} repeat(s): median across "
+        "repeats (min–max). fleet = concurrent REST clients (httpx, one per thread) POST tasks as fast as the API "
+        f"takes them, broker {args.broker}, {args.devices} `fleet device` daemons; end to end = first POST → last "
+        "final status read from SQL. celery = one solo worker per device queue on a private Redis, each client "
+        "thread its own app, `apply_async` then `.get()`. paho = raw round trips through the same broker to "
+        f"{args.devices} echo processes, `clients` = tasks kept in flight. lost = never final after "
+        f"{args.settle:.0f} s without progress. Ratios are computed within each repeat. {machine_note()}.\n\n{table}\n"
+    )
+
+
+def plot(repeats: Repeats, args: argparse.Namespace) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    systems = list(repeats[0])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(systems)
+    for index, system in enumerate(systems):
+        values = [[r[system][c].rate for r in repeats] for c in args.clients]
+        mids = [statistics.median(v) for v in values]
+        errs = [[m - min(v) for m, v in zip(mids, values)], [max(v) - m for m, v in zip(mids, values)]]
+        xs = [i - 0.4 + width * (index + 0.5) for i in range(len(args.clients))]
+        ax.bar(xs, mids, width, yerr=errs, capsize=3, label=" ".join(system))
+    ax.set_xticks(range(len(args.clients)), [f"{c} client(s)" for c in args.clients])
+    ax.set_yscale("log")
+    ax.set_ylabel("tasks/s end to end (log scale)")
+    ax.set_title(f"Sustained throughput, {args.tasks} tasks over {args.devices} devices (error bars: min–max)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "throughput.png", dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=2000, help="tasks per run (default 2000)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 32], help="client counts (default 1 4 32)")
+    parser.add_argument("--devices", type=int, default=10, help="device daemons / Celery queues (default 10)")
+    parser.add_argument("--repeat", type=int, default=3, help="repeats of the whole comparison (default 3)")
+    parser.add_argument("--databases", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    parser.add_argument("--broker", default="mosquitto", choices=["mosquitto", "amqtt"])
+    parser.add_argument("--settle", type=float, default=30,
+                        help="seconds without progress before unfinished tasks count as lost (default 30)")
+    parser.add_argument("--no-celery", action="store_true", help="leave out Celery + Redis")
+    parser.add_argument("--set", action="append", default=[], type=setting, metavar="KEY=VALUE",
+                        help="a controller setting, e.g. --set device_message_rate=1000 (FLEET_<KEY>)")
+    args = parser.parse_args()
+    repeats: Repeats = []
+    for repeat in range(args.repeat):
+        print(f"repeat {repeat + 1}/{args.repeat}", flush=True)
+        repeats.append(one_repeat(args))
+    RESULTS.mkdir(exist_ok=True)
+    text = report(repeats, args)
+    (RESULTS / "throughput.md").write_text(text)
+    print(text)
+    plot(repeats, args)
+
+
+if __name__ == "__main__":
+    interruptible(main)
