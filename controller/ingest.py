@@ -92,6 +92,7 @@ class _Batch:
     seen: set[str]
     heartbeats: dict[str, Heartbeat] = field(default_factory=dict)
     births: list[str] = field(default_factory=list)
+    presence: devices.PresenceCache | None = None  # the batch's devices, read once
     acked: list[str] = field(default_factory=list)
 
 
@@ -219,6 +220,9 @@ class IngestWriter:
         state = _Batch(seen=set(self._seen), heartbeats=dict(held))
         try:
             with self._sessions() as session:
+                statuses = [item.device_id for item in batch if isinstance(item.payload, DeviceStatus)]
+                if statuses:
+                    state.presence = devices.preload_presence(session, statuses)
                 for item in batch:
                     self._stage(session, item, state)
                 devices.stage_heartbeats(session, state.heartbeats)
@@ -270,7 +274,7 @@ class IngestWriter:
             beat = state.heartbeats.pop(device_id, None)
             if beat is not None:  # a heartbeat that came before this birth or will is recorded before it
                 devices.stage_heartbeats(session, {device_id: beat})
-            new_session = devices.stage_status(session, device_id, payload)
+            new_session = devices.stage_status(session, device_id, payload, state.presence)
             first_seen = payload.device_id == device_id and payload.state == "online" and device_id not in state.seen
             if first_seen:
                 state.seen.add(device_id)

@@ -17,7 +17,7 @@ from schemas.api import TaskCreate
 from schemas.common import utcnow
 from schemas.events import EventKind
 from schemas.status import Heartbeat
-from tests.services_kit import FakePublisher, event, go_online, will
+from tests.services_kit import FakePublisher, birth, event, go_online, will
 
 
 def test_births_of_a_batch_redispatch_only_devices_with_unfinished_tasks(sessions: sessionmaker[Session]) -> None:
@@ -83,3 +83,19 @@ def test_a_held_heartbeat_is_written_before_a_later_status_of_its_device(session
         device = session.get(Device, "pc-01")
         assert device is not None and device.last_heartbeat is not None
         assert device.status == "offline", "the heartbeat that came first never revives the device after its will"
+
+
+def test_births_of_one_batch_are_judged_like_births_one_by_one(sessions: sessionmaker[Session]) -> None:
+    """The batch reads its devices and recent births once; flapping, takeovers and stale wills
+    come out as they do when each birth is recorded alone."""
+    writer = IngestWriter(sessions, lambda _ids: None)
+    flapping = [Incoming("pc-01", birth("pc-01", session_id)) for session_id in ("a-1", "b-1", "a-2", "b-2", "a-3")]
+    writer.write([*flapping, Incoming("pc-02", birth("pc-02", "c-1")), Incoming("pc-02", will("pc-02", "old-9")),
+                  Incoming("pc-03", birth("pc-03", "d-1"))])
+    writer.write([Incoming("pc-03", birth("pc-03", "e-1"))])  # another daemon, while d-1 never went offline
+    with sessions() as session:
+        devices_by_id = {device.id: device for device in session.scalars(select(Device))}
+    assert (devices_by_id["pc-01"].presence_alert or "").startswith("duplicate_id: 2 daemons")
+    assert devices_by_id["pc-01"].session_id == "a-3"
+    assert devices_by_id["pc-02"].status == "online" and devices_by_id["pc-02"].presence_alert is None
+    assert (devices_by_id["pc-03"].presence_alert or "").startswith("takeover")
