@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,11 +100,23 @@ class Outcome:
     idle_cpu_pct: float = -1.0
     idle_rss_mb: float = -1.0
     connection_losses: int = 0
+    rest_errors: int = 0  # REST answers other than 200 while polling
 
 
 def _online(controller: Controller, status: str = "online") -> int:
-    page = controller.api.get("/api/v1/devices", params={"status": status, "limit": 1}, timeout=120).json()
-    return int(page["total"])
+    """Devices REST shows in `status`; -1 when REST answered an error."""
+    response = controller.api.get("/api/v1/devices", params={"status": status, "limit": 1}, timeout=120)
+    return int(response.json()["total"]) if response.status_code == 200 else -1
+
+
+def _retry(count: Callable[[], int], tries: int = 120) -> int:
+    """`count()` once REST answers it (it returns -1 on an error answer), else -1."""
+    for _ in range(tries):
+        value = count()
+        if value >= 0:
+            return value
+        time.sleep(0.5)
+    return -1
 
 
 def _since(start: float, done: float | None) -> float:
@@ -131,7 +144,7 @@ def measure(kind: str, count: int, idle_seconds: float, deadline: float) -> Outc
             sim.call(sim.fleet.start(), timeout=deadline)
             sim.call(sim.fleet.wait_online(deadline), timeout=deadline + 5)
             out.connected_s = round(time.monotonic() - started, 2)
-            wait_for(lambda: _online(controller) >= count, deadline, 0.1, f"{count} devices online in REST")
+            wait_for(lambda: _online(controller) >= count, deadline, 0.2, f"{count} devices online in REST")
             out.controller_online_s = round(time.monotonic() - started, 2)
             out.raw_online_s = _since(started, floor.births_done)
             out.max_offline = _online(controller, "offline")
@@ -140,22 +153,31 @@ def measure(kind: str, count: int, idle_seconds: float, deadline: float) -> Outc
             posted = time.monotonic()
             floor.prefix, floor.expect_results = broadcast["id"], count
             received: float | None = None
+            offline_checked = 0.0
 
             def recorded() -> int:
-                nonlocal received
+                nonlocal received, offline_checked
                 if received is None and sim.fleet.counters.tasks_received >= count:
                     received = time.monotonic()
-                counts = controller.api.get(f"/api/v1/broadcasts/{broadcast['id']}", timeout=120).json()["status_counts"]
+                response = controller.api.get(f"/api/v1/broadcasts/{broadcast['id']}", timeout=120)
+                if response.status_code != 200:  # e.g. 500 "database is locked" while the writer is busy
+                    out.rest_errors += 1
+                    return -1
+                counts = response.json()["status_counts"]
                 out.statuses = dict(counts)
-                out.max_offline = max(out.max_offline, _online(controller, "offline"))
+                if time.monotonic() - offline_checked >= 1.0:
+                    out.max_offline = max(out.max_offline, _online(controller, "offline"))
+                    offline_checked = time.monotonic()
                 return int(counts.get("succeeded", 0))
 
+            # Polled every 0.2 s: every REST request is a SQLite transaction, so polling faster
+            # would slow down what it measures.
             try:
-                wait_for(lambda: recorded() >= count, deadline, 0.05, "every broadcast result recorded")
+                wait_for(lambda: recorded() >= count, deadline, 0.2, "every broadcast result recorded")
                 out.recorded_s = round(time.monotonic() - posted, 2)
             except AssertionError:
                 pass
-            out.recorded = recorded()
+            out.recorded = _retry(recorded)
             out.lost = count - out.recorded
             out.received_s = _since(posted, received)
             out.raw_results_s = _since(posted, floor.results_done)
@@ -167,7 +189,7 @@ def measure(kind: str, count: int, idle_seconds: float, deadline: float) -> Outc
             while time.monotonic() - began < idle_seconds:
                 time.sleep(1)
                 rss = max(rss, process.memory_info().rss)
-                out.max_offline = max(out.max_offline, _online(controller, "offline"))
+            out.max_offline = max(out.max_offline, _online(controller, "offline"))
             out.idle_cpu_pct = round(100 * (_cpu(process) - cpu) / (time.monotonic() - began), 1)
             out.idle_rss_mb = round(rss / 1e6, 1)
             out.connection_losses = sim.fleet.counters.connection_losses
@@ -250,7 +272,8 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds each phase may take before it counts as failed")
     args = parser.parse_args()
     scenarios = [(kind, int(n)) for kind, n in (item.split(":", 1) for item in args.scenarios)]
-    warning = raise_open_file_limit(2 * max(n for _kind, n in scenarios))  # devices' and the broker's sockets
+    # The simulated devices' sockets are in this process; the broker (a child) inherits the limit.
+    warning = raise_open_file_limit(max(n for _kind, n in scenarios))
     if warning:
         print("warning:", warning)
     outcomes = []
