@@ -194,7 +194,7 @@ class IngestWriter:
         self._seen = state.seen
         self._batches += 1
         self._messages += len(batch)
-        for device_id in state.births:
+        for device_id in dict.fromkeys(state.births):  # one re-dispatch per device, however many births
             self._follow_up(device_id)
 
     def _write_one(self, item: Incoming, state: _Batch) -> None:
