@@ -38,7 +38,13 @@ log = logging.getLogger("controller.services.tasks")
 _CHUNK = 500  # ids per IN (...): below SQLite's and PostgreSQL's parameter limits
 _READ = ("id", "device_id", "type", "account", "status", "attempt", "last_seq", "started_at",
          "max_retries", "retry_backoff")
-_TASKS = select(*(getattr(Task, name) for name in _READ))
+# Statements built once (building an expression costs more CPU than running it on a small batch).
+_TASKS = (select(*(getattr(Task, name) for name in _READ)).where(Task.id.in_(bindparam("ids", expanding=True)))
+          .order_by(Task.id).with_for_update())
+_TIMELINE = select(TaskEventRecord.task_id, TaskEventRecord.attempt, TaskEventRecord.seq, TaskEventRecord.event).where(
+    TaskEventRecord.task_id.in_(bindparam("ids", expanding=True)))
+_TIMELINE_AT = _TIMELINE.where(TaskEventRecord.seq.in_(bindparam("seqs", expanding=True)))
+_UPDATES: dict[tuple[str, ...], Any] = {}  # UPDATE tasks by the columns it sets
 _DEVICE_SEEN = update(Device).where(Device.id == bindparam("b_id")).values(last_seen=bindparam("b_now"))
 
 
@@ -100,8 +106,7 @@ def _usable(session: Session, device_id: str, event: TaskEvent) -> bool:
 def _load(session: Session, task_ids: list[str]) -> dict[str, _Row]:
     rows: dict[str, _Row] = {}
     for start in range(0, len(task_ids), _CHUNK):
-        query = _TASKS.where(Task.id.in_(task_ids[start : start + _CHUNK])).order_by(Task.id).with_for_update()
-        for found in session.connection().execute(query).mappings():
+        for found in session.connection().execute(_TASKS, {"ids": task_ids[start : start + _CHUNK]}).mappings():
             rows[found["id"]] = _Row(dict(found))
     return rows
 
@@ -127,12 +132,10 @@ def _existing(session: Session, events: list[TaskEvent]) -> set[tuple[str, int, 
     found: set[tuple[str, int, int, str]] = set()
     task_ids = sorted({event.task_id for event in events})
     seqs = sorted({event.seq for event in events})
-    columns = (TaskEventRecord.task_id, TaskEventRecord.attempt, TaskEventRecord.seq, TaskEventRecord.event)
+    query, params = (_TIMELINE_AT, {"seqs": seqs}) if len(seqs) <= _CHUNK else (_TIMELINE, {})
     for start in range(0, len(task_ids), _CHUNK):
-        query = select(*columns).where(TaskEventRecord.task_id.in_(task_ids[start : start + _CHUNK]))
-        if len(seqs) <= _CHUNK:
-            query = query.where(TaskEventRecord.seq.in_(seqs))
-        found.update((t, a, s, e) for t, a, s, e in session.connection().execute(query))
+        rows = session.connection().execute(query, {**params, "ids": task_ids[start : start + _CHUNK]})
+        found.update((t, a, s, e) for t, a, s, e in rows)
     return found
 
 
@@ -191,8 +194,11 @@ def _write(session: Session, rows: dict[str, _Row], inserts: list[dict[str, Any]
             names = tuple(sorted(row.dirty))
             groups.setdefault(names, []).append({"b_id": task_id, **{f"b_{n}": row[n] for n in names}})
     for names, params in groups.items():
-        statement = update(Task).where(Task.id == bindparam("b_id"))
-        connection.execute(statement.values({n: bindparam(f"b_{n}") for n in names}), params)
+        statement = _UPDATES.get(names)
+        if statement is None:
+            statement = update(Task).where(Task.id == bindparam("b_id")).values({n: bindparam(f"b_{n}") for n in names})
+            _UPDATES[names] = statement
+        connection.execute(statement, params)
     if inserts:
         connection.execute(insert(TaskEventRecord), inserts)
     if devices:
