@@ -25,7 +25,7 @@ _TIMES = ("created_at", "updated_at", "dispatched_at", "started_at", "finished_a
 A, S, P, OK, FAIL = EventKind.ACCEPTED, EventKind.STARTED, EventKind.PROGRESS, EventKind.SUCCEEDED, EventKind.FAILED
 
 
-def _seed(sessions: sessionmaker[Session]) -> None:
+def seed(sessions: sessionmaker[Session]) -> None:
     with sessions() as session:
         now = utcnow()
         for device_id in ("pc-1", "pc-2"):
@@ -42,7 +42,7 @@ def _seed(sessions: sessionmaker[Session]) -> None:
         session.commit()
 
 
-def _events() -> list[tuple[str, TaskEvent]]:
+def events() -> list[tuple[str, TaskEvent]]:
     failed = TaskError(code="boom", message="it broke")
     return [
         ("pc-1", event("plain", "pc-1", A, 0)),
@@ -65,7 +65,7 @@ def _events() -> list[tuple[str, TaskEvent]]:
     ]
 
 
-def _snapshot(sessions: sessionmaker[Session]) -> dict[str, Any]:
+def snapshot(sessions: sessionmaker[Session]) -> dict[str, Any]:
     with sessions() as session:
         found: dict[str, Any] = {}
         for task in session.scalars(select(Task).order_by(Task.id)):
@@ -85,24 +85,24 @@ def _snapshot(sessions: sessionmaker[Session]) -> dict[str, Any]:
         return found
 
 
-def _database(path: Path) -> sessionmaker[Session]:
+def database(path: Path) -> sessionmaker[Session]:
     engine = create_db_engine(f"sqlite:///{path}")
     migrate(engine)
     return create_sessionmaker(engine)
 
 
 def test_a_batch_records_what_one_event_at_a_time_records(tmp_path: Path) -> None:
-    one_by_one, batched = _database(tmp_path / "one.db"), _database(tmp_path / "batch.db")
-    _seed(one_by_one)
-    _seed(batched)
+    one_by_one, batched = database(tmp_path / "one.db"), database(tmp_path / "batch.db")
+    seed(one_by_one)
+    seed(batched)
     with one_by_one() as session:
-        for device_id, task_event in _events():
+        for device_id, task_event in events():
             tasks.stage_event(session, device_id, task_event)
         session.commit()
     with batched() as session:
-        event_batch.stage_events(session, _events())
+        event_batch.stage_events(session, events())
         session.commit()
-    expected, got = _snapshot(one_by_one), _snapshot(batched)
+    expected, got = snapshot(one_by_one), snapshot(batched)
     assert got == expected
     assert got["retried"][1] == timedelta(seconds=5), "the retry is scheduled after the default backoff"
     assert got["dup"][0]["status"] == "accepted" and len(got["dup"][2]) == 1
@@ -110,8 +110,8 @@ def test_a_batch_records_what_one_event_at_a_time_records(tmp_path: Path) -> Non
 
 
 def test_a_duplicate_only_moves_heard_at(tmp_path: Path) -> None:
-    sessions = _database(tmp_path / "c.db")
-    _seed(sessions)
+    sessions = database(tmp_path / "c.db")
+    seed(sessions)
     with sessions() as session:
         event_batch.stage_events(session, [("pc-1", event("plain", "pc-1", A, 0))])
         session.commit()
@@ -129,8 +129,8 @@ def test_a_duplicate_only_moves_heard_at(tmp_path: Path) -> None:
 
 
 def test_orm_copies_of_batched_tasks_are_not_stale(tmp_path: Path) -> None:
-    sessions = _database(tmp_path / "c.db")
-    _seed(sessions)
+    sessions = database(tmp_path / "c.db")
+    seed(sessions)
     with sessions() as session:
         loaded = session.get(Task, "plain")
         assert loaded is not None and loaded.status == "dispatched"
