@@ -1,7 +1,7 @@
 """Nothing is lost whatever the broker drops (docs/architecture.md#promise-8-the-promises-hold-at-fleet-size),
 with real processes:
 
-- a Mosquitto whose queues hold 5 messages per client (it drops the rest, after PUBACKing their
+- a Mosquitto whose queues hold 20 messages per client (it drops the rest, after PUBACKing their
   senders) and a burst of `append` tasks to real device daemons that stop reading while it is
   published (SIGSTOP, a test-only stand-in for a slow PC): every task ends final, and each
   device's file shows every task's line exactly once (nothing ran twice);
@@ -27,6 +27,7 @@ from tests.harness import Broker, Controller, Device, Process, wait_for
 pytestmark = pytest.mark.integration
 
 TASKS = 100
+QUEUE = 20
 DEVICES = 3
 RESULTS_WHILE_DOWN = 1200  # more than Mosquitto's default max_queued_messages (1,000)
 SIMULATED = 30
@@ -46,7 +47,9 @@ def _lines(device: Device) -> list[str]:
 
 
 def test_a_broker_that_drops_messages_loses_no_task_and_runs_none_twice(tmp_path: Path, _processes: list[Process]) -> None:
-    broker = Broker("mosquitto", tmp_path, max_queued_messages=5, extra_conf="max_inflight_messages 1\n")
+    # 1 in flight + 20 queued per client; a daemon that stops reading is sent ~34 tasks. Smaller
+    # queues drop the re-sends too, round after round, and each lost round doubles the wait.
+    broker = Broker("mosquitto", tmp_path, max_queued_messages=QUEUE, extra_conf="max_inflight_messages 1\n")
     _processes.append(broker.process)
     broker.start()
     controller = Controller(broker, tmp_path, keepalive="5", task_resend_after="0.2", sweep_interval="0.1")
@@ -58,8 +61,8 @@ def test_a_broker_that_drops_messages_loses_no_task_and_runs_none_twice(tmp_path
         device.start()
     for device in devices:
         controller.wait_device(device.id, "online", timeout=30)
-    # The daemons stop reading their sockets while their tasks are published: far more than the
-    # broker's queue of 5 holds arrive for each, so it must drop some (what a slow client gets).
+    # The daemons stop reading their sockets while their tasks are published: more than the
+    # broker's queue holds arrive for each, so it must drop some (what a slow client gets).
     for device in devices:
         assert device.process.popen is not None
         device.process.popen.send_signal(signal.SIGSTOP)
