@@ -165,14 +165,16 @@ def record_heartbeat(session: Session, topic_device_id: str, heartbeat: Heartbea
     session.commit()
 
 
-def stage_heartbeats(session: Session, latest: Mapping[str, Heartbeat]) -> None:
+def stage_heartbeats(session: Session, latest: Mapping[str, Heartbeat]) -> set[str]:
     """Devices are alive: push their silence deadlines back and keep their load, given the latest
     heartbeat of each (by topic device id), in the caller's transaction without committing it.
     One taken for offline because it fell silent, whose session is still the current one, is
     online again. The devices are read in one query per HEARTBEAT_CHUNK and written back in
     one executemany UPDATE. A heartbeat naming another device, or a session whose birth was not
-    seen (yet), is ignored."""
+    seen (yet), is ignored. Returns the ids of devices whose heartbeat was ignored because their
+    current session is another one (or they are not known yet)."""
     ids = [device_id for device_id, beat in latest.items() if beat.device_id == device_id]
+    unmatched = set(ids)
     now = utcnow()
     for start in range(0, len(ids), HEARTBEAT_CHUNK):
         chunk = ids[start : start + HEARTBEAT_CHUNK]
@@ -181,6 +183,8 @@ def stage_heartbeats(session: Session, latest: Mapping[str, Heartbeat]) -> None:
             heartbeat = latest[device.id]
             if device.session_id == heartbeat.session_id:
                 _beat(session, device, heartbeat, now)
+                unmatched.discard(device.id)
+    return unmatched
 
 
 def _beat(session: Session, device: Device, heartbeat: Heartbeat, now: datetime) -> None:
