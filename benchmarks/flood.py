@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -74,10 +76,21 @@ class HealthWatch:
 
 
 def create(controller: Controller, device_id: str, message: str) -> str | None:
-    """A new echo task's id, or None when REST refused it (counted as an error)."""
-    response = controller.api.post("/api/v1/tasks", json={"device_id": device_id, "type": "echo",
-                                                          "params": {"message": message}})
+    """A new echo task's id, or None when REST refused it or the connection broke (counted as an error)."""
+    try:
+        response = controller.api.post("/api/v1/tasks", json={"device_id": device_id, "type": "echo",
+                                                              "params": {"message": message}})
+    except httpx.TransportError:
+        return None
     return str(response.json()["id"]) if response.status_code == 201 else None
+
+
+def task(controller: Controller, task_id: str) -> dict[str, Any] | None:
+    """The task as REST shows it; None while it cannot be read (a broken connection is retried)."""
+    try:
+        return controller.task(task_id)
+    except httpx.TransportError:
+        return None
 
 
 def round_trip(controller: Controller, device_id: str, n: int, timeout: float = 300) -> float:
@@ -86,7 +99,8 @@ def round_trip(controller: Controller, device_id: str, n: int, timeout: float = 
     if task_id is None:
         return timeout * 1000
     try:
-        done = controller.wait_task(task_id, {"succeeded"}, timeout=timeout)
+        done = wait_for(lambda: (t := task(controller, task_id)) is not None and t["status"] == "succeeded" and t,
+                        timeout, what=f"task {task_id} succeeded")
     except AssertionError:
         return timeout * 1000
     return (datetime.fromisoformat(done["finished_at"]) - datetime.fromisoformat(done["created_at"])).total_seconds() * 1000
@@ -123,7 +137,7 @@ def flood_phase(run: Run, controller: Controller, devices: list[str], flooder: F
     run.figures["subscriber received"] = f"{flooded()}/{expected}"
 
     def unfinished() -> list[str]:
-        return [t for t in burst if (task := controller.task(t)) is None or task["status"] not in FINAL]
+        return [t for t in burst if (found := task(controller, t)) is None or found["status"] not in FINAL]
 
     try:
         wait_for(lambda: not unfinished(), args.grace, 0.5, "the burst's tasks final")
@@ -138,10 +152,16 @@ def flood_phase(run: Run, controller: Controller, devices: list[str], flooder: F
 def _settle(run: Run, controller: Controller, flooder: Flooder, ended: float, grace: float) -> None:
     """How long after the flood the controller's queue drained and it showed the last birth."""
     def drained() -> bool:
-        return controller.api.get("/healthz", timeout=300).json()["ingest_queue"] == 0
+        try:
+            return controller.api.get("/healthz", timeout=300).json()["ingest_queue"] == 0
+        except httpx.TransportError:
+            return False
 
     def latest() -> bool:
-        device = controller.device(flooder.device_id)
+        try:
+            device = controller.device(flooder.device_id)
+        except httpx.TransportError:
+            return False
         return device is not None and device["session_id"] == flooder.report.last_session
 
     for name, check in (("queue empty after s", drained), ("last birth shown after s", latest)):
@@ -247,6 +267,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs (their directory is printed)")
     parser.add_argument("--out", default="flood", help="name of the result files in benchmarks/results/")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so `finally` kills the processes it started
     runs = [measure(kind, args) for kind in args.brokers]
     text = tables(runs, args)
     print(text)

@@ -56,6 +56,7 @@ class Sample:
     latencies: list[float] = field(default_factory=list)
     posts: list[float] = field(default_factory=list)
     lost: int = 0
+    refused: int = 0  # the create call itself failed
 
     def q(self, name: str) -> float:
         return percentile(self.latencies, dict(QUANTILES)[name]) if self.latencies else float("nan")
@@ -77,7 +78,10 @@ def fleet_latency(broker: Broker, work: Path, processes: Processes, args: argpar
             response = controller.api.post("/api/v1/tasks", json={"device_id": DEVICE, "type": "echo",
                                                                   "params": {"message": str(i)}})
             posted = time.perf_counter()
-            response.raise_for_status()
+            if response.status_code != 201:  # counted and shown, not fatal: one 503 must not void the run
+                sample.refused += 0 if i < args.warmup else 1
+                print(f"  POST refused: {response.status_code} {response.text[:200]}", flush=True)
+                continue
             task_id = response.json()["id"]
             deadline = posted + args.timeout
             while (status := states.status(task_id)) not in FINAL and time.perf_counter() < deadline:
@@ -176,9 +180,10 @@ def report(runs: list[dict[tuple[str, str], Sample]], args: argparse.Namespace) 
         cells = [spread([s.q(name) for s in samples], 2) for name, _ in QUANTILES]
         posts = [percentile(s.posts, 50) for s in samples if s.posts]
         lost = sum(s.lost for s in samples)
-        rows.append([*system, *cells, spread(posts, 2) if posts else "–", str(lost)])
+        refused = sum(s.refused for s in samples)
+        rows.append([*system, *cells, spread(posts, 2) if posts else "–", str(lost), str(refused)])
     table = markdown_table(["system", "broker", "p50 ms", "p95 ms", "p99 ms", "max ms", "POST alone p50 ms",
-                            "lost"], rows)
+                            "lost (all repeats)", "refused (all repeats)"], rows)
     ratio_rows = []
     for kind in args.brokers:
         for peer in (("celery", "redis"), ("paho", kind)):
@@ -217,7 +222,7 @@ def plot(runs: list[dict[tuple[str, str], Sample]], args: argparse.Namespace) ->
     ax.set_title(f"Sequential task latency ({args.tasks} tasks, {len(runs)} repeats, error bars: min–max across repeats)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "latency.png", dpi=100)
+    fig.savefig(args.results / "latency.png", dpi=100)
 
 
 def main() -> None:
@@ -228,6 +233,8 @@ def main() -> None:
     parser.add_argument("--brokers", nargs="+", default=["mosquitto", "amqtt"], choices=["mosquitto", "amqtt"])
     parser.add_argument("--timeout", type=float, default=30, help="seconds before a task counts as lost (default 30)")
     parser.add_argument("--no-celery", action="store_true", help="leave out Celery + Redis")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="where latency.md and latency.png go (default benchmarks/results)")
     parser.add_argument("--set", action="append", default=[], type=setting, metavar="KEY=VALUE",
                         help="a controller setting, e.g. --set device_message_rate=1000 (FLEET_<KEY>)")
     args = parser.parse_args()
@@ -235,9 +242,9 @@ def main() -> None:
     for repeat in range(args.repeat):
         print(f"repeat {repeat + 1}/{args.repeat}", flush=True)
         runs.append(one_repeat(args))
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     text = report(runs, args)
-    (RESULTS / "latency.md").write_text(text)
+    (args.results / "latency.md").write_text(text)
     print(text)
     plot(runs, args)
 

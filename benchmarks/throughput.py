@@ -316,7 +316,7 @@ def plot(repeats: Repeats, args: argparse.Namespace) -> None:
     ax.set_title(f"Sustained throughput, {args.tasks} tasks over {args.devices} devices (error bars: min–max)")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(RESULTS / "throughput.png", dpi=100)
+    fig.savefig(args.results / "throughput.png", dpi=100)
 
 
 def main() -> None:
@@ -330,6 +330,8 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=30,
                         help="seconds without progress before unfinished tasks count as lost (default 30)")
     parser.add_argument("--no-celery", action="store_true", help="leave out Celery + Redis")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="where throughput.md and throughput.png go (default benchmarks/results)")
     parser.add_argument("--set", action="append", default=[], type=setting, metavar="KEY=VALUE",
                         help="a controller setting, e.g. --set device_message_rate=1000 (FLEET_<KEY>)")
     args = parser.parse_args()
@@ -337,9 +339,9 @@ def main() -> None:
     for repeat in range(args.repeat):
         print(f"repeat {repeat + 1}/{args.repeat}", flush=True)
         repeats.append(one_repeat(args))
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     text = report(repeats, args)
-    (RESULTS / "throughput.md").write_text(text)
+    (args.results / "throughput.md").write_text(text)
     print(text)
     plot(repeats, args)
 

@@ -132,10 +132,10 @@ class FleetSettings(BaseSettings):
     )
     device_message_burst: int = Field(500, ge=1, le=1_000_000, description="how many it may send at once")
     device_status_rate: float = Field(
-        2.0, gt=0, le=10_000, description="status messages (births, wills) per second one device may send on average; "
+        1.0, gt=0, le=10_000, description="status messages (births, wills) per second one device may send on average; "
         "over it only its latest is recorded, once the budget refills"
     )
-    device_status_burst: int = Field(10, ge=1, le=100_000, description="how many status messages it may send at once")
+    device_status_burst: int = Field(5, ge=1, le=100_000, description="how many status messages it may send at once")
     max_upload_bytes: int = Field(8 * 1024**3, ge=1024, description="largest file POST /api/v1/files accepts")
     sweep_interval: float = Field(1.0, gt=0, le=60, description="seconds between checks for expiries, timeouts and due retries")
     task_timeout_grace: float = Field(

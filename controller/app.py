@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -74,6 +75,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = sessions
         app.state.read_sessions = create_read_sessionmaker(sessions)
+        app.state.api_write_gate = threading.Lock()  # see controller.api.deps.write_turn
         app.state.mqtt = mqtt
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",

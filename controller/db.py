@@ -181,9 +181,10 @@ def create_read_sessionmaker(sessions: sessionmaker[Session]) -> sessionmaker[Se
 
 
 def database_reachable(engine: Engine) -> bool:
-    """Whether a trivial query succeeds right now (for the health check)."""
+    """Whether a trivial query succeeds right now (for the health check); a read, so it never
+    waits for SQLite's write lock."""
     try:
-        with engine.connect() as connection:
+        with engine.execution_options(**{READ_ONLY: True}).connect() as connection:
             connection.execute(text("SELECT 1"))
         return True
     except Exception:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.services import adhoc, devices, tasks, unreadable
+from controller.services import adhoc, devices, event_batch, tasks, unreadable
 from schemas.common import utcnow
 from schemas.events import TaskEvent
 from schemas.status import DeviceStatus, Heartbeat
@@ -103,6 +103,7 @@ class _Batch:
     held: dict[str, Heartbeat] = field(default_factory=dict)  # held heartbeats written with this batch
     unmatched: set[str] = field(default_factory=set)  # held ones whose session was not (yet) current
     acked: list[str] = field(default_factory=list)
+    events: list[tuple[str, TaskEvent]] = field(default_factory=list)  # task events not staged yet
 
 
 @dataclass
@@ -246,6 +247,7 @@ class IngestWriter:
                     state.presence = devices.preload_presence(session, statuses)
                 for item in batch:
                     self._stage(session, item, state)
+                _stage_events(session, state)
                 devices.stage_heartbeats(session, state.heartbeats)
                 state.unmatched = devices.stage_heartbeats(session, state.held)
                 tasks.stage_acked(session, state.acked)
@@ -304,6 +306,7 @@ class IngestWriter:
         try:
             with self._sessions() as session:
                 self._stage(session, item, alone)
+                _stage_events(session, alone)
                 devices.stage_heartbeats(session, alone.heartbeats)
                 tasks.stage_acked(session, alone.acked)
                 session.commit()
@@ -316,6 +319,11 @@ class IngestWriter:
 
     def _stage(self, session: Session, item: Incoming, state: _Batch) -> None:
         payload, device_id = item.payload, item.device_id
+        if isinstance(payload, TaskEvent):  # staged together, before the next message that writes
+            state.events.append((device_id, payload))
+            return
+        if isinstance(payload, DeviceStatus | TaskEnvelope | Unreadable):
+            _stage_events(session, state)
         if payload is None:
             state.seen.clear()
         elif isinstance(payload, Heartbeat):
@@ -334,8 +342,6 @@ class IngestWriter:
                 state.seen.add(device_id)
             if new_session or first_seen:
                 state.births.append(device_id)
-        elif isinstance(payload, TaskEvent):
-            tasks.stage_event(session, device_id, payload)
         elif isinstance(payload, TaskEnvelope):
             adhoc.stage_published(session, device_id, payload)
         elif isinstance(payload, Acked):
@@ -351,6 +357,14 @@ class IngestWriter:
             self._redispatch(device_ids)
         except Exception:
             log.exception("failed to re-dispatch the pending tasks of %d device(s)", len(device_ids))
+
+
+def _stage_events(session: Session, state: _Batch) -> None:
+    """The task events staged so far in one go (`event_batch`): consecutive events cost a few
+    statements together rather than an ORM round trip each."""
+    if state.events:
+        events, state.events = state.events, []
+        event_batch.stage_events(session, events)
 
 
 def _first_line(exc: BaseException) -> str:

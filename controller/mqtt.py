@@ -26,6 +26,7 @@ from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
 from controller.acks import AckTracker
 from controller.ingest import RECONNECTED, Acked, Incoming, IngestStats, IngestWriter, Unreadable
+from controller.recent_ids import RecentIds
 from controller.services import task_control, unreadable
 from controller.throttle import DeviceThrottle, FloodLog, StatusGate
 from schemas.events import TaskEvent
@@ -38,6 +39,7 @@ from schemas.validation import describe_validation_error
 log = logging.getLogger(__name__)
 
 QOS = 1
+OWN_TASK_MEMORY = 50_000  # ids of the controller's own recent task publishes, to skip their echoes
 # A topic at least as long as any task topic, for sizing a message before its topic is known.
 SIZE_PROBE_TOPIC = "fleet/groups/" + "x" * 64 + "/tasks"
 
@@ -77,6 +79,7 @@ class ControllerMqtt:
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
         self._acks = AckTracker()
+        self._own = RecentIds(OWN_TASK_MEMORY)
         self._connected = threading.Event()
         self._failures = ConnectFailureLog(self._address, settings.mqtt_ca_file, log)
         self._stopping = False
@@ -120,6 +123,8 @@ class ControllerMqtt:
         """Publish `model` (QoS 1, not retained); True when paho accepted it for sending now
         (False: not connected; paho sends it after reconnecting). The tasks in `task_ids` are
         recorded as dispatched when the broker acknowledges the message; this never waits for that."""
+        if isinstance(model, TaskEnvelope) and model.id is not None:
+            self._own.add(model.id)  # before the publish: the broker may echo it back at once
         info = self._client.publish(topic, self.encode(model, topic), qos=QOS, retain=False)
         already = self._acks.sent(info.mid, task_ids)
         if already:
@@ -229,6 +234,8 @@ class ControllerMqtt:
             envelope = TaskEnvelope.model_validate_json(payload)
         except ValidationError:
             return  # an online device rejects it and reports that; an offline one never sees it
+        if envelope.id is not None and self._own.take(envelope.id):
+            return  # our own publish coming back: the task is already in SQL
         self._writer.put(Incoming(device_id, envelope))
 
     # ---- follow-ups (the ingest writer's thread, after its batch committed) -------------------

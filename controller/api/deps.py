@@ -6,7 +6,9 @@ lock (docs/architecture.md#rest-and-sqlite-concurrency)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,6 +21,23 @@ from controller.services.publisher import Publisher
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
         yield session
+
+
+@contextmanager
+def write_turn(request: Request, session: Session) -> Iterator[None]:
+    """Run a route's write transaction in its turn among the REST writers of this process (the
+    ingest writer never takes this lock). SQLite's busy handler retries a locked database by
+    sleeping 1, 2, 5, 10 … ms, so many threads polling for its lock wait long and unfairly;
+    here they queue on a lock that wakes the next one as soon as the holder is done, and only
+    the holder contends for SQLite's own lock. The transaction is ended before the turn is:
+    committed by the service, or rolled back here when it failed."""
+    gate: threading.Lock = request.app.state.api_write_gate
+    with gate:
+        try:
+            yield
+        finally:
+            if session.in_transaction():
+                session.rollback()
 
 
 def get_read_session(request: Request) -> Iterator[Session]:

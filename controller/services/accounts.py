@@ -92,10 +92,18 @@ def route(session: Session, device_id: str | None, account: str | None) -> str:
     return bound.device_id
 
 
+OUTCOME_TYPES = frozenset({"login", "upload", "chat"})  # task types whose outcome says whether an account is logged in
+
+
+def tracks_outcome(account: str | None, task_type: str) -> bool:
+    """Whether a task of `task_type` for `account` may change the account's login status when it ends."""
+    return account is not None and task_type in OUTCOME_TYPES
+
+
 def apply_outcome(session: Session, task: Task) -> None:
     """Update the login status of the task's account from a finished browser task (in the
     caller's transaction). A successful login creates the account when it is not known yet."""
-    if task.account is None or task.type not in ("login", "upload", "chat"):
+    if task.account is None or not tracks_outcome(task.account, task.type):
         return
     status, result, error = TaskStatus(task.status), task.result or {}, task.error or {}
     account = session.get(Account, task.account, with_for_update=True)

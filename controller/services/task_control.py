@@ -105,7 +105,7 @@ def redispatch_unfinished(session: Session, device_id: str, publisher: Publisher
     """On a device's birth, publish again (in creation order) every task of it that is not
     finished: queued and dispatched ones may never have arrived; for accepted and running ones
     the device answers with the recorded outcome if it finished while its results were lost
-    (say, while the controller was down), and ignores them if they still run.
+    (say, while the controller was down), and with its latest event if it still runs.
 
     Pending tasks whose expiry passed become `expired` instead. The rows stay locked while they
     are published, so a concurrent cancel is sent after the task it cancels. Returns the ids sent.

@@ -200,8 +200,7 @@ def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Tas
     session.commit()
     log.info("task %s (%s) created for device %s", task.id, task.type, task.device_id)
     publish_task(session, task, publisher)
-    session.refresh(task)
-    return task
+    return task  # as committed: no read after the publish (it becomes dispatched on the broker's ack)
 
 
 # ---- events from devices -----------------------------------------------------------------

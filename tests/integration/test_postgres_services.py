@@ -6,18 +6,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from controller.db import create_db_engine, create_sessionmaker, migrate
 from controller.models import DeviceConnection, TaskEventRecord
-from controller.services import broadcasts, devices, sweeper, task_control, tasks
+from controller.services import broadcasts, devices, event_batch, sweeper, task_control, tasks
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import utcnow
 from schemas.events import EventKind
 from tests.harness import missing_service
 from tests.services_kit import FakePublisher, event, go_online, will
+from tests.unit import test_event_batch as event_batch_kit
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +82,22 @@ def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> 
             assert sweeper.resend_unheard(session, publisher, later, 30.0) == 0, "backoff: not again at once"
     finally:
         engine.dispose()
+
+
+def test_event_batch_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    """The batched event path (FOR UPDATE, executemany, JSON and booleans) on PostgreSQL
+    records what `stage_event` records on SQLite."""
+    engine = create_db_engine(postgres_url)
+    migrate(engine)
+    batched, one_by_one = create_sessionmaker(engine), event_batch_kit.database(tmp_path / "one.db")
+    for sessions in (batched, one_by_one):
+        event_batch_kit.seed(sessions)
+    with one_by_one() as session:
+        for device_id, task_event in event_batch_kit.events():
+            tasks.stage_event(session, device_id, task_event)
+        session.commit()
+    with batched() as session:
+        event_batch.stage_events(session, event_batch_kit.events())
+        session.commit()
+    assert event_batch_kit.snapshot(batched) == event_batch_kit.snapshot(one_by_one)
+    engine.dispose()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from controller.api.deps import PublisherDep, ReadSessionDep, SessionDep
+from controller.api.deps import PublisherDep, ReadSessionDep, SessionDep, write_turn
 from controller.api.security import Operate
 from controller.services import task_control
 from controller.services import tasks as service
@@ -23,10 +23,12 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
     summary="Create a task for one device",
     responses={404: {"model": ErrorBody, "description": "unknown device"}, 422: {"description": "invalid task"}},
 )
-def create_task(session: SessionDep, publisher: PublisherDep, body: TaskCreate) -> TaskOut:
+def create_task(request: Request, session: SessionDep, publisher: PublisherDep, body: TaskCreate) -> TaskOut:
     """The task is stored first, then published to `devices/<id>/tasks`. A device that is
     offline gets it when it comes back (unless it expired by then)."""
-    return TaskOut.model_validate(service.create_task(session, body, publisher))
+    with write_turn(request, session):
+        task = service.create_task(session, body, publisher)
+    return TaskOut.model_validate(task)
 
 
 @router.get("", summary="List tasks, newest first")
