@@ -21,6 +21,8 @@ raises it where the OS allows).
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import platform
 import random
 import re
@@ -38,6 +40,8 @@ from device.sim_intake import SIMULATED_TYPES
 from schemas.common import DEVICE_ID_PATTERN, GROUP_PATTERN
 from schemas.errors import DeviceError
 from schemas.status import DeviceFacts
+
+log = logging.getLogger(__name__)
 
 MAX_DEVICES = 100_000
 DEFAULT_WAVE = 250
@@ -120,6 +124,9 @@ class SimulatedFleet:
 
     async def start(self) -> None:
         """Connect every device, wave by wave; returns once the last wave was started."""
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() is None:
+            loop.set_exception_handler(_quiet_closed_sockets)
         for first in range(0, self.count, self.wave_size):
             wave = [SimulatedDevice(device_id, self._config, self.counters)
                     for device_id in self._ids[first:first + self.wave_size]]
@@ -140,6 +147,17 @@ class SimulatedFleet:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+
+def _quiet_closed_sockets(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """aiomqtt asks the loop to watch a socket from paho's callbacks via `call_soon_threadsafe`;
+    when a connection closes first (thousands of devices stopping at once), registering the
+    closed socket fails with EBADF. Nothing is lost then: drop those, report anything else."""
+    exception = context.get("exception")
+    if isinstance(exception, OSError) and exception.errno == errno.EBADF:
+        log.debug("ignored a socket closed before the event loop could watch it")
+        return
+    loop.default_exception_handler(context)
 
 
 async def _all_born(devices: Iterable[SimulatedDevice], timeout: float) -> bool:

@@ -181,3 +181,18 @@ def test_the_open_file_limit_is_raised_for_the_connections() -> None:
     warning = raise_open_file_limit(10**9)
     assert warning is not None and "ulimit -n" in warning
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= soft  # never lowered
+
+
+def test_a_socket_closed_before_the_loop_watched_it_is_not_reported() -> None:
+    from device.simulator import _quiet_closed_sockets
+
+    loop = asyncio.new_event_loop()
+    reported: list[dict[str, Any]] = []
+    loop.default_exception_handler = reported.append  # type: ignore[method-assign]
+    try:
+        _quiet_closed_sockets(loop, {"message": "x", "exception": OSError(9, "Bad file descriptor")})
+        assert reported == []
+        _quiet_closed_sockets(loop, {"message": "y", "exception": ValueError("other")})
+        assert [context["message"] for context in reported] == ["y"]
+    finally:
+        loop.close()
