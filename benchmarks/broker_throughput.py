@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from tests.ports import free_port
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parents[1]
 FILTER_COUNTS = (10, 1_000, 10_000)
@@ -129,12 +131,6 @@ def fleet_filters(start: int, stop: int) -> list[str]:
 
 
 # --- brokers -------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_listening(port: int, process: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

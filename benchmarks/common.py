@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from schemas.events import FINAL_STATUSES
-from tests.harness import Process, free_port, port_open, wait_for
+from tests.harness import Process, wait_for
+from tests.ports import free_port, port_open
 
 RESULTS = Path(__file__).parent / "results"
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"

@@ -40,7 +40,8 @@ import psutil
 
 from broker.connection import BrokerAddress, create_client
 from cli.simulate import raise_open_file_limit
-from tests.harness import Broker, Controller, Device, SimulatorThread, free_port, wait_for
+from tests.harness import Broker, Controller, Device, SimulatorThread, wait_for
+from tests.ports import free_port
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -4,12 +4,12 @@ the controller and device daemons, each on free ports with their own files."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +26,7 @@ from broker.connection import BrokerAddress, create_client
 from broker.mosquitto import TlsFiles, mosquitto_conf
 from device.simulator import SimulatedFleet
 from schemas.events import FINAL_STATUSES
+from tests.ports import PORT_ATTEMPTS, free_port, listens
 
 REQUIRE_SERVICES = os.environ.get("FLEET_REQUIRE_SERVICES") == "1"
 T = TypeVar("T")
@@ -36,12 +37,6 @@ def missing_service(message: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
@@ -56,12 +51,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 class Process:
     """A child process whose output goes to a log file; killed (-9) or stopped on demand."""
 
@@ -71,8 +60,10 @@ class Process:
         self.env = env
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0
 
     def start(self) -> None:
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         # cwd is the test's own directory, so no fleet.toml or .env of the checkout is read.
         self.popen = subprocess.Popen(
@@ -100,10 +91,36 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def output(self) -> str:
+        """What the process wrote since its last start."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode(errors="replace")
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_listening(process: Process, port: Callable[[], int], ready: Callable[[], bool], move_to: Callable[[int], None],
+                    what: str, timeout: float, may_move: bool) -> None:
+    """Start `process` and wait until `ready()`. When it exits because its port was taken
+    between `free_port()` and its bind (it says "already in use"), and `may_move`, give it
+    another port with `move_to` and start it again."""
+
+    def up() -> bool:
+        return process.popen is not None and listens(process.popen.pid, port()) and ready()
+
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        process.start()
+        wait_for(lambda: not process.running or up(), timeout, 0.05, what)
+        if process.running:
+            return
+        output = process.output()
+        if not (may_move and attempt < PORT_ATTEMPTS and "already in use" in output.lower()):
+            raise AssertionError(f"{what}: the process exited:\n{output[-4000:]}")
+        move_to(free_port())
 
 
 def fleet_argv(*args: str) -> list[str]:
@@ -129,34 +146,49 @@ class Broker:
         """Mosquitto only: `persistence_dir` keeps sessions and queues across restarts,
         `max_queued_messages` replaces the fleet's sizing, `extra_conf` adds lines to its conf."""
         self.kind = kind
-        self.port = free_port()
-        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
+        self.work = work
+        self.tls = tls
+        self.password_file, self.acl_file = password_file, acl_file
+        sizing = {} if max_queued_messages is None else {"max_queued_messages": max_queued_messages}
+        self._mosquitto_conf = functools.partial(
+            mosquitto_conf, password_file=password_file, acl_file=acl_file, pid_file=pid_file, tls=tls,
+            persistence_dir=persistence_dir, **sizing,
+        )
+        self._extra_conf = extra_conf
+        self.started = False
         if kind == "mosquitto":
             binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
             if binary is None:
                 missing_service("mosquitto is not installed (Debian: apt-get install mosquitto mosquitto-clients)")
-            conf = work / f"mosquitto-{self.port}.conf"
-            sizing = {} if max_queued_messages is None else {"max_queued_messages": max_queued_messages}
-            text = mosquitto_conf(self.port, password_file=password_file, acl_file=acl_file, pid_file=pid_file, tls=tls,
-                                  persistence_dir=persistence_dir, **sizing) + extra_conf
+            self._binary = str(binary)
+        self.process = Process(f"broker-{kind}", [], work)
+        self._use_port(free_port())
+
+    def _use_port(self, port: int) -> None:
+        """Point the broker's arguments, configuration and URL at `port`."""
+        self.port = port
+        self.url = f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{port}"
+        if self.kind == "mosquitto":
+            conf = self.work / f"mosquitto-{port}.conf"
+            text = self._mosquitto_conf(port) + self._extra_conf
             if hasattr(os, "geteuid") and os.geteuid() == 0:
                 text += "user root\n"  # else it drops to user mosquitto, who cannot read pytest's tmp dir
             conf.write_text(text)
-            argv = [str(binary), "-c", str(conf)]
-            env = None
-        else:
-            argv = fleet_argv("broker", "--port", str(self.port))
-            files = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)} if acl_file else {}
-            if tls is not None:
-                files.update(broker_certfile=str(tls.certfile), broker_keyfile=str(tls.keyfile))
-            files["data_dir"] = str(work)  # its retained-message file, apart from the user's data
-            env = base_env(**files) if acl_file else base_env(broker_allow_anonymous="true", **files)
-        self.process = Process(f"broker-{kind}", argv, work, env)
+            self.process.argv = [self._binary, "-c", str(conf)]
+            return
+        self.process.argv = fleet_argv("broker", "--port", str(port))
+        acl_file = self.acl_file
+        files = {"broker_password_file": str(self.password_file), "broker_acl_file": str(acl_file)} if acl_file else {}
+        if self.tls is not None:
+            files.update(broker_certfile=str(self.tls.certfile), broker_keyfile=str(self.tls.keyfile))
+        files["data_dir"] = str(self.work)  # its retained-message file, apart from the user's data
+        self.process.env = base_env(**files) if acl_file else base_env(broker_allow_anonymous="true", **files)
 
     def start(self) -> None:
-        self.process.start()
-        wait_for(lambda: port_open(self.port) or not self.process.running, 15, what=f"{self.kind} broker on {self.port}")
-        assert self.process.running, f"{self.kind} broker died:\n{self.process.log_tail()}"
+        """Start it; on a restart it keeps its port, which its clients know."""
+        start_listening(self.process, lambda: self.port, lambda: True, self._use_port,
+                        f"{self.kind} broker listening on {self.port}", 15, may_move=not self.started)
+        self.started = True
 
     def kill(self) -> None:
         self.process.kill()
@@ -169,31 +201,33 @@ class Controller:
         self, broker: Broker, work: Path, database_url: str | None = None, mqtt_url: str | None = None, **settings: Any
     ) -> None:
         self.broker = broker
-        self.port = free_port()
         self.data_dir = work / "controller"
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
         self.admin_token = secrets.token_urlsafe(32)
-        env = base_env(
-            mqtt_url=mqtt_url or broker.url, database_url=self.database_url, api_port=str(self.port),
-            data_dir=str(self.data_dir), controller_client_id=f"controller-{self.port}", admin_token=self.admin_token,
-            **settings,
-        )
-        self.process = Process("controller", fleet_argv("controller"), work, env)
-        self.api = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}", timeout=10, headers={"Authorization": f"Bearer {self.admin_token}"}
-        )
+        self._settings = dict(mqtt_url=mqtt_url or broker.url, database_url=self.database_url,
+                              data_dir=str(self.data_dir), admin_token=self.admin_token, **settings)
+        self.started = False
+        self.process = Process("controller", fleet_argv("controller"), work)
+        self.api = httpx.Client(timeout=10, headers={"Authorization": f"Bearer {self.admin_token}"})
+        self._use_port(free_port())
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.process.env = base_env(api_port=str(port), controller_client_id=f"controller-{port}", **self._settings)
+        self.api.base_url = httpx.URL(f"http://127.0.0.1:{port}")
 
     def start(self) -> None:
-        self.process.start()
+        """Start it and wait until it is healthy; on a restart it keeps its port."""
 
         def healthy() -> bool:
-            assert self.process.running, f"controller died:\n{self.process.log_tail()}"
             try:
                 return self.api.get("/healthz").json().get("mqtt_connected") is True
             except httpx.HTTPError:
                 return False
 
-        wait_for(healthy, 30, 0.1, "controller healthy and connected to the broker")
+        start_listening(self.process, lambda: self.port, healthy, self._use_port,
+                        "controller healthy and connected to the broker", 30, may_move=not self.started)
+        self.started = True
 
     def device(self, device_id: str) -> dict[str, Any] | None:
         response = self.api.get(f"/api/v1/devices/{device_id}")
@@ -290,85 +324,6 @@ class MqttProbe:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-class RawClient:
-    """A raw MQTT login, to try what a compromised PC would."""
-
-    def __init__(self, port: int, user: str, password: str) -> None:
-        self.connected = threading.Event()
-        self.refused: Any = None
-        self.granted: dict[str, bool] = {}
-        self.received: list[str] = []
-        self._subacks: dict[int, list[str]] = {}
-        # Held from SUBSCRIBE until its mid is recorded: a SUBACK that beats `subscribe()` back
-        # waits in `_on_subscribe` instead of being matched against nothing and lost.
-        self._subscribing = threading.Lock()
-        self.client = create_client(BrokerAddress.from_url(f"mqtt://{user}:{password}@127.0.0.1:{port}"), f"raw-{user}")
-        self.client.reconnect_delay_set(30, 30)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = lambda _c, _u, message: self.received.append(message.topic)
-        self.client.connect_async("127.0.0.1", port, keepalive=30)
-        self.client.loop_start()
-
-    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            self.refused = reason
-        self.connected.set()
-
-    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: list[Any], _p: Any) -> None:
-        with self._subscribing:
-            topics = self._subacks.pop(mid, [])
-        for topic, code in zip(topics, codes, strict=True):
-            self.granted[topic] = not code.is_failure
-
-    def subscribe(self, *topics: str) -> None:
-        with self._subscribing:
-            _rc, mid = self.client.subscribe([(t, 1) for t in topics])
-            self._subacks[mid] = list(topics)
-        wait_for(lambda: all(t in self.granted for t in topics), 10, what=f"SUBACK for {topics}")
-
-    def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        self.client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def provision(env: dict[str, str], work: Path, name: str, role: str) -> str:
-    """`fleet identity add` against the controller's database; returns the login's password."""
-    result = subprocess.run(fleet_argv("identity", "add", name, "--role", role), env=env, cwd=work,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split("shown once):", 1)[1].split()[0]
-
-
-class LockedFleet:
-    """A broker that admits provisioned logins only (password and ACL files kept by the
-    controller), a controller logged in as `fleet-controller`, and an operator login `ops`."""
-
-    def __init__(self, kind: str, work: Path, processes: list[Process], **controller_settings: str) -> None:
-        files = work / "broker-files"
-        password_file, acl_file, pid_file = files / "passwd", files / "acl", files / "mosquitto.pid"
-        broker_settings = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)}
-        if kind == "mosquitto":
-            broker_settings["broker_pid_file"] = str(pid_file)
-        env = base_env(database_url=f"sqlite:///{work / 'controller' / 'controller.db'}",
-                       data_dir=str(work / "controller"), **broker_settings)
-        self.controller_secret = provision(env, work, "fleet-controller", "controller")
-        self.operator_secret = provision(env, work, "ops", "operator")
-        self.broker = Broker(kind, work, password_file=password_file, acl_file=acl_file, pid_file=pid_file)
-        processes.append(self.broker.process)
-        self.broker.start()
-        if kind == "mosquitto":  # written once it has read its files
-            wait_for(pid_file.exists, 10, what="mosquitto's pid file")
-        login = f"mqtt://fleet-controller:{self.controller_secret}@127.0.0.1:{self.broker.port}"
-        self.controller = Controller(self.broker, work, mqtt_url=login, keepalive="5", **broker_settings,
-                                     **controller_settings)
-        processes.append(self.controller.process)
-        self.controller.start()
 
 
 def start_controller_on_embedded_broker(work: Path, processes: list[Process], **settings: str) -> Controller:

@@ -13,7 +13,7 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 
-from tests.harness import free_port
+from tests.ports import free_port
 
 CHUNK = 65536
 

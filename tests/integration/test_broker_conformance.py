@@ -36,16 +36,8 @@ from broker.amqtt_pin import (
     fingerprint_drift,
     installed_amqtt_version,
 )
-from tests.harness import (
-    Broker,
-    Process,
-    base_env,
-    fleet_argv,
-    free_port,
-    missing_service,
-    port_open,
-    wait_for,
-)
+from tests.harness import Broker, Process, base_env, fleet_argv, missing_service, wait_for
+from tests.ports import free_port, port_open
 
 pytestmark = pytest.mark.integration
 

@@ -22,16 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.harness import (
-    Broker,
-    Controller,
-    Device,
-    Process,
-    free_port,
-    missing_service,
-    port_open,
-    wait_for,
-)
+from tests.harness import Broker, Controller, Device, Process, missing_service, wait_for
+from tests.ports import free_port, port_open
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", ["amqtt"], indirect=True)]

@@ -9,15 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import (
-    Broker,
-    Process,
-    RawClient,
-    base_env,
-    fleet_argv,
-    free_port,
-    wait_for,
-)
+from tests.harness import Broker, Process, base_env, fleet_argv, wait_for
+from tests.logins import RawClient
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Process, base_env, fleet_argv, free_port, wait_for
+from tests.harness import Process, base_env, fleet_argv, wait_for
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.connection import BrokerAddress, create_client
-from tests.harness import Broker, Controller, Device, LockedFleet, Process, RawClient, wait_for
+from tests.harness import Broker, Controller, Device, Process, wait_for
+from tests.logins import LockedFleet, RawClient
 
 pytestmark = pytest.mark.integration
 

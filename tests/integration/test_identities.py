@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Device, LockedFleet, Process, RawClient, wait_for
+from tests.harness import Device, Process, wait_for
+from tests.logins import LockedFleet, RawClient
 
 pytestmark = pytest.mark.integration
 

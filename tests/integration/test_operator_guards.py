@@ -18,11 +18,10 @@ from tests.harness import (
     Process,
     base_env,
     fleet_argv,
-    free_port,
-    port_open,
     start_controller_on_embedded_broker,
     wait_for,
 )
+from tests.ports import free_port, port_open
 
 pytestmark = pytest.mark.integration
 

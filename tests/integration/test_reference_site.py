@@ -24,7 +24,8 @@ import pytest
 import segno
 from playwright.sync_api import expect
 
-from tests.harness import Process, free_port, port_open, wait_for
+from tests.harness import Process, wait_for
+from tests.ports import free_port, port_open
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.connection import BrokerAddress, create_client
 from schemas.signing import Signer
 from schemas.tasks import TaskEnvelope
-from tests.harness import Device, LockedFleet, Process, free_port, wait_for
+from tests.harness import Device, Process, wait_for
+from tests.logins import LockedFleet
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 
 from broker.mosquitto import TlsFiles
-from tests.harness import (
-    Broker,
-    Controller,
-    Device,
-    free_port,
-    missing_service,
-    port_open,
-    wait_for,
-)
+from tests.harness import Broker, Controller, Device, missing_service, wait_for
+from tests.ports import free_port, port_open
 
 pytestmark = pytest.mark.integration
 

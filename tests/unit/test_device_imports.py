@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import free_port
+from tests.ports import free_port
 
 HEAVY = ["playwright", "device.browser.session", "device.browser.locate", "device.transfer", "httpx", "cryptography"]
 

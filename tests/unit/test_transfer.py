@@ -18,7 +18,8 @@ from fastapi.responses import FileResponse, RedirectResponse
 from device.handlers.base import TaskFailure
 from device.transfer import fetch
 from device.url_policy import UrlPolicy
-from tests.harness import free_port, port_open, wait_for
+from tests.harness import wait_for
+from tests.ports import free_port, port_open
 
 
 def _allow(base: str) -> UrlPolicy:
