@@ -2,7 +2,8 @@
 
 amqtt's plugin API can watch events and refuse logins or topics, but it cannot change how
 messages are routed, queued or re-sent, so each fix below is a small override of one amqtt
-method, named after the method it replaces. They were written against amqtt 0.12.1 exactly:
+method, named after the method it replaces; those of SUBSCRIBE and UNSUBSCRIBE live in
+`broker.fleet_subscriptions`. They were written against amqtt 0.12.1 exactly:
 `broker.amqtt_pin` refuses to start on another version, and tests/integration/test_broker_conformance.py
 fails if the source of any overridden method changed.
 
@@ -50,7 +51,7 @@ from collections import deque
 from typing import Any
 
 from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
-from amqtt.broker import AMQTT_MAGIC_VALUE_RET_SUBSCRIBED, Broker, RetainedApplicationMessage, Server
+from amqtt.broker import RetainedApplicationMessage, Server
 from amqtt.contexts import Action, BrokerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
@@ -60,9 +61,10 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import OutgoingApplicationMessage, Session
 
 from broker.amqtt_pin import check_amqtt_version
+from broker.fleet_subscriptions import SubscriptionOverrides
 from broker.packets import PacketError, PacketReader, read_connect
 from broker.protocol import KEEPALIVE_GRACE, FleetProtocolHandler
-from broker.topic_tree import RetainedTable, SubscriptionTable, is_valid_filter
+from broker.topic_tree import RetainedTable, SubscriptionTable
 from config.settings import DEFAULT_BROKER_MAX_PACKET_BYTES, DEFAULT_BROKER_MAX_QUEUED_MESSAGES
 from schemas.topics import is_task_topic
 
@@ -80,14 +82,6 @@ TAKEOVER_CLOSE_TIMEOUT = 5.0
 _RENEWED_ON_RECONNECT = ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive", "username", "password")
 """What a resumed persistent session takes from the new CONNECT (amqtt forgot `will_retain`)."""
 
-_FILTERS = "fleet.filters"  # Session.attributes key: the session's own topic filters
-
-
-def _filters_of(session: Session) -> set[str]:
-    filters: set[str] = session.attributes.setdefault(_FILTERS, set())
-    return filters
-
-
 def _connect_failure(exc: Exception) -> str:
     """Why a new connection got no session, in words for the broker's log."""
     if isinstance(exc, asyncio.TimeoutError):
@@ -99,7 +93,7 @@ def _connect_failure(exc: Exception) -> str:
     return f"an invalid CONNECT ({exc})"
 
 
-class FleetBroker(Broker):
+class FleetBroker(SubscriptionOverrides):
     """amqtt's `Broker` with the overrides listed in this module's docstring."""
 
     def __init__(
@@ -311,12 +305,6 @@ class FleetBroker(Broker):
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
         return True
 
-    async def _protocol_violation(self, session: Session, handler: BrokerProtocolHandler, what: str) -> None:
-        """Close the connection of a client that broke the protocol, as a network failure would
-        (its will is published); the client's loop carries on to the close."""
-        log.warning("client %s sent %s, which MQTT 3.1.1 forbids: closing its connection", session.client_id, what)
-        await handler.handle_connection_closed()
-
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]) -> None:
         """Deliver one message to the subscriptions whose filter matches (found in the topic tree),
         each at min(published QoS, granted QoS), and queue QoS 1/2 for disconnected persistent
@@ -359,70 +347,5 @@ class FleetBroker(Broker):
         while not session.retained_messages.empty():
             queued = session.retained_messages.get_nowait()
             sends.append(asyncio.ensure_future(handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)))
-        if sends:
-            await asyncio.wait(sends)
-
-    # --- subscriptions -------------------------------------------------------------------------
-    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
-        """amqtt's checks and store; a repeated subscription replaces the granted QoS
-        [MQTT-3.8.4-3] (amqtt kept the old one), and the session remembers its filters."""
-        granted = await super().add_subscription(subscription, session)
-        if granted == AMQTT_MAGIC_VALUE_RET_SUBSCRIBED:
-            return granted
-        topic_filter = subscription[0]
-        subscribers = self._subscriptions[topic_filter]
-        for index, (subscriber, _qos) in enumerate(subscribers):
-            if subscriber.client_id == session.client_id:
-                subscribers[index] = (subscriber, granted)
-        _filters_of(session).add(topic_filter)
-        return granted
-
-    def _del_subscription(self, a_filter: str, session: Session) -> int:
-        deleted = super()._del_subscription(a_filter, session)
-        _filters_of(session).discard(a_filter)
-        if a_filter in self._subscriptions and not self._subscriptions[a_filter]:
-            del self._subscriptions[a_filter]
-        return deleted
-
-    async def _del_all_subscriptions(self, session: Session) -> None:
-        """Only the session's own filters (amqtt scanned every filter in the broker)."""
-        for topic_filter in list(_filters_of(session)):
-            self._del_subscription(topic_filter, session)
-
-    async def _handle_subscription(
-        self, client_session: Session, handler: BrokerProtocolHandler, subscribe_waiter: asyncio.Future[Any]
-    ) -> None:
-        """SUBSCRIBE → SUBACK, then the retained messages of each granted filter. A malformed
-        filter or a QoS above 2 is a protocol violation (amqtt granted them)."""
-        subscriptions = subscribe_waiter.result()
-        for topic_filter, qos in subscriptions.topics:
-            if not is_valid_filter(topic_filter) or qos not in (QOS_0, QOS_1, QOS_2):
-                await self._protocol_violation(
-                    client_session, handler, f"[MQTT-4.7.1] a SUBSCRIBE to {topic_filter!r} at QoS {qos}"
-                )
-                return
-        return_codes = [await self.add_subscription(subscription, client_session) for subscription in subscriptions.topics]
-        await handler.mqtt_acknowledge_subscription(subscriptions.packet_id, return_codes)
-        for (topic_filter, qos), code in zip(subscriptions.topics, return_codes, strict=True):
-            if code == AMQTT_MAGIC_VALUE_RET_SUBSCRIBED:
-                continue
-            await self.plugins_manager.fire_event(
-                BrokerEvents.CLIENT_SUBSCRIBED, client_id=client_session.client_id, topic=topic_filter, qos=qos
-            )
-            await self._send_retained_for_subscription(topic_filter, code, client_session)
-
-    async def _send_retained_for_subscription(self, topic_filter: str, granted_qos: int, session: Session) -> None:
-        """The retained messages `topic_filter` matches (found in the topic tree) that the topic
-        ACL lets `session` receive, with the retain flag, at min(granted, retained QoS)."""
-        handler = self._get_handler(session)
-        if handler is None:
-            return
-        sends = []
-        for topic in list(self._retained_messages.matching(topic_filter)):
-            retained = self._retained_messages.get(topic)
-            if retained is None or not await self._topic_filtering(session, topic, Action.RECEIVE):
-                continue
-            qos = granted_qos if retained.qos is None else min(granted_qos, retained.qos)
-            sends.append(asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, qos, retain=True)))
         if sends:
             await asyncio.wait(sends)
