@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller import unborn
 from controller.services import adhoc, devices, event_batch, tasks, unreadable
 from schemas.common import utcnow
 from schemas.events import TaskEvent
@@ -56,6 +57,7 @@ MAX_WAIT = 0.0  # seconds a batch waits for more messages after its first one (s
 # busy; held, they become one transaction a second. Presence judges silence over 3 intervals.
 HEARTBEAT_FLUSH = 1.0
 REHOLD_FOR = 60.0  # seconds a heartbeat whose session's birth is not recorded yet is kept trying
+# (a session that keeps heartbeating without its birth counts as born: `controller.unborn`)
 WARN_AT = 5_000  # queued messages past which the writer is said to be behind
 WARN_EVERY = 10.0  # seconds between two "behind" warnings
 
@@ -148,6 +150,7 @@ class IngestWriter:
         # re-dispatches its pending tasks even when the session is not new, which covers
         # tasks committed but never published before a controller or broker restart.
         self._seen: set[str] = set()
+        self._unborn = unborn.UnbornSessions()
 
     # ---- producer side (paho's network thread): never any SQL --------------------------------
 
@@ -261,9 +264,24 @@ class IngestWriter:
         self._seen = state.seen
         self._batches += 1
         self._messages += len(batch)
-        self._hold_again({device_id: held[device_id] for device_id in state.unmatched})
-        if state.births:
-            self._follow_up(state.births)
+        born = self._unborn.note(held, state.unmatched)
+        self._hold_again({device_id: held[device_id] for device_id in state.unmatched - born.keys()})
+        births = state.births + self._record_unborn(born)
+        if births:
+            self._follow_up(births)
+
+    def _record_unborn(self, born: dict[str, Heartbeat]) -> list[str]:
+        """Births of sessions heard only through their heartbeats (`controller.unborn`)."""
+        if not born:
+            return []
+        try:
+            with self._sessions() as session:
+                unborn.stage_births(session, born)
+                session.commit()
+        except Exception as exc:
+            log.warning("recording the births of %d device(s) from their heartbeats failed: %s", len(born), _first_line(exc))
+            return []
+        return list(born)
 
     def _hold(self, item: Incoming, count: bool = True) -> None:
         """Keep a heartbeat until the held ones fall due (paho's thread; no SQL)."""

@@ -5,11 +5,14 @@ nothing but itself."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.ingest import RECONNECTED, Incoming, IngestWriter
-from controller.models import Device, Task, TaskEventRecord
+from controller.models import Device, DeviceConnection, Task, TaskEventRecord
+from controller.unborn import BIRTH_AFTER
 from schemas.common import utcnow
 from schemas.events import EventKind
 from schemas.status import Heartbeat
@@ -99,3 +102,36 @@ def test_a_heartbeat_queued_before_a_will_does_not_revive_the_device(sessions: s
     with sessions() as session:
         device = session.get(Device, "pc-01")
         assert device is not None and device.status == "offline" and device.last_heartbeat is not None
+
+
+def test_a_session_that_keeps_heartbeating_without_its_birth_counts_as_born(sessions: sessionmaker[Session]) -> None:
+    redispatched: list[str] = []
+    writer = IngestWriter(sessions, redispatched.extend)
+    writer.write([Incoming("pc-01", birth("pc-01", "s1")), Incoming("pc-01", will("pc-01", "s1"))])
+    redispatched.clear()
+    start = utcnow()
+
+    def beat(n: int) -> None:  # the n-th heartbeat of session s2, whose birth was lost; written at once
+        writer.put(Incoming("pc-01", Heartbeat(device_id="pc-01", session_id="s2", at=start + timedelta(seconds=n))))
+        writer.write([], final=True)
+
+    def device() -> Device:
+        with sessions() as session:
+            found = session.get(Device, "pc-01")
+            assert found is not None
+            return found
+
+    for n in range(BIRTH_AFTER - 1):
+        beat(n)
+        writer.write([], final=True)  # the same heartbeat held and written again is not another one
+        assert device().status == "offline" and redispatched == []
+    beat(BIRTH_AFTER)
+    found = device()
+    assert (found.status, found.session_id, found.last_heartbeat is not None) == ("online", "s2", True)
+    assert found.facts is not None and found.facts["name"] == "PC pc-01", "the facts of its last birth stay"
+    assert redispatched == ["pc-01"], "its pending tasks are sent again, as on any birth"
+    with sessions() as session:
+        reasons = session.scalars(select(DeviceConnection.reason).order_by(DeviceConnection.id)).all()
+    assert reasons[-1] is not None and "no birth" in reasons[-1]
+    writer.write([Incoming("pc-01", birth("pc-01", "s2"))])  # the late birth: the same session, nothing re-sent
+    assert device().status == "online" and redispatched == ["pc-01"]
