@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from cli.entry import run_daemon
 from cli.identities import provision
-from cli.local import settings
-from cli.output import console, fail, load_cell
+from cli.output import console, load_cell
 from cli.rest import api
 
 app = typer.Typer(help="Run the device daemon (no sub-command), or provision devices on the broker.")
@@ -23,17 +23,8 @@ def device(
     name: Optional[str] = typer.Option(None, help="display name (default: host name)"),
 ) -> None:
     """Run the device daemon: connect to the broker, announce presence, execute tasks."""
-    if ctx.invoked_subcommand is not None:
-        return
-    config = settings(device_id=device_id, device_name=name)
-    from config.logging import configure_logging
-    from device.daemon import run_device
-
-    configure_logging(config.log_level)
-    try:
-        run_device(config)
-    except ValueError as exc:  # an unreadable device id file
-        fail(str(exc))
+    if ctx.invoked_subcommand is None:
+        run_daemon(device_id, name)  # `fleet device` alone does not get here: see cli/entry.py
 
 
 @app.command("add")
