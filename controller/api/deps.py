@@ -7,20 +7,29 @@ lock (docs/architecture.md#rest-and-sqlite-concurrency)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from config.settings import FleetSettings
 from controller.services.publisher import Publisher
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A write session, opened and (when its transaction already ended) closed in the event
+    loop: neither needs I/O then, and a sync dependency would cost two worker-thread hops."""
+    session: Session = request.app.state.sessions()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)  # its rollback may wait for the database
+        else:
+            session.close()
 
 
 @contextmanager
@@ -45,12 +54,12 @@ def get_read_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_publisher(request: Request) -> Publisher:
+async def get_publisher(request: Request) -> Publisher:
     publisher: Publisher = request.app.state.mqtt
     return publisher
 
 
-def get_settings(request: Request) -> FleetSettings:
+async def get_settings(request: Request) -> FleetSettings:
     settings: FleetSettings = request.app.state.settings
     return settings
 
