@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
 from controller.services.publisher import Publisher
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """A write session, opened and (when its transaction already ended) closed in the event
-    loop: neither needs I/O then, and a sync dependency would cost two worker-thread hops."""
-    session: Session = request.app.state.sessions()
+@asynccontextmanager
+async def _session(sessions: sessionmaker[Session]) -> AsyncIterator[Session]:
+    """A session opened and (when its transaction already ended) closed in the event loop:
+    neither needs I/O then, and a sync dependency would cost two worker-thread hops."""
+    session = sessions()
     try:
         yield session
     finally:
@@ -30,6 +31,11 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
             await run_in_threadpool(session.close)  # its rollback may wait for the database
         else:
             session.close()
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    async with _session(request.app.state.sessions) as session:
+        yield session
 
 
 @contextmanager
@@ -49,8 +55,8 @@ def write_turn(request: Request, session: Session) -> Iterator[None]:
                 session.rollback()
 
 
-def get_read_session(request: Request) -> Iterator[Session]:
-    with request.app.state.read_sessions() as session:
+async def get_read_session(request: Request) -> AsyncIterator[Session]:
+    async with _session(request.app.state.read_sessions) as session:
         yield session
 
 

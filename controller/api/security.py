@@ -83,12 +83,12 @@ def admitted(scope: MutableMapping[str, Any], presented: str, app_state: Any = N
     safe in the event loop)."""
     cached = scope.get("state", {}).get(_ADMITTED)
     if cached is not None and cached[0] == presented:
-        return cached[1]  # type: ignore[no-any-return]
+        return cached[1]
     token = None if app_state is None else app_state.verified_tokens.get(presented)
     if token is None or tokens.use_is_stale(token):
         return None
     scope.setdefault("state", {})[_ADMITTED] = (presented, token)
-    return token  # type: ignore[no-any-return]
+    return token
 
 
 def admit(scope: MutableMapping[str, Any], app_state: Any, presented: str) -> ApiToken:

@@ -131,3 +131,13 @@ def test_a_remembered_token_is_refused_once_it_expires_or_its_time_is_up() -> No
     short = VerifiedTokens(ttl=0)
     short.put("flt_t1_secret", ApiToken(id="t1", name="x", scope="read", secret_sha256="0" * 64, created_at=utcnow()))
     assert short.get("flt_t1_secret") is None  # past its time: verified against the database again
+
+
+def test_every_request_gives_its_connection_back(client: TestClient) -> None:
+    """Sessions are opened and closed by async dependencies; a failed route's is closed too."""
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    assert client.get("/api/v1/tasks").status_code == 200
+    assert client.get("/api/v1/tasks/no-such-task").status_code == 404
+    assert client.post("/api/v1/tasks", json={"device_id": "pc-nowhere", "type": "ping"}).status_code == 404
+    assert client.post("/api/v1/tasks/no-such-task/cancel").status_code == 404
+    assert engine.pool.checkedout() == 0
