@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.latency                 # defaults: 500 tasks, 3 repeats
     .venv/bin/python -m benchmarks.latency --tasks 200 --repeat 1
+    .venv/bin/python -m benchmarks.latency --baseline ../wt-main   # A/B: also the fleet of another checkout
 
 Each repeat starts everything it measures, one system after the other, in a fresh directory:
 
@@ -14,7 +15,17 @@ Each repeat starts everything it measures, one system after the other, in a fres
 - celery: a private redis-server and one Celery worker (solo pool) consuming the device's
   queue; `echo.apply_async(args, queue=...).get()` with a trivial echo task.
 
-Ratios (fleet/celery, fleet/paho) are computed within each repeat, then summarised across
+With `--baseline DIR` (a checkout of another commit, e.g. `git worktree add --detach DIR main`)
+the fleet is also run with its controller and device imported from DIR, right after this
+checkout's, on the same broker: an A/B in the same run.
+
+One device answering tasks back to back sends 3 results per task, 150–300 a second, over the
+controller's default per-device budget (FLEET_DEVICE_MESSAGE_RATE, 50/s, bursts of 500): past
+the burst a result would be dropped as a flood and recovered only by the re-send 30 s later,
+which this benchmark would count as lost. The fleet therefore runs with
+`device_message_rate=1000` unless `--set` gives another value.
+
+Ratios (fleet/celery, fleet/paho, fleet/baseline) are computed within each repeat, then summarised across
 repeats as median (min–max). Writes benchmarks/results/latency.md and latency.png.
 Needs `pip install -e '.[test,bench]'`, mosquitto and redis-server on PATH.
 """
@@ -22,8 +33,12 @@ Needs `pip install -e '.[test,bench]'`, mosquitto and redis-server on PATH.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +61,8 @@ from benchmarks.common import (
 from tests.harness import Broker, Controller, Device
 
 DEVICE = "bench-pc"
+BASELINE = "baseline"  # the fleet run from --baseline's checkout
+FLEET_SETTINGS = {"device_message_rate": "1000"}  # see the module docstring
 QUANTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("max", 100.0))
 
 
@@ -62,9 +79,35 @@ class Sample:
         return percentile(self.latencies, dict(QUANTILES)[name]) if self.latencies else float("nan")
 
 
-def fleet_latency(broker: Broker, work: Path, processes: Processes, args: argparse.Namespace) -> Sample:
-    controller = Controller(broker, work, **dict(args.set))
-    device = Device(DEVICE, broker, work)
+@contextmanager
+def code_from(checkout: Path | None) -> Iterator[None]:
+    """Processes set up meanwhile import the fleet's packages from `checkout` (None: this one)."""
+    if checkout is None:
+        yield
+        return
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(checkout.resolve()) + (os.pathsep + before if before else "")
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def commit_of(checkout: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True,
+                          timeout=10).stdout.strip() or str(checkout)
+
+
+def fleet_latency(broker: Broker, work: Path, processes: Processes, args: argparse.Namespace,
+                  checkout: Path | None = None) -> Sample:
+    work = work / ("baseline" if checkout else "fleet")
+    work.mkdir()
+    with code_from(checkout):
+        controller = Controller(broker, work, **{**FLEET_SETTINGS, **dict(args.set)})
+        device = Device(DEVICE, broker, work)
     processes.add(controller.process)
     processes.add(device.process)
     controller.start()
@@ -160,10 +203,12 @@ def one_repeat(args: argparse.Namespace) -> dict[tuple[str, str], Sample]:
             processes.add(broker.process)
             broker.start()
             samples[("fleet", kind)] = fleet_latency(broker, work, processes, args)
+            if args.baseline is not None:
+                samples[(BASELINE, kind)] = fleet_latency(broker, work, processes, args, args.baseline)
             samples[("paho", kind)] = paho_latency(broker, work, processes, args)
             broker.kill()
-            print(f"  {kind}: fleet p50 {samples[('fleet', kind)].q('p50'):.2f} ms, "
-                  f"paho p50 {samples[('paho', kind)].q('p50'):.2f} ms", flush=True)
+            print(f"  {kind}: " + ", ".join(f"{system} p50 {sample.q('p50'):.2f} ms"
+                                            for (system, on), sample in samples.items() if on == kind), flush=True)
         if not args.no_celery:
             work = Path(tmp) / "celery"
             work.mkdir()
@@ -186,19 +231,21 @@ def report(runs: list[dict[tuple[str, str], Sample]], args: argparse.Namespace) 
                             "lost (all repeats)", "refused (all repeats)"], rows)
     ratio_rows = []
     for kind in args.brokers:
-        for peer in (("celery", "redis"), ("paho", kind)):
+        for peer in (("celery", "redis"), ("paho", kind), (BASELINE, kind)):
             if peer not in runs[0]:
                 continue
             for name in ("p50", "p99"):
                 values = [run[("fleet", kind)].q(name) / run[peer].q(name) for run in runs]
                 ratio_rows.append([kind, f"fleet / {peer[0]}", name, spread(values, 1) + " ×"])
     ratios = markdown_table(["broker", "ratio", "quantile", "within each repeat"], ratio_rows)
+    baseline = (f" baseline = the same fleet measurement with the controller and device of commit "
+                f"{commit_of(args.baseline)}, right after this commit's, on the same broker.") if args.baseline else ""
     return (
         f"Sequential latency, {args.tasks} tasks per system and repeat (after {args.warmup} warm-up tasks), "
         f"{len(runs)} repeat(s): median across repeats (min–max). fleet = POST /api/v1/tasks sent → final status "
         "committed in SQL (SQLite, read every 0.5 ms); paho = publish → echo device's answer received "
         "(QoS 1 both ways, same broker); celery = `apply_async(...).get()` on Redis, one solo worker on the "
-        f"device's queue. {machine_note()}.\n\n{table}\n\nRatios computed within each repeat, "
+        f"device's queue.{baseline} {machine_note()}.\n\n{table}\n\nRatios computed within each repeat, "
         f"then median (min–max) across repeats:\n\n{ratios}\n"
     )
 
@@ -233,6 +280,7 @@ def main() -> None:
     parser.add_argument("--brokers", nargs="+", default=["mosquitto", "amqtt"], choices=["mosquitto", "amqtt"])
     parser.add_argument("--timeout", type=float, default=30, help="seconds before a task counts as lost (default 30)")
     parser.add_argument("--no-celery", action="store_true", help="leave out Celery + Redis")
+    parser.add_argument("--baseline", type=Path, help="also run the fleet from this checkout (A/B in the same run)")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="where latency.md and latency.png go (default benchmarks/results)")
     parser.add_argument("--set", action="append", default=[], type=setting, metavar="KEY=VALUE",

@@ -18,7 +18,7 @@ from controller.api.docs import add_docs
 from controller.api.guard import API_PREFIX, RequestGuard
 from controller.api.routes import accounts, broadcasts, devices, files, health, identities, signatures, tasks, tokens
 from controller.api.routes.health import package_version
-from controller.api.security import Read
+from controller.api.security import Read, VerifiedTokens
 from controller.db import create_db_engine, create_read_sessionmaker, create_sessionmaker, migrate, safe_url
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
@@ -76,6 +76,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.sessions = sessions
         app.state.read_sessions = create_read_sessionmaker(sessions)
         app.state.api_write_gate = threading.Lock()  # see controller.api.deps.write_turn
+        app.state.verified_tokens = VerifiedTokens()
         app.state.mqtt = mqtt
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",

@@ -7,19 +7,34 @@ lock (docs/architecture.md#rest-and-sqlite-concurrency)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
 from controller.services.publisher import Publisher
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
+@asynccontextmanager
+async def _session(sessions: sessionmaker[Session]) -> AsyncIterator[Session]:
+    """A session opened and (when its transaction already ended) closed in the event loop:
+    neither needs I/O then, and a sync dependency would cost two worker-thread hops."""
+    session = sessions()
+    try:
+        yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)  # its rollback may wait for the database
+        else:
+            session.close()
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    async with _session(request.app.state.sessions) as session:
         yield session
 
 
@@ -40,17 +55,17 @@ def write_turn(request: Request, session: Session) -> Iterator[None]:
                 session.rollback()
 
 
-def get_read_session(request: Request) -> Iterator[Session]:
-    with request.app.state.read_sessions() as session:
+async def get_read_session(request: Request) -> AsyncIterator[Session]:
+    async with _session(request.app.state.read_sessions) as session:
         yield session
 
 
-def get_publisher(request: Request) -> Publisher:
+async def get_publisher(request: Request) -> Publisher:
     publisher: Publisher = request.app.state.mqtt
     return publisher
 
 
-def get_settings(request: Request) -> FleetSettings:
+async def get_settings(request: Request) -> FleetSettings:
     settings: FleetSettings = request.app.state.settings
     return settings
 

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controller.api.security import admit
+from controller.api.security import admit, admitted
 from controller.services import tokens
 from schemas.errors import FleetError
 
@@ -70,6 +70,8 @@ class RequestGuard:
         if presented is None:
             return _unauthorized(NO_TOKEN)
         app_state = scope["app"].state
+        if admitted(scope, presented, app_state) is not None:
+            return None  # verified moments ago: no worker thread needed
 
         def check() -> str | None:
             try:

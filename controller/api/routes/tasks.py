@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from controller.api.deps import PublisherDep, ReadSessionDep, SessionDep, write_turn
 from controller.api.security import Operate
 from controller.services import task_control
 from controller.services import tasks as service
+from controller.services.publisher import Publisher
 from schemas.api import ErrorBody, TaskCreate, TaskDetail, TaskInput, TaskOut, TaskPage
 from schemas.events import TaskStatus
 
@@ -23,9 +26,15 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
     summary="Create a task for one device",
     responses={404: {"model": ErrorBody, "description": "unknown device"}, 422: {"description": "invalid task"}},
 )
-def create_task(request: Request, session: SessionDep, publisher: PublisherDep, body: TaskCreate) -> TaskOut:
+async def create_task(request: Request, session: SessionDep, publisher: PublisherDep, body: TaskCreate) -> TaskOut:
     """The task is stored first, then published to `devices/<id>/tasks`. A device that is
     offline gets it when it comes back (unless it expired by then)."""
+    # One worker-thread hop for the whole write: a sync route costs a second one, in which
+    # FastAPI validates its answer.
+    return await run_in_threadpool(_create_task, request, session, publisher, body)
+
+
+def _create_task(request: Request, session: Session, publisher: Publisher, body: TaskCreate) -> TaskOut:
     with write_turn(request, session):
         task = service.create_task(session, body, publisher)
     return TaskOut.model_validate(task)

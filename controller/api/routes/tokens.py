@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from controller.api.deps import ReadSessionDep, SessionDep
 from controller.api.security import Admin
@@ -29,5 +29,7 @@ def list_tokens(session: ReadSessionDep) -> list[TokenOut]:
     "/{token_id}", summary="Revoke an API token",
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody, "description": "the FLEET_ADMIN_TOKEN token"}},
 )
-def revoke_token(session: SessionDep, token_id: str) -> TokenOut:
-    return TokenOut.model_validate(service.revoke_token(session, token_id))
+def revoke_token(request: Request, session: SessionDep, token_id: str) -> TokenOut:
+    token = service.revoke_token(session, token_id)
+    request.app.state.verified_tokens.forget(token.id)  # refused from the next request on
+    return TokenOut.model_validate(token)
