@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from controller.db import create_db_engine, create_sessionmaker, migrate
 from controller.models import DeviceConnection, TaskEventRecord
-from controller.services import broadcasts, devices, event_batch, sweeper, task_control, tasks
+from controller.services import broadcasts, devices, event_batch, sweeper, task_control, task_create, tasks
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import utcnow
 from schemas.events import EventKind
@@ -58,7 +58,7 @@ def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> 
         go_online(sessions, "pc-01", "s1")
         with sessions() as session:
             devices.apply_status(session, "pc-01", will("pc-01", "s1"))
-            task_id = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping", ttl=60), publisher).id
+            task_id = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping", ttl=60), publisher).id
         assert go_online(sessions, "pc-01", "s2") is True
         with sessions() as session:
             devices.apply_status(session, "pc-01", will("pc-01", "s1"))  # stale
