@@ -3,8 +3,6 @@ in-memory stand-in for the MQTT publish side only, and REST checks through `crea
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from controller.services.errors import ConflictError, InvalidRequestError, NotFo
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import utcnow
 from schemas.events import EventKind, TaskStatus, TaskSummary
-from tests.services_kit import FakePublisher, birth, event, go_online, status_of, will
+from tests.services_kit import ADMIN_TOKEN, FakePublisher, birth, event, go_online, status_of, unused_port, will
 
 
 @pytest.fixture
@@ -375,29 +373,6 @@ def test_datetimes_read_back_as_aware_utc(sessions: sessionmaker[Session]) -> No
 # ---- REST --------------------------------------------------------------------------------
 
 
-def _unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    """The real app on SQLite; its broker does not exist, which must not stop it from starting."""
-    settings = FleetSettings(
-        data_dir=tmp_path / "data",
-        database_url=f"sqlite:///{tmp_path / 'data' / 'controller.db'}",
-        mqtt_url=f"mqtt://operator:hunter2@127.0.0.1:{_unused_port()}",
-        reconnect_max_delay=1,
-        admin_token=ADMIN_TOKEN,
-    )
-    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as test_client:
-        yield test_client
-
-
 def test_rest_errors_are_clear_4xx(client: TestClient) -> None:
     health = client.get("/healthz").json()
     assert (health["database"], health["mqtt_connected"], health["status"]) == (True, False, "degraded")
@@ -626,7 +601,7 @@ def test_rest_signs_tasks_for_one_topic_with_an_admin_token(client: TestClient, 
     assert off.status_code == 409 and "FLEET_TASK_SIGNING=true" in off.json()["detail"]
     settings = FleetSettings(
         data_dir=tmp_path / "signing", database_url=f"sqlite:///{tmp_path / 'signing' / 'controller.db'}",
-        mqtt_url=f"mqtt://127.0.0.1:{_unused_port()}", reconnect_max_delay=1, admin_token=ADMIN_TOKEN, task_signing=True,
+        mqtt_url=f"mqtt://127.0.0.1:{unused_port()}", reconnect_max_delay=1, admin_token=ADMIN_TOKEN, task_signing=True,
     )
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as signing:
         key = signing.get("/api/v1/signatures/key").json()
