@@ -10,7 +10,7 @@ is published again on the device's next birth (docs/architecture.md#promise-3-of
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -110,19 +110,26 @@ def publish_task(session: Session, task: Task, publisher: Publisher) -> bool:
     """Publish a committed task to its device; it becomes dispatched when the broker acknowledges
     the message (never waited for here). False when not connected: the task stays queued, and
     is sent on the device's next birth or by the sweeper's re-send."""
-    accepted = publisher.publish(device_tasks(task.device_id), envelope_for(task), task_ids=(task.id,))
+    accepted = _publish(task, publisher)
     if not accepted:
         log.warning("task %s stays queued: the MQTT client is not connected; it is sent on the device's next birth", task.id)
     return accepted
 
 
+def _publish(task: Task, publisher: Publisher) -> bool:
+    return publisher.publish(device_tasks(task.device_id), envelope_for(task), task_ids=(task.id,))
+
+
 # ---- create ------------------------------------------------------------------------------
 
 
-def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: datetime) -> Task:
-    """The row of a requested task, checked (device, type, params, expiry, size); not yet added."""
+def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: datetime,
+              known: Mapping[str, Device] | None = None) -> Task:
+    """The row of a requested task, checked (device, type, params, expiry, size); not yet added.
+    `known` holds devices loaded beforehand (a batch's): the rest are read here."""
     device_id = accounts.route(session, body.device_id, body.account)
-    device = session.get(Device, device_id)
+    device = known.get(device_id) if known else None
+    device = device or session.get(Device, device_id)
     if device is None:
         raise device_not_found(device_id)
     if not check_params(body.type, body.params) and body.type not in supported_types(device):
@@ -164,14 +171,13 @@ def create_tasks(session: Session, bodies: Sequence[TaskCreate], publisher: Publ
     then all are committed in one transaction and published, in order. One wrong item refuses
     the whole batch (`InvalidBatchError` names every wrong item) and nothing is created."""
     targets = {body.device_id for body in bodies if body.device_id is not None}
-    if targets:  # one query loads the batch's devices; `session.get` then finds them in the session
-        session.scalars(select(Device).where(Device.id.in_(targets))).all()
+    known = {device.id: device for device in session.scalars(select(Device).where(Device.id.in_(targets)))}
     now = utcnow()
     created: list[Task] = []
     problems: list[tuple[int, ServiceError]] = []
     for index, body in enumerate(bodies):
         try:
-            created.append(_api_task(session, body, publisher, now))
+            created.append(_api_task(session, body, publisher, now, known))
         except ServiceError as exc:
             problems.append((index, exc))
     if problems:
@@ -179,6 +185,8 @@ def create_tasks(session: Session, bodies: Sequence[TaskCreate], publisher: Publ
     session.add_all(created)
     session.commit()
     log.info("%d tasks created in one batch (%s … %s)", len(created), created[0].id, created[-1].id)
-    for task in created:
-        publish_task(session, task, publisher)
+    unsent = sum(not _publish(task, publisher) for task in created)
+    if unsent:
+        log.warning("%d tasks of the batch stay queued: the MQTT client is not connected; each is sent on its "
+                    "device's next birth", unsent)
     return created

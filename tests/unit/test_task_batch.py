@@ -127,3 +127,17 @@ def test_cli_send_batch_refuses_bad_files_before_any_request(tmp_path: Path, con
     path.write_text(content)
     result = CliRunner().invoke(task_cli, ["send-batch", str(path)], env={"COLUMNS": "500"})
     assert result.exit_code == 2 and error in result.output.replace("\n", " ")
+
+
+def test_a_batch_created_while_disconnected_stays_queued_with_one_warning(
+    sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    go_online(sessions, "pc-01")
+    publisher = FakePublisher()
+    publisher.accepting = False
+    with sessions() as session, caplog.at_level("WARNING"):
+        created = task_create.create_tasks(session, [_echo("pc-01", str(n)) for n in range(50)], publisher)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["50 tasks of the batch stay queued: the MQTT client is not connected; each is sent on its "
+                        "device's next birth"]
+    assert {status_of(sessions, t.id) for t in created} == {TaskStatus.QUEUED.value} and _task_count(sessions) == 50
