@@ -182,7 +182,7 @@ def create_tasks(session: Session, bodies: Sequence[TaskCreate], publisher: Publ
             problems.append((index, exc))
     if problems:
         raise InvalidBatchError(problems, len(bodies))
-    session.add_all(created)
+    session.bulk_save_objects(created)
     session.commit()
     log.info("%d tasks created in one batch (%s … %s)", len(created), created[0].id, created[-1].id)
     unsent = sum(not _publish(task, publisher) for task in created)
