@@ -73,6 +73,7 @@ class Run:
     seconds: float  # first create → last result
     create_seconds: float
     cpu_ms: float | None = None  # the controller's CPU per created task over the run (fleet only)
+    device_cpu_ms: float | None = None  # the fleet's devices' CPU per created task (simulator or daemons)
 
     @property
     def rate(self) -> float:
@@ -122,7 +123,12 @@ def run_threads(clients: int, work: Callable[[Iterator[int]], None]) -> None:
         raise errors[0]
 
 
-def fleet_run(controller: Controller, states: TaskStates, clients: int, args: argparse.Namespace) -> Run:
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+def fleet_run(controller: Controller, workers: list[psutil.Process], states: TaskStates, clients: int,
+              args: argparse.Namespace) -> Run:
     ids, refused, lock = [], 0, threading.Lock()
     devices = fleet_devices(args)
     per_request = max(args.batch, 1)
@@ -156,8 +162,8 @@ def fleet_run(controller: Controller, states: TaskStates, clients: int, args: ar
                 with lock:
                     ids.extend(created)
 
-    process = psutil.Process(controller.process.popen.pid if controller.process.popen else None)
-    cpu_before = sum(process.cpu_times()[:2])
+    process = [psutil.Process(controller.process.popen.pid if controller.process.popen else None)]
+    cpu_before = cpu_seconds(process), cpu_seconds(workers)
     started = time.perf_counter()
     run_threads(clients, client)
     created = time.perf_counter()
@@ -167,19 +173,24 @@ def fleet_run(controller: Controller, states: TaskStates, clients: int, args: ar
         now_final, succeeded = states.counts(ids)
         if now_final != final:
             final, last_change = now_final, time.perf_counter()
-    cpu_ms = (sum(process.cpu_times()[:2]) - cpu_before) * 1000 / max(len(ids), 1)
-    return Run(args.tasks, succeeded, len(ids) - final, refused, last_change - started, created - started, cpu_ms)
+    per_task = 1000 / max(len(ids), 1)
+    cpu_ms = (cpu_seconds(process) - cpu_before[0]) * per_task
+    device_cpu_ms = (cpu_seconds(workers) - cpu_before[1]) * per_task
+    return Run(args.tasks, succeeded, len(ids) - final, refused, last_change - started, created - started, cpu_ms,
+               device_cpu_ms)
 
 
-def start_workers(broker: Broker, work: Path, processes: Processes, args: argparse.Namespace) -> None:
+def start_workers(broker: Broker, work: Path, processes: Processes, args: argparse.Namespace) -> list[psutil.Process]:
     """The fleet's devices: one `fleet simulate` process, or real device daemons."""
     if args.workers == "daemons":
-        for device_id in device_ids(args):
-            processes.add(Device(device_id, broker, work).process).start()
-        return
-    argv = fleet_argv("simulate", "--devices", str(args.sim_devices), "--prefix", SIM_PREFIX, "--mqtt-url", broker.url,
-                      "--every", "60")
-    processes.add(Process("simulate", argv, work, base_env())).start()
+        started = [processes.add(Device(device_id, broker, work).process) for device_id in device_ids(args)]
+    else:
+        argv = fleet_argv("simulate", "--devices", str(args.sim_devices), "--prefix", SIM_PREFIX, "--mqtt-url",
+                          broker.url, "--every", "60")
+        started = [processes.add(Process("simulate", argv, work, base_env()))]
+    for process in started:
+        process.start()
+    return [psutil.Process(process.popen.pid) for process in started if process.popen]
 
 
 @contextmanager
@@ -197,15 +208,16 @@ def fleet_throughput(kind: str, work: Path, args: argparse.Namespace) -> dict[in
         controller = Controller(broker, work, database_url=url, **dict(args.set))
         processes.add(controller.process)
         controller.start()
-        start_workers(broker, work, processes, args)
+        workers = start_workers(broker, work, processes, args)
         for device_id in fleet_devices(args):
             controller.wait_device(device_id, "online", timeout=120)
         states = TaskStates(controller.database_url)
         try:
             for clients in args.clients:
-                runs[clients] = run = fleet_run(controller, states, clients, args)
+                runs[clients] = run = fleet_run(controller, workers, states, clients, args)
                 print(f"  fleet {kind} C={clients}: {run.rate:.0f} tasks/s, created {run.create_rate:.0f}/s, "
-                      f"lost {run.lost}, refused {run.refused}, controller {run.cpu_ms:.2f} CPU ms/task", flush=True)
+                      f"lost {run.lost}, refused {run.refused}, CPU ms/task: controller {run.cpu_ms:.2f}, "
+                      f"devices {run.device_cpu_ms:.2f}", flush=True)
         finally:
             states.close()
             processes.kill_all()  # before the PostgreSQL database is dropped
@@ -323,11 +335,12 @@ def report(repeats: Repeats, args: argparse.Namespace) -> str:
                     continue
                 ratios.append(spread([r[system][clients].rate / r[peer][clients].rate for r in repeats], 2) + " ×")
             create = spread([r.create_rate for r in runs], 0) if system[0] != "paho" else "–"
-            cpu = spread([r.cpu_ms for r in runs if r.cpu_ms is not None], 2) if system[0] == "fleet" else "–"
+            cpu = [spread([getattr(r, name) for r in runs], 2) if system[0] == "fleet" else "–"
+                   for name in ("cpu_ms", "device_cpu_ms")]
             rows.append([*system, str(clients), spread([r.rate for r in runs], 0), create,
-                         str(max(r.lost for r in runs)), str(max(r.refused for r in runs)), cpu, *ratios])
+                         str(max(r.lost for r in runs)), str(max(r.refused for r in runs)), *cpu, *ratios])
     table = markdown_table(["system", "store", "clients", "tasks/s end to end", "created/s", "lost (max)",
-                            "refused (max)", "controller CPU ms/task", "× celery", "× paho"], rows)
+                            "refused (max)", "controller CPU ms/task", "devices CPU ms/task", "× celery", "× paho"], rows)
     creates = (f"POST `/api/v1/tasks/batch` with {args.batch} tasks each" if args.batch
                else "POST `/api/v1/tasks` one task each")
     workers = (f"{args.sim_devices} devices of one `fleet simulate` process" if args.workers == "simulated"
@@ -337,7 +350,7 @@ def report(repeats: Repeats, args: argparse.Namespace) -> str:
         f"{args.tasks} `echo` tasks per run, {len(repeats)} repeat(s): median across repeats (min–max). fleet = "
         f"concurrent REST clients (httpx, one per thread) {creates} as fast as the API takes them, broker "
         f"{args.broker}, {workers}; end to end = first POST → last final status read from SQL; controller CPU = "
-        "its user + system time over that span per task. celery = one solo worker per queue, "
+        "its user + system time over that span per task (devices CPU: the same for the simulator or the daemons). celery = one solo worker per queue, "
         f"{args.devices} queues on a private Redis, each client thread its own app, `apply_async` then `.get()`. "
         f"paho = raw round trips through the same broker to {args.devices} echo processes, {window} tasks kept in "
         f"flight. lost = never final after {args.settle:.0f} s without progress. Ratios are computed within each "
