@@ -167,18 +167,19 @@ class TaskStates:
         row = self._conn.execute(f"SELECT status FROM tasks WHERE id = {self._mark}", (task_id,)).fetchone()
         return row[0] if row else None
 
-    def counts(self, task_ids: Sequence[str]) -> tuple[int, int]:
-        """(final, succeeded) among `task_ids`."""
-        final = succeeded = 0
+    def finished(self, task_ids: Sequence[str]) -> dict[str, str]:
+        """The final status of each of `task_ids` that has one (ask only about those still
+        pending: a poll then costs little once most are done)."""
+        final: dict[str, str] = {}
+        marks_final = ",".join(f"'{status}'" for status in FINAL)
         for start in range(0, len(task_ids), 500):
             chunk = list(task_ids[start:start + 500])
             marks = ",".join([self._mark] * len(chunk))
-            rows = self._conn.execute(f"SELECT status, COUNT(*) FROM tasks WHERE id IN ({marks}) GROUP BY status",
-                                      chunk).fetchall()
-            for status, count in rows:
-                final += count if status in FINAL_STATUSES else 0
-                succeeded += count if status == "succeeded" else 0
-        return final, succeeded
+            rows = self._conn.execute(
+                f"SELECT id, status FROM tasks WHERE id IN ({marks}) AND status IN ({marks_final})", chunk
+            ).fetchall()
+            final.update(rows)
+        return final
 
     def close(self) -> None:
         self._conn.close()

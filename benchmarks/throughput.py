@@ -35,6 +35,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -167,16 +168,18 @@ def fleet_run(controller: Controller, workers: list[psutil.Process], states: Tas
     started = time.perf_counter()
     run_threads(clients, client)
     created = time.perf_counter()
-    final, succeeded, last_change = 0, 0, time.perf_counter()
-    while final < len(ids) and time.perf_counter() - last_change < args.settle:
-        time.sleep(0.02)
-        now_final, succeeded = states.counts(ids)
-        if now_final != final:
-            final, last_change = now_final, time.perf_counter()
+    pending, outcomes, last_change = list(ids), Counter[str](), time.perf_counter()
+    while pending and time.perf_counter() - last_change < args.settle:
+        time.sleep(0.05)
+        finished = states.finished(pending)
+        if finished:
+            outcomes.update(finished.values())
+            pending, last_change = [i for i in pending if i not in finished], time.perf_counter()
+    succeeded = outcomes["succeeded"]
     per_task = 1000 / max(len(ids), 1)
     cpu_ms = (cpu_seconds(process) - cpu_before[0]) * per_task
     device_cpu_ms = (cpu_seconds(workers) - cpu_before[1]) * per_task
-    return Run(args.tasks, succeeded, len(ids) - final, refused, last_change - started, created - started, cpu_ms,
+    return Run(args.tasks, succeeded, len(pending), refused, last_change - started, created - started, cpu_ms,
                device_cpu_ms)
 
 
