@@ -124,11 +124,11 @@ def _publish(task: Task, publisher: Publisher) -> bool:
 
 
 def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: datetime,
-              known: Mapping[str, Device] | None = None) -> Task:
+              loaded: Mapping[str, Device] | None = None) -> Task:
     """The row of a requested task, checked (device, type, params, expiry, size); not yet added.
-    `known` holds devices loaded beforehand (a batch's): the rest are read here."""
+    `loaded` holds devices read beforehand (a batch's): the rest are read here."""
     device_id = accounts.route(session, body.device_id, body.account)
-    device = known.get(device_id) if known else None
+    device = loaded.get(device_id) if loaded else None
     device = device or session.get(Device, device_id)
     if device is None:
         raise device_not_found(device_id)
@@ -171,13 +171,13 @@ def create_tasks(session: Session, bodies: Sequence[TaskCreate], publisher: Publ
     then all are committed in one transaction and published, in order. One wrong item refuses
     the whole batch (`InvalidBatchError` names every wrong item) and nothing is created."""
     targets = {body.device_id for body in bodies if body.device_id is not None}
-    known = {device.id: device for device in session.scalars(select(Device).where(Device.id.in_(targets)))}
+    loaded = {device.id: device for device in session.scalars(select(Device).where(Device.id.in_(targets)))}
     now = utcnow()
     created: list[Task] = []
     problems: list[tuple[int, ServiceError]] = []
     for index, body in enumerate(bodies):
         try:
-            created.append(_api_task(session, body, publisher, now, known))
+            created.append(_api_task(session, body, publisher, now, loaded))
         except ServiceError as exc:
             problems.append((index, exc))
     if problems:
