@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -239,3 +241,30 @@ def setting(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key.strip().lower(), value
+
+
+def run_threads(clients: int, work: Callable[[Iterator[int]], None]) -> None:
+    """`clients` threads sharing one counter of task numbers; re-raises the first error."""
+    counter = itertools.count()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def numbers() -> Iterator[int]:
+        while True:
+            with lock:
+                number = next(counter)
+            yield number
+
+    def body() -> None:
+        try:
+            work(numbers())
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -30,13 +30,12 @@ as median (min–max) across repeats. Writes benchmarks/results/throughput.md an
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,7 @@ from benchmarks.common import (
     postgres_database,
     pyplot,
     python_module,
+    run_threads,
     setting,
     spread,
     start_celery_workers,
@@ -95,33 +95,6 @@ def device_ids(args: argparse.Namespace) -> list[str]:
 
 def fleet_devices(args: argparse.Namespace) -> list[str]:
     return simulated_ids(SIM_PREFIX, args.sim_devices) if args.workers == "simulated" else device_ids(args)
-
-
-def run_threads(clients: int, work: Callable[[Iterator[int]], None]) -> None:
-    """`clients` threads sharing one counter of task numbers; re-raises the first error."""
-    counter = itertools.count()
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-
-    def numbers() -> Iterator[int]:
-        while True:
-            with lock:
-                number = next(counter)
-            yield number
-
-    def body() -> None:
-        try:
-            work(numbers())
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, daemon=True) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
