@@ -42,6 +42,18 @@ _DUPLICATE_EVENT = (
     .limit(1)
 )
 _DEVICE_SEEN = update(Device).where(Device.id == bindparam("device_id")).values(last_seen=bindparam("now"))
+_ACKED = (
+    update(Task)
+    .where(Task.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=case((Task.status == TaskStatus.QUEUED.value, TaskStatus.DISPATCHED.value), else_=Task.status),
+        dispatched_at=bindparam("now"),
+        dispatch_count=Task.dispatch_count + bindparam("count"),
+        heard_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+    .execution_options(synchronize_session=False)
+)
 
 
 # ---- acks --------------------------------------------------------------------------------
@@ -60,22 +72,7 @@ def stage_acked(session: Session, task_ids: Sequence[str]) -> None:
         by_count.setdefault(count, []).append(task_id)
     for count, ids in by_count.items():
         for start in range(0, len(ids), _UPDATE_CHUNK):
-            _stage_acked_chunk(session, ids[start : start + _UPDATE_CHUNK], count, now)
-
-
-def _stage_acked_chunk(session: Session, chunk: Sequence[str], count: int, now: datetime) -> None:
-    session.execute(
-        update(Task)
-        .where(Task.id.in_(chunk))
-        .values(
-            status=case((Task.status == TaskStatus.QUEUED.value, TaskStatus.DISPATCHED.value), else_=Task.status),
-            dispatched_at=now,
-            dispatch_count=Task.dispatch_count + count,
-            heard_at=now,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
+            session.execute(_ACKED, {"ids": ids[start : start + _UPDATE_CHUNK], "count": count, "now": now})
 
 
 def mark_dispatched(session: Session, task_ids: Sequence[str]) -> None:
