@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -168,18 +170,19 @@ class TaskStates:
         row = self._conn.execute(f"SELECT status FROM tasks WHERE id = {self._mark}", (task_id,)).fetchone()
         return row[0] if row else None
 
-    def counts(self, task_ids: Sequence[str]) -> tuple[int, int]:
-        """(final, succeeded) among `task_ids`."""
-        final = succeeded = 0
+    def finished(self, task_ids: Sequence[str]) -> dict[str, str]:
+        """The final status of each of `task_ids` that has one (ask only about those still
+        pending: a poll then costs little once most are done)."""
+        final: dict[str, str] = {}
+        marks_final = ",".join(f"'{status}'" for status in FINAL)
         for start in range(0, len(task_ids), 500):
             chunk = list(task_ids[start:start + 500])
             marks = ",".join([self._mark] * len(chunk))
-            rows = self._conn.execute(f"SELECT status, COUNT(*) FROM tasks WHERE id IN ({marks}) GROUP BY status",
-                                      chunk).fetchall()
-            for status, count in rows:
-                final += count if status in FINAL_STATUSES else 0
-                succeeded += count if status == "succeeded" else 0
-        return final, succeeded
+            rows = self._conn.execute(
+                f"SELECT id, status FROM tasks WHERE id IN ({marks}) AND status IN ({marks_final})", chunk
+            ).fetchall()
+            final.update(rows)
+        return final
 
     def close(self) -> None:
         self._conn.close()
@@ -239,3 +242,30 @@ def setting(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key.strip().lower(), value
+
+
+def run_threads(clients: int, work: Callable[[Iterator[int]], None]) -> None:
+    """`clients` threads sharing one counter of task numbers; re-raises the first error."""
+    counter = itertools.count()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def numbers() -> Iterator[int]:
+        while True:
+            with lock:
+                number = next(counter)
+            yield number
+
+    def body() -> None:
+        try:
+            work(numbers())
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

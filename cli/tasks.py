@@ -1,8 +1,9 @@
-"""`fleet task …` (send, show, list, sign, input, cancel) and `fleet broadcast`."""
+"""`fleet task …` (send, send-batch, show, list, sign, input, cancel) and `fleet broadcast`."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +14,7 @@ from rich.table import Table
 from cli.output import console, print_task
 from cli.progress import wait_final
 from cli.rest import api
+from schemas.api import TASK_BATCH_LIMIT
 from schemas.tasks import BUILTIN_PARAMS, CONTROL_TYPES
 
 SIGNING_SETTING = "FLEET_TASK_SIGNING_PRIVATE_KEY_FILE"
@@ -83,6 +85,36 @@ def task_send(
     body |= {k: v for k, v in options.items() if v is not None}
     task = api("POST", "/api/v1/tasks", json=body)
     print_task(wait_final(task["id"], wait_timeout) if wait else task)
+
+
+def read_batch(file: str) -> list[Any]:
+    """The task list of `send-batch`: a JSON array from a file, or from stdin for `-`."""
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {file}: {exc.strerror}")
+    try:
+        loaded = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{file} is not valid JSON ({exc.msg} at line {exc.lineno})")
+    if not isinstance(loaded, list) or not loaded:
+        raise typer.BadParameter(f'{file} must hold a JSON array of tasks, e.g. [{{"device_id": "pc-01", "type": "ping"}}]')
+    return loaded
+
+
+@app.command("send-batch", help=f"Send up to {TASK_BATCH_LIMIT:,} tasks in one request: all are created, or none (the "
+             "error names each wrong item by its index). Prints one line per task: its id, device and type.")
+def task_send_batch(
+    file: str = typer.Argument(..., help='a JSON array of tasks as for `task send`, e.g. [{"device_id": "pc-01", '
+                                         '"type": "echo", "params": {"message": "hi"}}]; - reads stdin'),
+) -> None:
+    tasks = read_batch(file)
+    if len(tasks) > TASK_BATCH_LIMIT:
+        raise typer.BadParameter(f"{file} holds {len(tasks)} tasks; one batch takes at most {TASK_BATCH_LIMIT}: split it")
+    created = api("POST", "/api/v1/tasks/batch", json={"tasks": tasks})["items"]
+    for task in created:
+        print(f"{task['id']}\t{task['device_id']}\t{task['type']}")
+    console.print(f"{len(created)} task(s) created", highlight=False)
 
 
 @app.command("show")

@@ -10,7 +10,9 @@ kinds (docs/architecture.md#rest-and-sqlite-concurrency):
 
 - write sessions (`create_sessionmaker`): their transactions start with `BEGIN IMMEDIATE`, so
   the write lock is taken up front and two threads that read a task and then update it run one
-  after the other instead of failing with "database is locked" or losing an update;
+  after the other instead of failing with "database is locked" or losing an update. While
+  another writer holds the lock, `BEGIN IMMEDIATE` is retried every millisecond or two (see
+  `_begin_write`);
 - read sessions (`create_read_sessionmaker`): a plain deferred `BEGIN`, which under WAL reads
   a snapshot and never waits for (or blocks) a writer. They refuse to write.
 
@@ -19,6 +21,8 @@ On PostgreSQL the services lock rows with `SELECT … FOR UPDATE`; a read sessio
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +31,14 @@ from alembic.config import Config
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from controller.warn_once import SESSION_KEY, WarnOnce
 from schemas.errors import ConfigError, FleetError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+WRITE_RETRY_MAX_PAUSE = 0.002  # seconds between two tries of BEGIN IMMEDIATE, at most
 READ_ONLY = "fleet_read_only"  # execution option (and Session.info key) of read sessions
 MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST_REVISION = "0001"  # the schema release 0.1.0 created without alembic
@@ -108,7 +113,31 @@ def _sqlite_on_begin(connection: Any) -> None:
     if connection.get_execution_options().get(READ_ONLY):
         connection.exec_driver_sql("BEGIN")  # deferred: a WAL snapshot, no lock
     else:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _begin_write(connection)
+
+
+def _begin_write(connection: Any) -> None:
+    """`BEGIN IMMEDIATE`, tried again every 0.1–2 ms while another connection holds the write
+    lock, for up to the busy timeout. SQLite's own busy handler sleeps 1, 2, 5 … 50, 100 ms
+    between tries: a REST write waiting behind the ingest writer, which starts its next batch a
+    few milliseconds after committing one, kept missing those gaps and waited for most of its
+    request (63 % of a batch create's time under load)."""
+    dbapi_connection: sqlite3.Connection = connection.connection.driver_connection
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.0001
+    dbapi_connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, WRITE_RETRY_MAX_PAUSE)
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def create_db_engine(url: str) -> Engine:

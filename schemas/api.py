@@ -46,6 +46,17 @@ class TaskCreate(TaskOptions):
         return self
 
 
+TASK_BATCH_LIMIT = 1000  # tasks in one `POST /api/v1/tasks/batch`
+
+
+class TaskBatchCreate(StrictModel):
+    """Many tasks in one request: all are created in one transaction, or none is."""
+
+    tasks: list[TaskCreate] = Field(
+        min_length=1, max_length=TASK_BATCH_LIMIT, description=f"1 to {TASK_BATCH_LIMIT} tasks, each as for POST /api/v1/tasks"
+    )
+
+
 class BroadcastCreate(TaskOptions):
     type: TaskType
     group: GroupName | None = Field(None, description="only devices in this group; all devices when absent")
@@ -110,6 +121,10 @@ class TaskPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class TaskBatchOut(BaseModel):
+    items: list[TaskOut] = Field(description="the created tasks, in the order they were given")
 
 
 class TaskInput(StrictModel):

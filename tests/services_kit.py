@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,15 @@ from schemas.common import utcnow
 from schemas.events import EventKind, TaskEvent
 from schemas.status import DeviceFacts, DeviceStatus
 from schemas.tasks import TaskEnvelope
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+
+
+def unused_port() -> int:
+    """A TCP port nothing listens on (for a broker that must not exist)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class FakePublisher:

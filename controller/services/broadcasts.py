@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from controller.models import Broadcast, Device, Task
 from controller.services.errors import InvalidRequestError, NotFoundError
 from controller.services.publisher import Publisher
+from controller.services.task_create import check_params, check_size, resolve_expiry
 from controller.services.task_rows import new_task
-from controller.services.tasks import check_params, check_size, resolve_expiry
 from schemas.api import BroadcastCreate, BroadcastOut
 from schemas.common import new_id, utcnow
 from schemas.tasks import BUILTIN_PARAMS, TaskEnvelope

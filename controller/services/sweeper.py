@@ -33,7 +33,8 @@ from controller.services import lifecycle
 from controller.services.devices import mark_silent
 from controller.services.publisher import Publisher
 from controller.services.task_control import send_cancel
-from controller.services.tasks import add_controller_event, publish_task
+from controller.services.task_create import publish_task
+from controller.services.tasks import add_controller_event
 from schemas.common import utcnow
 from schemas.events import EventKind, TaskStatus
 

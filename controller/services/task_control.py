@@ -14,7 +14,8 @@ from controller.models import Task
 from controller.services import lifecycle
 from controller.services.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from controller.services.publisher import Publisher
-from controller.services.tasks import add_controller_event, envelope_for
+from controller.services.task_create import envelope_for
+from controller.services.tasks import add_controller_event
 from schemas.api import TaskInput
 from schemas.common import new_id, utcnow
 from schemas.events import EventKind, TaskStatus

@@ -1,10 +1,8 @@
-"""The task lifecycle: create and dispatch, and record device events (cancel, input and the
-re-dispatch on a device's birth are in `task_control`).
-
-SQL is the source of truth: a task is committed before it is published
-(docs/architecture.md#promise-1-sql-is-the-source-of-truth), and a task whose device is offline
-is published again on the device's next birth (docs/architecture.md#promise-3-offline-devices-get-their-tasks).
-Which status changes are legal, and when a task is retried, is `lifecycle`'s business.
+"""The task lifecycle after creation (`task_create`): the broker's acks make tasks dispatched,
+device events move their status, and the controller's own events (cancel, expiry, timeout) go
+on their timelines; plus the task queries. Cancel, input and the re-dispatch on a device's
+birth are in `task_control`; which status changes are legal, and when a task is retried, is
+`lifecycle`'s business.
 """
 
 from __future__ import annotations
@@ -12,31 +10,20 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
 from controller.services import accounts, lifecycle
 from controller.services.adhoc import foreign_task_id
-from controller.services.devices import device_not_found
-from controller.services.errors import (
-    InvalidRequestError,
-    NotFoundError,
-    PayloadTooLargeError,
-)
-from controller.services.publisher import Publisher
+from controller.services.errors import NotFoundError
 from controller.services.task_rows import new_task
 from controller.warn_once import warn_once
-from schemas.api import TaskCreate, TaskOptions
-from schemas.common import new_id, utcnow
+from schemas.common import utcnow
 from schemas.events import DEVICE_EVENTS, STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
-from schemas.tasks import BUILTIN_PARAMS, TaskEnvelope
-from schemas.topics import device_tasks
-from schemas.validation import describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -65,68 +52,11 @@ _ACKED = (  # `stage_acked`; an expression built per ack cost the writer more th
         heard_at=bindparam("now"),
         updated_at=bindparam("now"),
     )
+    .execution_options(synchronize_session=False)
 )
 
 
-# ---- validation --------------------------------------------------------------------------
-
-
-def check_params(task_type: str, params: dict[str, Any]) -> bool:
-    """Validate `params` of a built-in task type; True when the type is built in.
-
-    The error names the offending field but never echoes its value (params may hold secrets).
-    """
-    model = BUILTIN_PARAMS.get(task_type)
-    if model is None:
-        return False
-    try:
-        model.model_validate(params)
-    except ValidationError as exc:
-        problems = describe_validation_error(exc, "params")
-        raise InvalidRequestError(f"invalid params for task type {task_type!r}: {problems}") from None
-    return True
-
-
-def supported_types(device: Device) -> list[str]:
-    return list((device.facts or {}).get("task_types") or [])
-
-
-def resolve_expiry(options: TaskOptions, now: datetime) -> datetime | None:
-    """`expires_at` from `ttl` or `expires_at`; an expiry in the past is refused."""
-    if options.ttl is not None:
-        return now + timedelta(seconds=options.ttl)
-    if options.expires_at is not None and options.expires_at <= now:
-        raise InvalidRequestError("expires_at is in the past; give a future time or a ttl in seconds")
-    return options.expires_at
-
-
-# ---- envelopes and dispatch --------------------------------------------------------------
-
-
-def envelope_for(task: Task) -> TaskEnvelope:
-    """The message that tells the task's device to run it."""
-    return TaskEnvelope(
-        id=task.id,
-        type=task.type,
-        account=task.account,
-        params=task.params,
-        created_at=task.created_at,
-        expires_at=task.expires_at,
-        timeout=task.timeout,
-        broadcast_id=task.broadcast_id,
-        attempt=task.attempt,
-    )
-
-
-def check_size(envelope: TaskEnvelope, publisher: Publisher) -> None:
-    """Refuse a task whose message would be larger than devices accept: every device would
-    reject it, and a broker with a packet limit would drop the controller for sending it."""
-    size = len(publisher.encode(envelope))
-    if size > publisher.max_payload_bytes:
-        raise PayloadTooLargeError(
-            f"this task would be a {size:,}-byte MQTT message; devices accept at most {publisher.max_payload_bytes:,} "
-            "bytes (FLEET_MAX_PAYLOAD_BYTES). Upload large content with POST /api/v1/files and refer to it in params."
-        )
+# ---- acks --------------------------------------------------------------------------------
 
 
 def stage_acked(session: Session, task_ids: Sequence[str]) -> None:
@@ -154,54 +84,6 @@ def mark_dispatched(session: Session, task_ids: Sequence[str]) -> None:
     """`stage_acked`, committed."""
     stage_acked(session, task_ids)
     session.commit()
-
-
-def publish_task(session: Session, task: Task, publisher: Publisher) -> bool:
-    """Publish a committed task to its device; it becomes dispatched when the broker acknowledges
-    the message (never waited for here). False when not connected: the task stays queued, and
-    is sent on the device's next birth or by the sweeper's re-send."""
-    accepted = publisher.publish(device_tasks(task.device_id), envelope_for(task), task_ids=(task.id,))
-    if not accepted:
-        log.warning("task %s stays queued: the MQTT client is not connected; it is sent on the device's next birth", task.id)
-    return accepted
-
-
-# ---- create ------------------------------------------------------------------------------
-
-
-def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Task:
-    """Commit a new task for one device (the given one, or its account's), then publish it (it
-    becomes dispatched when the broker acknowledges it)."""
-    device_id = accounts.route(session, body.device_id, body.account)
-    device = session.get(Device, device_id)
-    if device is None:
-        raise device_not_found(device_id)
-    if not check_params(body.type, body.params) and body.type not in supported_types(device):
-        known = ", ".join(supported_types(device)) or "none reported yet"
-        raise InvalidRequestError(
-            f"task type {body.type!r} is not built in and device {device.id!r} does not support it; "
-            f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}; types this device reports: {known}"
-        )
-    now = utcnow()
-    task = new_task(
-        id=new_id(),
-        device_id=device.id,
-        type=body.type,
-        account=body.account,
-        params=body.params,
-        origin="api",
-        created_at=now,
-        expires_at=resolve_expiry(body, now),
-        timeout=body.timeout,
-        max_retries=body.retries,
-        retry_backoff=body.retry_backoff,
-    )
-    check_size(envelope_for(task), publisher)
-    session.add(task)
-    session.commit()
-    log.info("task %s (%s) created for device %s", task.id, task.type, task.device_id)
-    publish_task(session, task, publisher)
-    return task  # as committed: no read after the publish (it becomes dispatched on the broker's ack)
 
 
 # ---- events from devices -----------------------------------------------------------------

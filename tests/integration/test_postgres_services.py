@@ -3,8 +3,6 @@ from empty, then the presence, task and broadcast paths the SQLite tests cover."
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -13,11 +11,10 @@ from sqlalchemy import select
 
 from controller.db import create_db_engine, create_sessionmaker, migrate
 from controller.models import DeviceConnection, TaskEventRecord
-from controller.services import broadcasts, devices, event_batch, sweeper, task_control, tasks
+from controller.services import broadcasts, devices, event_batch, sweeper, task_control, task_create, tasks
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import utcnow
 from schemas.events import EventKind
-from tests.harness import missing_service
 from tests.services_kit import FakePublisher, event, go_online, will
 from tests.unit import test_event_batch as event_batch_kit
 
@@ -29,27 +26,6 @@ def publisher() -> FakePublisher:
     return FakePublisher()
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL, dropped afterwards."""
-    import psycopg  # in the `test` extra, so an absence fails loudly
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
-    name = f"fleet_test_{uuid.uuid4().hex[:12]}"
-    try:
-        connection = psycopg.connect(admin, autocommit=True)
-    except psycopg.OperationalError as exc:
-        missing_service(
-            f"PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres ({exc}); install and start it to run this test"
-        )
-    with connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> None:
     engine = create_db_engine(postgres_url)
     try:
@@ -58,7 +34,7 @@ def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> 
         go_online(sessions, "pc-01", "s1")
         with sessions() as session:
             devices.apply_status(session, "pc-01", will("pc-01", "s1"))
-            task_id = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping", ttl=60), publisher).id
+            task_id = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping", ttl=60), publisher).id
         assert go_online(sessions, "pc-01", "s2") is True
         with sessions() as session:
             devices.apply_status(session, "pc-01", will("pc-01", "s1"))  # stale

@@ -1,4 +1,5 @@
-"""Fixtures of the unit tier: a real, freshly migrated SQLite database per test."""
+"""Fixtures of the unit tier: a real, freshly migrated SQLite database per test, and the real
+REST app on one (its broker does not exist)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.settings import FleetSettings
+from controller.app import create_app
 from controller.db import create_db_engine, create_sessionmaker, migrate
+from tests.services_kit import ADMIN_TOKEN, unused_port
 
 
 @pytest.fixture
@@ -23,3 +28,17 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return create_sessionmaker(engine)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    """The real app on SQLite; its broker does not exist, which must not stop it from starting."""
+    settings = FleetSettings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'data' / 'controller.db'}",
+        mqtt_url=f"mqtt://operator:hunter2@127.0.0.1:{unused_port()}",
+        reconnect_max_delay=1,
+        admin_token=ADMIN_TOKEN,
+    )
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as test_client:
+        yield test_client

@@ -3,8 +3,6 @@ in-memory stand-in for the MQTT publish side only, and REST checks through `crea
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -23,12 +21,12 @@ from controller.db import (
     migration_config,
 )
 from controller.models import Device, Task
-from controller.services import broadcasts, devices, lifecycle, sweeper, task_control, tasks
+from controller.services import broadcasts, devices, lifecycle, sweeper, task_control, task_create, tasks
 from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import utcnow
 from schemas.events import EventKind, TaskStatus, TaskSummary
-from tests.services_kit import FakePublisher, birth, event, go_online, status_of, will
+from tests.services_kit import ADMIN_TOKEN, FakePublisher, birth, event, go_online, status_of, unused_port, will
 
 
 @pytest.fixture
@@ -95,7 +93,7 @@ def test_list_devices_filters(sessions: sessionmaker[Session]) -> None:
 def test_create_task_commits_then_publishes_and_is_dispatched(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
     go_online(sessions, "pc-01")
     with sessions() as session:
-        task = tasks.create_task(session, TaskCreate(device_id="pc-01", type="echo", params={"message": "hi"}, ttl=60), publisher)
+        task = task_create.create_task(session, TaskCreate(device_id="pc-01", type="echo", params={"message": "hi"}, ttl=60), publisher)
     assert (task.status, task.dispatch_count, task.origin) == ("queued", 0, "api"), "dispatched only once the broker acks"
     assert publisher.ack(sessions) == [task.id]
     with sessions() as session:
@@ -114,7 +112,7 @@ def test_create_task_while_not_connected_stays_queued(sessions: sessionmaker[Ses
     go_online(sessions, "pc-01")
     publisher.accepting = False
     with sessions() as session:
-        task = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher)
+        task = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher)
     assert (task.status, task.dispatch_count) == ("queued", 0)
 
 
@@ -122,19 +120,19 @@ def test_create_task_refuses_bad_requests(sessions: sessionmaker[Session], publi
     go_online(sessions, "pc-01", task_types=["ping", "scrape"])
     with sessions() as session:
         with pytest.raises(NotFoundError, match="first connection"):
-            tasks.create_task(session, TaskCreate(device_id="pc-99", type="ping"), publisher)
+            task_create.create_task(session, TaskCreate(device_id="pc-99", type="ping"), publisher)
         with pytest.raises(InvalidRequestError, match=r"params\.title"):
-            tasks.create_task(
+            task_create.create_task(
                 session,
                 TaskCreate(device_id="pc-01", type="upload", params={"platform": "x", "video_url": "https://e.x/v.mp4"}),
                 publisher,
             )
         with pytest.raises(InvalidRequestError, match="scrape"):
-            tasks.create_task(session, TaskCreate(device_id="pc-01", type="dance"), publisher)
-        custom = tasks.create_task(session, TaskCreate(device_id="pc-01", type="scrape", params={"any": 1}), publisher)
+            task_create.create_task(session, TaskCreate(device_id="pc-01", type="dance"), publisher)
+        custom = task_create.create_task(session, TaskCreate(device_id="pc-01", type="scrape", params={"any": 1}), publisher)
         assert custom.status == "queued" and publisher.unacked == [custom.id]
         with pytest.raises(InvalidRequestError, match="past"):
-            tasks.create_task(
+            task_create.create_task(
                 session, TaskCreate(device_id="pc-01", type="ping", expires_at=utcnow() - timedelta(seconds=1)), publisher
             )
 
@@ -173,7 +171,7 @@ def test_a_device_cannot_create_another_devices_run(sessions: sessionmaker[Sessi
 def test_status_moves_forward_only_and_final_is_sticky(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
     go_online(sessions, "pc-01")
     with sessions() as session:
-        task_id = tasks.create_task(session, TaskCreate(device_id="pc-01", type="sleep"), publisher).id
+        task_id = task_create.create_task(session, TaskCreate(device_id="pc-01", type="sleep"), publisher).id
 
     def report(kind: EventKind, seq: int, **fields: Any) -> None:
         with sessions() as session:
@@ -232,7 +230,7 @@ def test_retry_runs_as_a_new_attempt_and_old_attempts_cannot_move_it(
 ) -> None:
     go_online(sessions, "pc-01")
     with sessions() as session:
-        task_id = tasks.create_task(
+        task_id = task_create.create_task(
             session, TaskCreate(device_id="pc-01", type="sleep", retries=1, retry_backoff=0), publisher
         ).id
         tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.STARTED, 1))
@@ -262,7 +260,7 @@ def test_events_for_another_devices_task_are_ignored(sessions: sessionmaker[Sess
     go_online(sessions, "pc-01")
     go_online(sessions, "pc-02")
     with sessions() as session:
-        task_id = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+        task_id = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
     publisher.ack(sessions)
     with sessions() as session:
         assert tasks.record_event(session, "pc-02", event(task_id, "pc-02", EventKind.SUCCEEDED, 0)) is None
@@ -273,8 +271,8 @@ def test_events_for_another_devices_task_are_ignored(sessions: sessionmaker[Sess
 def test_cancel(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
     go_online(sessions, "pc-01")
     with sessions() as session:
-        queued = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
-        running = tasks.create_task(session, TaskCreate(device_id="pc-01", type="sleep"), publisher).id
+        queued = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+        running = task_create.create_task(session, TaskCreate(device_id="pc-01", type="sleep"), publisher).id
         tasks.record_event(session, "pc-01", event(running, "pc-01", EventKind.STARTED, 0))
     publisher.clear()
     with sessions() as session:
@@ -300,10 +298,10 @@ def test_redispatch_unfinished_on_birth_in_order_with_expiry(sessions: sessionma
     go_online(sessions, "pc-01", "s1")
     with sessions() as session:
         devices.apply_status(session, "pc-01", will("pc-01", "s1"))
-        first = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
-        short = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping", ttl=60), publisher).id
-        second = tasks.create_task(session, TaskCreate(device_id="pc-01", type="echo"), publisher).id
-        done = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+        first = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+        short = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping", ttl=60), publisher).id
+        second = task_create.create_task(session, TaskCreate(device_id="pc-01", type="echo"), publisher).id
+        done = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
         tasks.record_event(session, "pc-01", event(done, "pc-01", EventKind.SUCCEEDED, 0))
         publisher.ack(sessions)
         stored = session.get(Task, short)
@@ -373,29 +371,6 @@ def test_datetimes_read_back_as_aware_utc(sessions: sessionmaker[Session]) -> No
 
 
 # ---- REST --------------------------------------------------------------------------------
-
-
-def _unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    """The real app on SQLite; its broker does not exist, which must not stop it from starting."""
-    settings = FleetSettings(
-        data_dir=tmp_path / "data",
-        database_url=f"sqlite:///{tmp_path / 'data' / 'controller.db'}",
-        mqtt_url=f"mqtt://operator:hunter2@127.0.0.1:{_unused_port()}",
-        reconnect_max_delay=1,
-        admin_token=ADMIN_TOKEN,
-    )
-    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as test_client:
-        yield test_client
 
 
 def test_rest_errors_are_clear_4xx(client: TestClient) -> None:
@@ -626,7 +601,7 @@ def test_rest_signs_tasks_for_one_topic_with_an_admin_token(client: TestClient, 
     assert off.status_code == 409 and "FLEET_TASK_SIGNING=true" in off.json()["detail"]
     settings = FleetSettings(
         data_dir=tmp_path / "signing", database_url=f"sqlite:///{tmp_path / 'signing' / 'controller.db'}",
-        mqtt_url=f"mqtt://127.0.0.1:{_unused_port()}", reconnect_max_delay=1, admin_token=ADMIN_TOKEN, task_signing=True,
+        mqtt_url=f"mqtt://127.0.0.1:{unused_port()}", reconnect_max_delay=1, admin_token=ADMIN_TOKEN, task_signing=True,
     )
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as signing:
         key = signing.get("/api/v1/signatures/key").json()

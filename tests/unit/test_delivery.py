@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.acks import AckTracker
 from controller.ingest import Acked, Incoming, IngestWriter
 from controller.models import Task
-from controller.services import devices, sweeper, tasks
+from controller.services import devices, sweeper, task_create, tasks
 from device.executor import Executor
 from device.handlers.registry import load_registry
 from device.intake import TaskRequest, read_task
@@ -82,9 +82,9 @@ def test_a_task_is_dispatched_when_its_ack_is_recorded_and_never_moved_back(
 ) -> None:
     go_online(sessions, "pc-01")
     with sessions() as session:
-        first = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
-        fast = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
-        slow_ack = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+        first = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+        fast = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+        slow_ack = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
     assert {tasks_status(sessions, t) for t in (first, fast, slow_ack)} == {"queued"}, "the POST never waits for the ack"
     # one batch: the device's `accepted` of `fast` arrived before the broker's ack was recorded
     _write(sessions, Incoming("pc-01", event(fast, "pc-01", EventKind.ACCEPTED, 0)), Incoming("", Acked((first, fast))))
@@ -119,9 +119,9 @@ def test_a_task_with_no_news_past_the_deadline_is_sent_again_with_backoff(
 ) -> None:
     go_online(sessions, "pc-01")
     with sessions() as session:
-        lost = tasks.create_task(session, TaskCreate(device_id="pc-01", type="sleep"), publisher).id
-        never_acked = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
-        done = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+        lost = task_create.create_task(session, TaskCreate(device_id="pc-01", type="sleep"), publisher).id
+        never_acked = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+        done = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
     publisher.unacked.remove(never_acked)
     publisher.ack(sessions)
     with sessions() as session:
@@ -147,7 +147,7 @@ def test_a_task_with_no_news_past_the_deadline_is_sent_again_with_backoff(
 def test_a_duplicate_answer_does_not_reset_the_backoff(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
     go_online(sessions, "pc-01")
     with sessions() as session:
-        task_id = tasks.create_task(session, TaskCreate(device_id="pc-01", type="sleep"), publisher).id
+        task_id = task_create.create_task(session, TaskCreate(device_id="pc-01", type="sleep"), publisher).id
         tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.STARTED, 0))
     assert _resend(sessions, publisher, RESEND_AFTER + 1) == [task_id]
     with sessions() as session:
@@ -164,9 +164,9 @@ def test_no_resend_to_offline_devices_nor_of_final_or_unknown_tasks(
     go_online(sessions, "pc-01", "s1")
     go_online(sessions, "pc-02")
     with sessions() as session:
-        offline = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
+        offline = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping"), publisher).id
         devices.apply_status(session, "pc-01", will("pc-01", "s1"))
-        failed = tasks.create_task(session, TaskCreate(device_id="pc-02", type="ping"), publisher).id
+        failed = task_create.create_task(session, TaskCreate(device_id="pc-02", type="ping"), publisher).id
         tasks.record_event(session, "pc-02", event(failed, "pc-02", EventKind.FAILED, 0, error={"code": "x", "message": "m"}))
         # known only from a `started` whose `accepted` (with the task's summary) was lost
         tasks.record_event(session, "pc-02", event("pc-02-adhoc-1", "pc-02", EventKind.STARTED, 1))
@@ -176,7 +176,7 @@ def test_no_resend_to_offline_devices_nor_of_final_or_unknown_tasks(
 def test_a_retry_starts_a_fresh_deadline(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
     go_online(sessions, "pc-01")
     with sessions() as session:
-        task_id = tasks.create_task(session, TaskCreate(device_id="pc-01", type="ping", retries=1, retry_backoff=0), publisher).id
+        task_id = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping", retries=1, retry_backoff=0), publisher).id
         tasks.record_event(session, "pc-01", event(task_id, "pc-01", EventKind.FAILED, 0, error={"code": "x", "message": "m"}))
         row = session.get(Task, task_id)
         assert row is not None

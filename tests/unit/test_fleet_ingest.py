@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.ingest import Incoming, IngestWriter
 from controller.models import Device
-from controller.services import task_control, tasks
+from controller.services import task_control, task_create, tasks
 from schemas.api import TaskCreate
 from schemas.common import utcnow
 from schemas.events import EventKind
@@ -26,9 +26,9 @@ def test_births_of_a_batch_redispatch_only_devices_with_unfinished_tasks(session
     for device_id in born:
         go_online(sessions, device_id, "s1")
     with sessions() as session:
-        first = tasks.create_task(session, TaskCreate(device_id="pc-03", type="ping"), publisher).id
-        second = tasks.create_task(session, TaskCreate(device_id="pc-03", type="echo"), publisher).id
-        done = tasks.create_task(session, TaskCreate(device_id="pc-05", type="ping"), publisher).id
+        first = task_create.create_task(session, TaskCreate(device_id="pc-03", type="ping"), publisher).id
+        second = task_create.create_task(session, TaskCreate(device_id="pc-03", type="echo"), publisher).id
+        done = task_create.create_task(session, TaskCreate(device_id="pc-05", type="ping"), publisher).id
         tasks.record_event(session, "pc-05", event(done, "pc-05", EventKind.SUCCEEDED, 0))
     publisher.clear()
     with sessions() as session:

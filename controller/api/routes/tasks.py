@@ -10,10 +10,20 @@ from sqlalchemy.orm import Session
 
 from controller.api.deps import PublisherDep, ReadSessionDep, SessionDep, write_turn
 from controller.api.security import Operate
-from controller.services import task_control
+from controller.services import task_control, task_create
 from controller.services import tasks as service
 from controller.services.publisher import Publisher
-from schemas.api import ErrorBody, TaskCreate, TaskDetail, TaskInput, TaskOut, TaskPage
+from schemas.api import (
+    TASK_BATCH_LIMIT,
+    ErrorBody,
+    TaskBatchCreate,
+    TaskBatchOut,
+    TaskCreate,
+    TaskDetail,
+    TaskInput,
+    TaskOut,
+    TaskPage,
+)
 from schemas.events import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -36,8 +46,26 @@ async def create_task(request: Request, session: SessionDep, publisher: Publishe
 
 def _create_task(request: Request, session: Session, publisher: Publisher, body: TaskCreate) -> TaskOut:
     with write_turn(request, session):
-        task = service.create_task(session, body, publisher)
+        task = task_create.create_task(session, body, publisher)
     return TaskOut.model_validate(task)
+
+
+@router.post(
+    "/batch",
+    dependencies=[Operate],
+    status_code=201,
+    summary=f"Create up to {TASK_BATCH_LIMIT} tasks at once",
+    responses={422: {"model": ErrorBody, "description": "invalid tasks, each named by its index; none was created"}},
+)
+def create_tasks(request: Request, session: SessionDep, publisher: PublisherDep, body: TaskBatchCreate) -> TaskBatchOut:
+    """Each task is checked as `POST /api/v1/tasks` checks it; then all are stored in one
+    transaction and published, in order. If any is wrong (an unknown device or account, an
+    unsupported type, invalid params, a message too large), none is created and the 422 names
+    every wrong item as `tasks[<index>]`. Like a single create, a batch is not idempotent:
+    sending it again creates new tasks with new ids."""
+    with write_turn(request, session):
+        created = task_create.create_tasks(session, body.tasks, publisher)
+    return TaskBatchOut(items=[TaskOut.model_validate(task) for task in created])
 
 
 @router.get("", summary="List tasks, newest first")

@@ -1,0 +1,192 @@
+"""Creating tasks: a request's checks, its rows committed, then its messages published (one
+task, or a batch of them in one transaction). Recording what devices report is `tasks`'s job.
+
+SQL is the source of truth: a task is committed before it is published
+(docs/architecture.md#promise-1-sql-is-the-source-of-truth), and it counts as dispatched only
+once the broker acknowledged its message (`tasks.stage_acked`). A task whose device is offline
+is published again on the device's next birth (docs/architecture.md#promise-3-offline-devices-get-their-tasks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.models import Device, Task
+from controller.services import accounts
+from controller.services.devices import device_not_found
+from controller.services.errors import InvalidRequestError, PayloadTooLargeError, ServiceError
+from controller.services.publisher import Publisher
+from controller.services.task_rows import new_task
+from schemas.api import TaskCreate, TaskOptions
+from schemas.common import new_id, utcnow
+from schemas.tasks import BUILTIN_PARAMS, TaskEnvelope
+from schemas.topics import device_tasks
+from schemas.validation import describe_validation_error
+
+log = logging.getLogger(__name__)
+
+ITEMS_NAMED = 10  # wrong items a refused batch names, so its error stays readable
+
+
+class InvalidBatchError(InvalidRequestError):
+    """Items of a batch that cannot be created; nothing of the batch was."""
+
+    def __init__(self, problems: Sequence[tuple[int, ServiceError]], size: int) -> None:
+        named = "; ".join(f"tasks[{index}]: {error.detail}" for index, error in problems[:ITEMS_NAMED])
+        more = f"; and {len(problems) - ITEMS_NAMED} more" if len(problems) > ITEMS_NAMED else ""
+        super().__init__(f"{len(problems)} of the {size} tasks are invalid, so none was created: {named}{more}")
+        self.indexes = [index for index, _ in problems]
+
+
+# ---- validation --------------------------------------------------------------------------
+
+
+def check_params(task_type: str, params: dict[str, Any]) -> bool:
+    """Validate `params` of a built-in task type; True when the type is built in.
+
+    The error names the offending field but never echoes its value (params may hold secrets).
+    """
+    model = BUILTIN_PARAMS.get(task_type)
+    if model is None:
+        return False
+    try:
+        model.model_validate(params)
+    except ValidationError as exc:
+        problems = describe_validation_error(exc, "params")
+        raise InvalidRequestError(f"invalid params for task type {task_type!r}: {problems}") from None
+    return True
+
+
+def supported_types(device: Device) -> list[str]:
+    return list((device.facts or {}).get("task_types") or [])
+
+
+def resolve_expiry(options: TaskOptions, now: datetime) -> datetime | None:
+    """`expires_at` from `ttl` or `expires_at`; an expiry in the past is refused."""
+    if options.ttl is not None:
+        return now + timedelta(seconds=options.ttl)
+    if options.expires_at is not None and options.expires_at <= now:
+        raise InvalidRequestError("expires_at is in the past; give a future time or a ttl in seconds")
+    return options.expires_at
+
+
+# ---- envelopes and dispatch --------------------------------------------------------------
+
+
+def envelope_for(task: Task) -> TaskEnvelope:
+    """The message that tells the task's device to run it."""
+    return TaskEnvelope(
+        id=task.id,
+        type=task.type,
+        account=task.account,
+        params=task.params,
+        created_at=task.created_at,
+        expires_at=task.expires_at,
+        timeout=task.timeout,
+        broadcast_id=task.broadcast_id,
+        attempt=task.attempt,
+    )
+
+
+def check_size(envelope: TaskEnvelope, publisher: Publisher) -> None:
+    """Refuse a task whose message would be larger than devices accept: every device would
+    reject it, and a broker with a packet limit would drop the controller for sending it."""
+    size = len(publisher.encode(envelope))
+    if size > publisher.max_payload_bytes:
+        raise PayloadTooLargeError(
+            f"this task would be a {size:,}-byte MQTT message; devices accept at most {publisher.max_payload_bytes:,} "
+            "bytes (FLEET_MAX_PAYLOAD_BYTES). Upload large content with POST /api/v1/files and refer to it in params."
+        )
+
+
+def publish_task(session: Session, task: Task, publisher: Publisher) -> bool:
+    """Publish a committed task to its device; it becomes dispatched when the broker acknowledges
+    the message (never waited for here). False when not connected: the task stays queued, and
+    is sent on the device's next birth or by the sweeper's re-send."""
+    accepted = _publish(task, publisher)
+    if not accepted:
+        log.warning("task %s stays queued: the MQTT client is not connected; it is sent on the device's next birth", task.id)
+    return accepted
+
+
+def _publish(task: Task, publisher: Publisher) -> bool:
+    return publisher.publish(device_tasks(task.device_id), envelope_for(task), task_ids=(task.id,))
+
+
+# ---- create ------------------------------------------------------------------------------
+
+
+def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: datetime,
+              loaded: Mapping[str, Device] | None = None) -> Task:
+    """The row of a requested task, checked (device, type, params, expiry, size); not yet added.
+    `loaded` holds devices read beforehand (a batch's): the rest are read here."""
+    device_id = accounts.route(session, body.device_id, body.account)
+    device = loaded.get(device_id) if loaded else None
+    device = device or session.get(Device, device_id)
+    if device is None:
+        raise device_not_found(device_id)
+    if not check_params(body.type, body.params) and body.type not in supported_types(device):
+        known = ", ".join(supported_types(device)) or "none reported yet"
+        raise InvalidRequestError(
+            f"task type {body.type!r} is not built in and device {device.id!r} does not support it; "
+            f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}; types this device reports: {known}"
+        )
+    task = new_task(
+        id=new_id(),
+        device_id=device.id,
+        type=body.type,
+        account=body.account,
+        params=body.params,
+        origin="api",
+        created_at=now,
+        expires_at=resolve_expiry(body, now),
+        timeout=body.timeout,
+        max_retries=body.retries,
+        retry_backoff=body.retry_backoff,
+    )
+    check_size(envelope_for(task), publisher)
+    return task
+
+
+def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Task:
+    """Commit a new task for one device (the given one, or its account's), then publish it (it
+    becomes dispatched when the broker acknowledges it)."""
+    task = _api_task(session, body, publisher, utcnow())
+    session.add(task)
+    session.commit()
+    log.info("task %s (%s) created for device %s", task.id, task.type, task.device_id)
+    publish_task(session, task, publisher)
+    return task  # as committed: no read after the publish (it becomes dispatched on the broker's ack)
+
+
+def create_tasks(session: Session, bodies: Sequence[TaskCreate], publisher: Publisher) -> list[Task]:
+    """`create_task` for many tasks at once: every item is checked as a single create checks it,
+    then all are committed in one transaction and published, in order. One wrong item refuses
+    the whole batch (`InvalidBatchError` names every wrong item) and nothing is created."""
+    targets = {body.device_id for body in bodies if body.device_id is not None}
+    loaded = {device.id: device for device in session.scalars(select(Device).where(Device.id.in_(targets)))}
+    now = utcnow()
+    created: list[Task] = []
+    problems: list[tuple[int, ServiceError]] = []
+    for index, body in enumerate(bodies):
+        try:
+            created.append(_api_task(session, body, publisher, now, loaded))
+        except ServiceError as exc:
+            problems.append((index, exc))
+    if problems:
+        raise InvalidBatchError(problems, len(bodies))
+    session.bulk_save_objects(created)
+    session.commit()
+    log.info("%d tasks created in one batch (%s … %s)", len(created), created[0].id, created[-1].id)
+    unsent = sum(not _publish(task, publisher) for task in created)
+    if unsent:
+        log.warning("%d tasks of the batch stay queued: the MQTT client is not connected; each is sent on its "
+                    "device's next birth", unsent)
+    return created
