@@ -23,13 +23,14 @@ import asyncio
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
-from device.simulator import SimulatedFleet
+from device.simulator import DEFAULT_WAVE_TIMEOUT, SimulatedFleet, device_ids, use_selector_loop
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,11 @@ class _Report:
 
 def _worker(index: int, url: str, count: int, parts: int, options: dict[str, Any],
             reports: multiprocessing.Queue[_Report], stop: ProcessEvent) -> None:
-    """A worker process: run its share of the fleet until `stop` is set."""
+    """A worker process: run its share of the fleet until `stop` is set. Ctrl-C reaches the
+    whole process group; the parent alone decides when to stop (its shutdown statuses need
+    the loop running)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    use_selector_loop()
     asyncio.run(_serve(index, SimulatedFleet(url, count, part=(index, parts), **options), reports, stop))
 
 
@@ -78,6 +83,8 @@ class FleetPool:
         here, in the caller, so a bad setting fails before any process starts."""
         SimulatedFleet(url, count, part=(processes - 1, processes), **options)
         self.count = count
+        self.ids = device_ids(options.get("prefix", "sim"), count)
+        self.wave_timeout: float = options.get("wave_timeout", DEFAULT_WAVE_TIMEOUT)
         self._url, self._processes, self._options = url, processes, options
         context = multiprocessing.get_context()
         self._reports: multiprocessing.Queue[_Report] = context.Queue()

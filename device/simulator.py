@@ -28,6 +28,7 @@ import random
 import re
 import socket
 import ssl
+import sys
 from collections.abc import Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MAX_DEVICES = 100_000
 DEFAULT_WAVE = 250
+DEFAULT_WAVE_TIMEOUT = 10.0
 
 
 class SimulationError(DeviceError):
@@ -81,7 +83,7 @@ class SimulatedFleet:
         *,
         keepalive: int = 60,
         wave_size: int = DEFAULT_WAVE,
-        wave_timeout: float = 10.0,
+        wave_timeout: float = DEFAULT_WAVE_TIMEOUT,
         ca_file: Path | None = None,
         seed: int | None = None,
         max_payload_bytes: int | None = None,
@@ -151,6 +153,13 @@ class SimulatedFleet:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+
+def use_selector_loop() -> None:
+    """On Windows, make asyncio's loops selector loops: aiomqtt needs `add_reader`, which the
+    default proactor loop lacks. Elsewhere nothing changes."""
+    if sys.platform == "win32":
+        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
 
 
 def _quiet_closed_sockets(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

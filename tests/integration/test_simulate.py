@@ -93,3 +93,20 @@ def test_the_simulate_command_comes_online_and_stops_cleanly(
     wait_for(lambda: _count(controller, "offline") == 25, 30, 0.2, "all 25 offline after SIGTERM")
     log = command.log_path.read_text()
     assert "simulating 25 device(s) cli-0000 … cli-0024" in log and "online 25/25" in log
+
+
+def test_the_simulate_command_over_several_processes_comes_online_and_stops_cleanly(
+    broker: Broker, controller: Controller, tmp_path: Path, _processes: list[Process]
+) -> None:
+    command = Process("simulate-pool", fleet_argv("simulate", "-n", "40", "--processes", "2", "--mqtt-url", broker.url,
+                                                  "--prefix", "pool", "--every", "1", "--seed", "1"), tmp_path)
+    _processes.append(command)
+    command.start()
+    wait_for(lambda: _count(controller, "online") == 40, 60, 0.2, "40 simulated devices online in REST")
+    assert command.popen is not None
+    command.popen.send_signal(signal.SIGTERM)
+    assert command.popen.wait(60) == 0, command.log_tail()
+    wait_for(lambda: _count(controller, "offline") == 40, 30, 0.2, "all 40 offline after SIGTERM")
+    log = command.log_path.read_text()
+    assert "simulating 40 device(s) pool-0000 … pool-0039 on" in log and "in 2 processes" in log
+    assert "online 0/40  births 40" in log.splitlines()[-1]  # every worker reported its births, then stopped
