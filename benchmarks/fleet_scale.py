@@ -102,6 +102,8 @@ class Outcome:
     lost: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     max_offline: int = 0
+    births_cpu_ms: float = -1.0  # controller CPU per device from the first connect to all online in REST
+    broadcast_cpu_ms: float = -1.0  # controller CPU per device from the POST to every result recorded
     idle_cpu_pct: float = -1.0
     idle_rss_mb: float = -1.0
     connection_losses: int = 0
@@ -142,10 +144,11 @@ def measure(kind: str, count: int, idle_seconds: float, deadline: float, process
         floor = RawFloor(broker)
         controller = Controller(broker, work)
         controller.start()
+        process = psutil.Process(controller.process.popen.pid)  # type: ignore[union-attr]
         sim = FleetPool(broker.url, count, processes, prefix="sim", heartbeat=30.0, seed=1)
         try:
             floor.expect_births = count
-            started = time.monotonic()
+            started, cpu_before = time.monotonic(), _cpu(process)
             sim.start()
             assert sim.wait_online(deadline), f"the simulator could not connect every device: {sim.last_error}"
             out.connected_s = round(time.monotonic() - started, 2)
@@ -154,7 +157,10 @@ def measure(kind: str, count: int, idle_seconds: float, deadline: float, process
             out.controller_online_s = round(time.time() - last_birth, 2)
             out.raw_online_s = _since(last_birth, floor.births_done)
             out.max_offline = _online(controller, "offline")
+            out.births_cpu_ms = round(1000 * (_cpu(process) - cpu_before) / count, 3)
 
+            time.sleep(2)  # the last births' follow-ups
+            cpu_before = _cpu(process)
             broadcast = controller.api.post("/api/v1/broadcasts", json={"type": "echo"}, timeout=120).json()
             posted = time.monotonic()
             floor.prefix, floor.expect_results = broadcast["id"], count
@@ -181,6 +187,7 @@ def measure(kind: str, count: int, idle_seconds: float, deadline: float, process
             try:
                 wait_for(lambda: recorded() >= count, deadline, 0.2, "every broadcast result recorded")
                 out.recorded_s = round(time.monotonic() - posted, 2)
+                out.broadcast_cpu_ms = round(1000 * (_cpu(process) - cpu_before) / count, 3)
             except AssertionError:
                 pass
             out.recorded = _retry(recorded)
@@ -189,7 +196,6 @@ def measure(kind: str, count: int, idle_seconds: float, deadline: float, process
             out.raw_results_s = _since(posted, floor.results_done)
             out.raw_results = len(floor.succeeded)
 
-            process = psutil.Process(controller.process.popen.pid)  # type: ignore[union-attr]
             time.sleep(5)  # let the last follow-ups finish
             cpu, began, rss = _cpu(process), time.monotonic(), 0
             while time.monotonic() - began < idle_seconds:
@@ -234,14 +240,14 @@ def measure_daemon(seconds: float) -> tuple[float, float]:
 def _table(outcomes: list[Outcome]) -> str:
     head = ("| broker | devices | sim processes | connected s | online after last birth: raw s | "
             "online after last birth: controller s | broadcast received s "
-            "| results: raw s | results recorded s | recorded | lost | max offline | controller idle CPU % "
-            "| controller RSS MB |")
-    rows = [head, "|" + "---|" * 14]
+            "| results: raw s | results recorded s | recorded | lost | max offline | controller CPU ms per birth "
+            "| controller CPU ms per broadcast task | controller idle CPU % | controller RSS MB |")
+    rows = [head, "|" + "---|" * 16]
     for o in outcomes:
         rows.append(f"| {o.broker} | {o.devices} | {o.processes} | {o.connected_s} | {o.raw_online_s} | "
                     f"{o.controller_online_s} | "
                     f"{o.received_s} | {o.raw_results_s} ({o.raw_results}) | {o.recorded_s} | {o.recorded} | {o.lost} | "
-                    f"{o.max_offline} | {o.idle_cpu_pct} | {o.idle_rss_mb} |")
+                    f"{o.max_offline} | {o.births_cpu_ms} | {o.broadcast_cpu_ms} | {o.idle_cpu_pct} | {o.idle_rss_mb} |")
     return "\n".join(rows)
 
 
