@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
+import threading
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -22,9 +22,7 @@ from cli.local import read_runtime, settings
 from cli.output import console, err_console, fail
 
 if TYPE_CHECKING:  # imported when the command runs: aiomqtt need not load for `fleet --help`
-    from device.simulator import SimulatedFleet
-
-if TYPE_CHECKING:  # imported when the command runs: aiomqtt need not load for `fleet --help`
+    from device.sim_pool import FleetPool
     from device.simulator import SimulatedFleet
 
 FILES_BESIDES_CONNECTIONS = 256  # log files, the event loop's own pipes, the interpreter's files
@@ -55,12 +53,11 @@ def raise_open_file_limit(connections: int) -> str | None:
             f"cannot connect. Raise it (ulimit -n {wanted}) or simulate fewer devices")
 
 
-def _summary(fleet: SimulatedFleet, started: float) -> str:
-    c = fleet.counters
-    return (f"{time.monotonic() - started:6.1f}s  online {c.online}/{fleet.count}  births {c.births}  "
-            f"tasks {c.tasks_received} received, {c.tasks_run} run ({c.succeeded} ok, {c.failed} failed, "
-            f"{c.rejected} rejected)  repeats answered {c.duplicates_answered}  events {c.events_sent}  "
-            f"lost connections {c.connection_losses}")
+def _summary(c: dict[str, int], count: int, started: float) -> str:
+    return (f"{time.monotonic() - started:6.1f}s  online {c['online']}/{count}  births {c['births']}  "
+            f"tasks {c['tasks_received']} received, {c['tasks_run']} run ({c['succeeded']} ok, {c['failed']} failed, "
+            f"{c['rejected']} rejected)  repeats answered {c['duplicates_answered']}  events {c['events_sent']}  "
+            f"lost connections {c['connection_losses']}")
 
 
 async def _simulate(fleet: SimulatedFleet, duration: float | None, every: float) -> None:
@@ -75,7 +72,7 @@ async def _simulate(fleet: SimulatedFleet, duration: float | None, every: float)
         while not stop.is_set():
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
-            console.print(_summary(fleet, started), highlight=False, soft_wrap=True)
+            console.print(_summary(fleet.counters.snapshot(), fleet.count, started), highlight=False, soft_wrap=True)
             if starting.done() and fleet.counters.births == 0 and fleet.counters.connect_failures:
                 fail(f"no simulated device could connect: {fleet.counters.last_error or 'the broker refused them'}")
             if duration is not None and time.monotonic() - started >= duration:
@@ -86,7 +83,29 @@ async def _simulate(fleet: SimulatedFleet, duration: float | None, every: float)
             await starting
         console.print("stopping: publishing each device's shutdown status…", highlight=False)
         await fleet.stop()
-        console.print(_summary(fleet, started), highlight=False, soft_wrap=True)
+        console.print(_summary(fleet.counters.snapshot(), fleet.count, started), highlight=False, soft_wrap=True)
+
+
+def _simulate_pool(pool: FleetPool, duration: float | None, every: float) -> None:
+    """`_simulate` for a fleet over several processes, driven from this (the parent) process."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(ValueError, OSError):
+            signal.signal(sig, lambda _sig, _frame: stop.set())
+    started = time.monotonic()
+    pool.start()
+    try:
+        while not stop.wait(every):
+            counters = pool.counters
+            console.print(_summary(counters, pool.count, started), highlight=False, soft_wrap=True)
+            if time.monotonic() - started >= pool.wave_timeout and counters["births"] == 0 and counters["connect_failures"]:
+                fail(f"no simulated device could connect: {pool.last_error or 'the broker refused them'}")
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+    finally:
+        console.print("stopping: publishing each device's shutdown status…", highlight=False)
+        pool.stop()
+        console.print(_summary(pool.counters, pool.count, started), highlight=False, soft_wrap=True)
 
 
 def simulate(
@@ -106,9 +125,12 @@ def simulate(
     duration: Optional[float] = typer.Option(None, help="stop after this many seconds (default: until Ctrl-C)"),
     every: float = typer.Option(5.0, "--every", help="seconds between summary lines"),
     seed: Optional[int] = typer.Option(None, help="seed of the failure draws and timings, for repeatable runs"),
+    processes: int = typer.Option(1, "--processes", "-p", min=1, max=256,
+                                  help="worker processes sharing the devices (one event loop each: one per core)"),
 ) -> None:
     """Run simulated devices (one MQTT connection each, the real wire contract) to load-test a fleet."""
-    from device.simulator import SimulatedFleet, SimulationError
+    from device.sim_pool import FleetPool
+    from device.simulator import SimulatedFleet, SimulationError, use_selector_loop
 
     if duration is not None and duration <= 0:
         fail(f"--duration must be more than 0 seconds, got {duration:g}")
@@ -117,10 +139,11 @@ def simulate(
     config = settings()
     runtime = read_runtime(config.data_dir)
     url = mqtt_url or (runtime.mqtt_url if runtime and runtime.mqtt_url else str(config.mqtt_url))
+    options: dict[str, Any] = dict(prefix=prefix, heartbeat=heartbeat, task_seconds=task_seconds, failure_rate=failure_rate,
+                   groups=group, username=username, password=password, keepalive=keepalive, wave_size=wave,
+                   ca_file=config.mqtt_ca_file, seed=seed)
     try:
-        fleet = SimulatedFleet(url, devices, prefix=prefix, heartbeat=heartbeat, task_seconds=task_seconds,
-                               failure_rate=failure_rate, groups=group, username=username, password=password,
-                               keepalive=keepalive, wave_size=wave, ca_file=config.mqtt_ca_file, seed=seed)
+        fleet = FleetPool(url, devices, processes, **options) if processes > 1 else SimulatedFleet(url, devices, **options)
     except SimulationError as exc:
         fail(str(exc))
     address = BrokerAddress.from_url(url)
@@ -130,9 +153,11 @@ def simulate(
     warning = raise_open_file_limit(devices)
     if warning:
         err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-    if sys.platform == "win32":  # aiomqtt needs a selector loop (the default proactor has no add_reader)
-        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
-    console.print(f"simulating {devices} device(s) {fleet.ids[0]} … {fleet.ids[-1]} on {address} (Ctrl-C stops)",
-                  highlight=False)
+    use_selector_loop()
+    console.print(f"simulating {devices} device(s) {fleet.ids[0]} … {fleet.ids[-1]} on {address}"
+                  f"{f' in {processes} processes' if processes > 1 else ''} (Ctrl-C stops)", highlight=False, soft_wrap=True)
+    if isinstance(fleet, FleetPool):
+        _simulate_pool(fleet, duration, every)
+        return
     with suppress(KeyboardInterrupt):
         asyncio.run(_simulate(fleet, duration, every))

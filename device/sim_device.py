@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import secrets
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -86,6 +87,7 @@ class SimCounters:
         self.events_sent = 0  # task events acknowledged by the broker
         self.publish_errors = 0
         self.heartbeats_sent = 0
+        self.last_birth_at = 0.0  # wall clock (time.time(), comparable across processes) of the latest birth
         self.last_error: str | None = None  # why the latest connection attempt failed
 
     def snapshot(self) -> dict[str, int]:
@@ -153,8 +155,10 @@ class SimulatedDevice:
             codes = await client.subscribe([(topic, QOS) for topic in [*sorted(self._task_topics), self._status_topic]])
             if any(getattr(code, "is_failure", code == 0x80) for code in codes):
                 log.error("%s: the broker refused a subscription (check its ACL)", self.device_id)
+            sent = time.time()
             await client.publish(self._status_topic, self._status("online"), qos=QOS, retain=True)
             born = True
+            self._counters.last_birth_at = max(self._counters.last_birth_at, sent)
             self._counters.births += 1
             self._counters.online += 1
             self.born.set()

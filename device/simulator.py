@@ -28,6 +28,7 @@ import random
 import re
 import socket
 import ssl
+import sys
 from collections.abc import Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MAX_DEVICES = 100_000
 DEFAULT_WAVE = 250
+DEFAULT_WAVE_TIMEOUT = 10.0
 
 
 class SimulationError(DeviceError):
@@ -81,22 +83,26 @@ class SimulatedFleet:
         *,
         keepalive: int = 60,
         wave_size: int = DEFAULT_WAVE,
-        wave_timeout: float = 10.0,
+        wave_timeout: float = DEFAULT_WAVE_TIMEOUT,
         ca_file: Path | None = None,
         seed: int | None = None,
         max_payload_bytes: int | None = None,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
-        _check(count, prefix, heartbeat, task_seconds, failure_rate, groups, keepalive, wave_size)
+        """`part` (index, parts): run only that share of the `count` ids, for one of several
+        processes (`device.sim_pool`); `count` then stays the whole fleet's size."""
+        _check(count, prefix, heartbeat, task_seconds, failure_rate, groups, keepalive, wave_size, part)
         try:
             address = BrokerAddress.from_url(url)
         except ValueError as exc:
             raise SimulationError(str(exc)) from None
         self.address = address
-        self.count = count
+        index, parts = part
+        self._ids = device_ids(prefix, count)[index * count // parts:(index + 1) * count // parts]
+        self.count = len(self._ids)
         self.wave_size = wave_size
         self.wave_timeout = wave_timeout
         self.counters = SimCounters()
-        self._ids = device_ids(prefix, count)
         self._config = SimConfig(
             host=address.host, port=address.port, facts=_facts(groups, keepalive, heartbeat),
             heartbeat=heartbeat, task_seconds=task_seconds, failure_rate=failure_rate, keepalive=keepalive,
@@ -147,6 +153,13 @@ class SimulatedFleet:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+
+def use_selector_loop() -> None:
+    """On Windows, make asyncio's loops selector loops: aiomqtt needs `add_reader`, which the
+    default proactor loop lacks. Elsewhere nothing changes."""
+    if sys.platform == "win32":
+        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
 
 
 def _quiet_closed_sockets(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -200,7 +213,7 @@ def _connect_options(address: BrokerAddress, username: str | None, password: str
 
 
 def _check(count: int, prefix: str, heartbeat: float, task_seconds: float, failure_rate: float,
-           groups: Sequence[str], keepalive: int, wave_size: int) -> None:
+           groups: Sequence[str], keepalive: int, wave_size: int, part: tuple[int, int]) -> None:
     problems = []
     if not 1 <= count <= MAX_DEVICES:
         problems.append(f"devices must be 1–{MAX_DEVICES}, got {count}")
@@ -216,6 +229,8 @@ def _check(count: int, prefix: str, heartbeat: float, task_seconds: float, failu
         problems.append(f"keepalive must be 5–3600 seconds, got {keepalive}")
     if wave_size < 1:
         problems.append(f"wave size must be at least 1, got {wave_size}")
+    if not 0 <= part[0] < part[1] <= count:
+        problems.append(f"part {part[0]} of {part[1]} does not fit {count} devices")
     problems += [f"group {group!r} is not a valid group name" for group in groups if not re.fullmatch(GROUP_PATTERN, group)]
     if problems:
         raise SimulationError("; ".join(problems))

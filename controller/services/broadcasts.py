@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, insert, select
 from sqlalchemy.orm import Session
 
 from controller.models import Broadcast, Device, Task
 from controller.services.errors import InvalidRequestError, NotFoundError
 from controller.services.publisher import Publisher
 from controller.services.task_create import check_params, check_size, resolve_expiry
-from controller.services.task_rows import new_task
+from controller.services.task_rows import task_values
 from schemas.api import BroadcastCreate, BroadcastOut
 from schemas.common import new_id, utcnow
 from schemas.tasks import BUILTIN_PARAMS, TaskEnvelope
@@ -30,11 +30,13 @@ def run_id(broadcast_id: str, device_id: str) -> str:
     return f"{broadcast_id}:{device_id}"
 
 
-def _targets(session: Session, body: BroadcastCreate) -> list[Device]:
-    query = select(Device).order_by(Device.id)
+def _targets(session: Session, body: BroadcastCreate) -> list[Row[str, str, list[str]]]:
+    """(id, status, groups) of the devices the broadcast goes to: three columns, not whole
+    devices (their JSON facts made reading 10,000 of them cost more than writing their tasks)."""
+    query = select(Device.id, Device.status, Device.groups).order_by(Device.id)
     if not body.include_offline:
         query = query.where(Device.status == "online")
-    devices = list(session.scalars(query))
+    devices = list(session.execute(query))
     if body.group is not None:
         devices = [device for device in devices if body.group in (device.groups or [])]
     return devices
@@ -76,23 +78,26 @@ def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publish
     check_size(envelope, publisher)
     targets = _targets(session, body)
     session.add(broadcast)
-    for device in targets:
-        session.add(
-            new_task(
-                id=run_id(broadcast.id, device.id),
-                device_id=device.id,
-                type=broadcast.type,
-                account=broadcast.account,
-                params=broadcast.params,
-                origin="broadcast",
-                broadcast_id=broadcast.id,
-                created_at=now,
-                expires_at=broadcast.expires_at,
-                timeout=broadcast.timeout,
-                max_retries=broadcast.max_retries,
-                retry_backoff=broadcast.retry_backoff,
-            )
+    session.flush()  # the broadcast row exists before the tasks that name it
+    runs = [
+        task_values(
+            id=run_id(broadcast.id, device.id),
+            device_id=device.id,
+            type=broadcast.type,
+            account=broadcast.account,
+            params=broadcast.params,
+            origin="broadcast",
+            broadcast_id=broadcast.id,
+            created_at=now,
+            expires_at=broadcast.expires_at,
+            timeout=broadcast.timeout,
+            max_retries=broadcast.max_retries,
+            retry_backoff=broadcast.retry_backoff,
         )
+        for device in targets
+    ]
+    if runs:  # one executemany INSERT of plain rows: as ORM objects a run cost 150 us, 10,000 runs 1.5 s
+        session.execute(insert(Task), runs)
     task_ids = [run_id(broadcast.id, device.id) for device in targets]
     online_ids = [run_id(broadcast.id, device.id) for device in targets if device.status == "online"]
     session.commit()

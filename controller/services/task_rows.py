@@ -1,5 +1,6 @@
 """`new_task`: the one constructor of a task row, for REST tasks, broadcast runs and ad hoc
-tasks alike, so every row starts with the same defaults (queued, attempt 1, never dispatched)."""
+tasks alike, so every row starts with the same defaults (queued, attempt 1, never dispatched).
+`task_values` is the same row as plain column values, for an executemany INSERT of many."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from schemas.common import utcnow
 from schemas.events import TaskStatus
 
 
-def new_task(
+def new_task(**fields: Any) -> Task:
+    """A queued task row (not yet added to a session); see `task_values` for the fields."""
+    return Task(**task_values(**fields))
+
+
+def task_values(
     *,
     id: str,
     device_id: str,
@@ -26,10 +32,10 @@ def new_task(
     max_retries: int = 0,
     retry_backoff: float = 5.0,
     attempt: int = 1,
-) -> Task:
-    """A queued task row (not yet added to a session); `origin` is api, broadcast or adhoc."""
+) -> dict[str, Any]:
+    """A queued task row's column values; `origin` is api, broadcast or adhoc."""
     now = utcnow()
-    return Task(
+    return dict(
         id=id,
         device_id=device_id,
         type=type,

@@ -79,11 +79,13 @@ def test_hundreds_of_simulated_devices_online_broadcast_recorded_repeat_answered
     wait_for(lambda: _count(controller, "offline") == DEVICES, 60, 0.2, "all devices offline after stop")
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 def test_the_simulate_command_comes_online_and_stops_cleanly(
-    broker: Broker, controller: Controller, tmp_path: Path, _processes: list[Process]
+    broker: Broker, controller: Controller, tmp_path: Path, _processes: list[Process], processes: int
 ) -> None:
-    command = Process("simulate", fleet_argv("simulate", "-n", "25", "--mqtt-url", broker.url, "--prefix", "cli",
-                                             "--every", "1", "--seed", "1"), tmp_path)
+    """In one process, and over two (`--processes`): SIGTERM stops every worker's devices."""
+    command = Process("simulate", fleet_argv("simulate", "-n", "25", "--processes", str(processes), "--mqtt-url",
+                                             broker.url, "--prefix", "cli", "--every", "1", "--seed", "1"), tmp_path)
     _processes.append(command)
     command.start()
     wait_for(lambda: _count(controller, "online") == 25, 60, 0.2, "25 simulated devices online in REST")
@@ -92,4 +94,6 @@ def test_the_simulate_command_comes_online_and_stops_cleanly(
     assert command.popen.wait(60) == 0, command.log_tail()
     wait_for(lambda: _count(controller, "offline") == 25, 30, 0.2, "all 25 offline after SIGTERM")
     log = command.log_path.read_text()
-    assert "simulating 25 device(s) cli-0000 … cli-0024" in log and "online 25/25" in log
+    assert "simulating 25 device(s) cli-0000 … cli-0024 on" in log
+    assert ("in 2 processes" in log) == (processes == 2)
+    assert "online 0/25  births 25" in log.splitlines()[-1]  # every device was born, then stopped

@@ -17,6 +17,7 @@ from cli.simulate import raise_open_file_limit
 from device.sim_device import SimConfig, SimCounters, SimulatedDevice
 from device.sim_intake import SimCancel, SimReject, SimTask, read_sim_task
 from device.sim_journal import Claim, MemoryJournal, run_key
+from device.sim_pool import FleetPool
 from device.simulator import SimulatedFleet, SimulationError, _facts, device_ids
 from schemas.errors import WireErrorCode
 from schemas.events import TaskEvent
@@ -170,8 +171,21 @@ def test_bad_settings_are_one_clear_error() -> None:
         SimulatedFleet("mqtt://127.0.0.1:1883", 5, failure_rate=1.5, keepalive=1)
     with pytest.raises(SimulationError, match="MQTT URL must start with"):
         SimulatedFleet("http://127.0.0.1", 5)
+    with pytest.raises(SimulationError, match="part 3 of 3 does not fit"):
+        SimulatedFleet("mqtt://127.0.0.1:1883", 5, part=(3, 3))
+    with pytest.raises(SimulationError, match="part 5 of 6 does not fit 5 devices"):
+        FleetPool("mqtt://127.0.0.1:1883", 5, processes=6)
     assert device_ids("sim", 3) == ["sim-0000", "sim-0001", "sim-0002"]
     assert device_ids("pc", 10_001)[-1] == "pc-10000"
+
+
+def test_the_parts_of_a_fleet_share_its_ids_without_overlap() -> None:
+    async def parts() -> list[list[str]]:
+        return [SimulatedFleet("mqtt://127.0.0.1:1883", 10, part=(n, 3)).ids for n in range(3)]
+
+    shares = asyncio.run(parts())
+    assert [len(share) for share in shares] == [3, 3, 4]
+    assert [i for share in shares for i in share] == device_ids("sim", 10)
 
 
 def test_the_open_file_limit_is_raised_for_the_connections() -> None:
