@@ -18,17 +18,16 @@ import statistics
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from schemas.events import FINAL_STATUSES
+from tests.databases import fresh_postgres
 from tests.harness import Process, wait_for
 from tests.ports import free_port, port_open
 
 RESULTS = Path(__file__).parent / "results"
-POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 FINAL = tuple(sorted(FINAL_STATUSES))
 
 
@@ -133,20 +132,8 @@ def start_celery_workers(work: Path, processes: Processes, redis_url: str, queue
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh database on the local PostgreSQL (trust auth), dropped afterwards."""
-    import psycopg
-
-    name = f"fleet_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        sys.exit(f"PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres ({exc}); start it or pass --databases sqlite")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres("fleet_bench", lambda problem: sys.exit(f"{problem}; start it or pass --databases sqlite")) as url:
+        yield url
 
 
 class TaskStates:

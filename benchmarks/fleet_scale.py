@@ -148,63 +148,11 @@ def measure(kind: str, count: int, idle_seconds: float, deadline: float, process
         process = psutil.Process(controller.process.popen.pid)  # type: ignore[union-attr]
         sim = FleetPool(broker.url, count, processes, prefix="sim", heartbeat=30.0, seed=1)
         try:
-            floor.expect_births = count
-            started, cpu_before = time.monotonic(), _cpu(process)
-            sim.start()
-            assert sim.wait_online(deadline), f"the simulator could not connect every device: {sim.last_error}"
-            out.connected_s = round(time.monotonic() - started, 2)
-            wait_for(lambda: _online(controller) >= count, deadline, 0.2, f"{count} devices online in REST")
-            last_birth = sim.last_birth_at
-            out.controller_online_s = round(time.time() - last_birth, 2)
-            out.raw_online_s = _since(last_birth, floor.births_done)
-            out.max_offline = _online(controller, "offline")
-            out.births_cpu_ms = round(1000 * (_cpu(process) - cpu_before) / count, 3)
-
+            _measure_online(out, controller, process, sim, floor, deadline)
             time.sleep(2)  # the last births' follow-ups
-            cpu_before = _cpu(process)
-            broadcast = controller.api.post("/api/v1/broadcasts", json={"type": "echo"}, timeout=120).json()
-            posted = time.monotonic()
-            floor.prefix, floor.expect_results = broadcast["id"], count
-            received: float | None = None
-            offline_checked = 0.0
-
-            def recorded() -> int:
-                nonlocal received, offline_checked
-                if received is None and sim.counters.get("tasks_received", 0) >= count:
-                    received = time.monotonic()
-                response = controller.api.get(f"/api/v1/broadcasts/{broadcast['id']}", timeout=120)
-                if response.status_code != 200:  # e.g. 500 "database is locked" while the writer is busy
-                    out.rest_errors += 1
-                    return -1
-                counts = response.json()["status_counts"]
-                out.statuses = dict(counts)
-                if time.monotonic() - offline_checked >= 1.0:
-                    out.max_offline = max(out.max_offline, _online(controller, "offline"))
-                    offline_checked = time.monotonic()
-                return int(counts.get("succeeded", 0))
-
-            # Polled every 0.2 s: every REST request is a SQLite transaction, so polling faster
-            # would slow down what it measures.
-            try:
-                wait_for(lambda: recorded() >= count, deadline, 0.2, "every broadcast result recorded")
-                out.recorded_s = round(time.monotonic() - posted, 2)
-                out.broadcast_cpu_ms = round(1000 * (_cpu(process) - cpu_before) / count, 3)
-            except AssertionError:
-                pass
-            out.recorded = _retry(recorded)
-            out.lost = count - out.recorded
-            out.received_s = _since(posted, received)
-            out.raw_results_s = _since(posted, floor.results_done)
-            out.raw_results = len(floor.succeeded)
-
+            _measure_broadcast(out, controller, process, sim, floor, deadline)
             time.sleep(5)  # let the last follow-ups finish
-            cpu, began, rss = _cpu(process), time.monotonic(), 0
-            while time.monotonic() - began < idle_seconds:
-                time.sleep(1)
-                rss = max(rss, process.memory_info().rss)
-            out.max_offline = max(out.max_offline, _online(controller, "offline"))
-            out.idle_cpu_pct = round(100 * (_cpu(process) - cpu) / (time.monotonic() - began), 1)
-            out.idle_rss_mb = round(rss / 1e6, 1)
+            _measure_idle(out, controller, process, idle_seconds)
             out.connection_losses = sim.counters.get("connection_losses", 0)
         finally:
             sim.stop()
@@ -212,6 +160,75 @@ def measure(kind: str, count: int, idle_seconds: float, deadline: float, process
             controller.process.kill()
             broker.kill()
     return out
+
+
+def _measure_online(out: Outcome, controller: Controller, process: psutil.Process, sim: FleetPool,
+                    floor: RawFloor, deadline: float) -> None:
+    """Every device connected, then seen online in REST: the lag behind the last birth."""
+    count = out.devices
+    floor.expect_births = count
+    started, cpu_before = time.monotonic(), _cpu(process)
+    sim.start()
+    assert sim.wait_online(deadline), f"the simulator could not connect every device: {sim.last_error}"
+    out.connected_s = round(time.monotonic() - started, 2)
+    wait_for(lambda: _online(controller) >= count, deadline, 0.2, f"{count} devices online in REST")
+    last_birth = sim.last_birth_at
+    out.controller_online_s = round(time.time() - last_birth, 2)
+    out.raw_online_s = _since(last_birth, floor.births_done)
+    out.max_offline = _online(controller, "offline")
+    out.births_cpu_ms = round(1000 * (_cpu(process) - cpu_before) / count, 3)
+
+
+def _measure_broadcast(out: Outcome, controller: Controller, process: psutil.Process, sim: FleetPool,
+                       floor: RawFloor, deadline: float) -> None:
+    """One `echo` broadcast to every device: received, recorded in SQL, lost."""
+    count = out.devices
+    cpu_before = _cpu(process)
+    broadcast = controller.api.post("/api/v1/broadcasts", json={"type": "echo"}, timeout=120).json()
+    posted = time.monotonic()
+    floor.prefix, floor.expect_results = broadcast["id"], count
+    received: float | None = None
+    offline_checked = 0.0
+
+    def recorded() -> int:
+        nonlocal received, offline_checked
+        if received is None and sim.counters.get("tasks_received", 0) >= count:
+            received = time.monotonic()
+        response = controller.api.get(f"/api/v1/broadcasts/{broadcast['id']}", timeout=120)
+        if response.status_code != 200:  # e.g. 500 "database is locked" while the writer is busy
+            out.rest_errors += 1
+            return -1
+        counts = response.json()["status_counts"]
+        out.statuses = dict(counts)
+        if time.monotonic() - offline_checked >= 1.0:
+            out.max_offline = max(out.max_offline, _online(controller, "offline"))
+            offline_checked = time.monotonic()
+        return int(counts.get("succeeded", 0))
+
+    # Polled every 0.2 s: every REST request is a SQLite transaction, so polling faster
+    # would slow down what it measures.
+    try:
+        wait_for(lambda: recorded() >= count, deadline, 0.2, "every broadcast result recorded")
+        out.recorded_s = round(time.monotonic() - posted, 2)
+        out.broadcast_cpu_ms = round(1000 * (_cpu(process) - cpu_before) / count, 3)
+    except AssertionError:
+        pass
+    out.recorded = _retry(recorded)
+    out.lost = count - out.recorded
+    out.received_s = _since(posted, received)
+    out.raw_results_s = _since(posted, floor.results_done)
+    out.raw_results = len(floor.succeeded)
+
+
+def _measure_idle(out: Outcome, controller: Controller, process: psutil.Process, idle_seconds: float) -> None:
+    """The controller's CPU and peak RSS with every device connected and nothing to do."""
+    cpu, began, rss = _cpu(process), time.monotonic(), 0
+    while time.monotonic() - began < idle_seconds:
+        time.sleep(1)
+        rss = max(rss, process.memory_info().rss)
+    out.max_offline = max(out.max_offline, _online(controller, "offline"))
+    out.idle_cpu_pct = round(100 * (_cpu(process) - cpu) / (time.monotonic() - began), 1)
+    out.idle_rss_mb = round(rss / 1e6, 1)
 
 
 def measure_daemon(seconds: float) -> tuple[float, float]:

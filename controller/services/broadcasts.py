@@ -42,16 +42,22 @@ def _targets(session: Session, body: BroadcastCreate) -> list[Row[str, str, list
     return devices
 
 
+def _check_type(session: Session, body: BroadcastCreate) -> None:
+    """A broadcast's type must be built in (with valid params) or reported by some device."""
+    if check_params(body.type, body.params):
+        return
+    reported = {t for device in session.scalars(select(Device)) for t in (device.facts or {}).get("task_types") or []}
+    if body.type not in reported:
+        raise InvalidRequestError(
+            f"task type {body.type!r} is not built in and no known device supports it; "
+            f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}"
+            + (f"; types devices report: {', '.join(sorted(reported))}" if reported else "")
+        )
+
+
 def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publisher) -> tuple[Broadcast, list[str]]:
     """Commit the broadcast and one task per target device, then publish one envelope."""
-    if not check_params(body.type, body.params):
-        reported = {t for device in session.scalars(select(Device)) for t in (device.facts or {}).get("task_types") or []}
-        if body.type not in reported:
-            raise InvalidRequestError(
-                f"task type {body.type!r} is not built in and no known device supports it; "
-                f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}"
-                + (f"; types devices report: {', '.join(sorted(reported))}" if reported else "")
-            )
+    _check_type(session, body)
     now = utcnow()
     broadcast = Broadcast(
         id=new_id(),

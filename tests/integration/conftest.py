@@ -3,13 +3,13 @@ killed afterwards; a failed test shows the tail of each process's log."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.databases import fresh_postgres
 from tests.harness import Broker, Controller, Device, MqttProbe, Process, missing_service
 
 BROKER_KINDS = ["amqtt", "mosquitto"]
@@ -99,19 +99,5 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh database on the local PostgreSQL, dropped afterwards."""
-    import psycopg  # in the `test` extra, so an absence fails loudly
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
-    name = f"fleet_test_{uuid.uuid4().hex[:12]}"
-    try:
-        connection = psycopg.connect(admin, autocommit=True)
-    except psycopg.OperationalError as exc:
-        missing_service(
-            f"PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres ({exc}); install and start it to run this test"
-        )
-    with connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres("fleet_test", lambda problem: missing_service(f"{problem}; install and start it to run this test")) as url:
+        yield url
