@@ -5,11 +5,12 @@ another device's task, unknown (ad hoc) tasks and a login's account included."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db import create_db_engine, create_sessionmaker, migrate
@@ -85,6 +86,28 @@ def snapshot(sessions: sessionmaker[Session]) -> dict[str, Any]:
         return found
 
 
+def stored(sessions: sessionmaker[Session]) -> list[tuple[Any, ...]]:
+    """The timeline as the database holds it (text, no type processing on the way back), the
+    batch's own timestamp `received_at` as its shape only (digits masked); in task order, as
+    `snapshot` is (the batch writes ad hoc tasks' rows first)."""
+    columns = [cast(getattr(TaskEventRecord, name), String) for name in (
+        "task_id", "event", "attempt", "seq", "at", "progress", "message", "result", "error", "details", "replay",
+        "applied")]
+    with sessions() as session:
+        rows = session.execute(select(*columns, cast(TaskEventRecord.received_at, String))
+                               .order_by(TaskEventRecord.task_id, TaskEventRecord.id))
+        return [(*row[:-1], re.sub(r"\d", "0", row[-1])) for row in rows]
+
+
+def stamped_between(sessions: sessionmaker[Session], start: datetime, end: datetime) -> bool:
+    """Every timestamp the events wrote reads back within [start, end] (no zone shifted)."""
+    with sessions() as session:
+        times: list[datetime | None] = list(session.scalars(select(TaskEventRecord.received_at)))
+        for task in session.scalars(select(Task).where(Task.heard_at.is_not(None))):
+            times += [task.heard_at, task.updated_at]
+        return bool(times) and all(time is not None and start <= time <= end for time in times)
+
+
 def database(path: Path) -> sessionmaker[Session]:
     engine = create_db_engine(f"sqlite:///{path}")
     migrate(engine)
@@ -136,3 +159,23 @@ def test_orm_copies_of_batched_tasks_are_not_stale(tmp_path: Path) -> None:
         assert loaded is not None and loaded.status == "dispatched"
         event_batch.stage_events(session, [("pc-1", event("plain", "pc-1", A, 0))])
         assert loaded.status == "accepted", "the identity map's copy was expired and re-read"
+
+
+def test_a_batch_stores_values_as_the_orm_does(tmp_path: Path) -> None:
+    """Values bound pre-converted (the batch's timestamp and JSON null once) are stored exactly as
+    SQLAlchemy's per-value processing in the ORM stores them."""
+    one_by_one, batched = database(tmp_path / "one.db"), database(tmp_path / "batch.db")
+    seed(one_by_one)
+    seed(batched)
+    same = events()  # the same `at` values on both sides
+    with one_by_one() as session:
+        for device_id, task_event in same:
+            tasks.stage_event(session, device_id, task_event)
+        session.commit()
+    start = utcnow()
+    with batched() as session:
+        event_batch.stage_events(session, same)
+        session.commit()
+    assert stored(batched) == stored(one_by_one)
+    assert any(row[7] == "null" for row in stored(batched)), "JSON null, as the ORM writes it, not SQL NULL"
+    assert stamped_between(batched, start, utcnow())
