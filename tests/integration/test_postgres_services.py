@@ -61,7 +61,7 @@ def test_services_on_postgresql(postgres_url: str, publisher: FakePublisher) -> 
 
 
 def test_event_batch_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
-    """The batched event path (FOR UPDATE, executemany, pre-converted JSON, booleans and
+    """The batched event path (FOR UPDATE, executemany of JSON, booleans and
     timestamps) on PostgreSQL records what `stage_event` records on SQLite."""
     engine = create_db_engine(postgres_url)
     migrate(engine)
@@ -77,6 +77,6 @@ def test_event_batch_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
         event_batch.stage_events(session, event_batch_kit.events())
         session.commit()
     assert event_batch_kit.snapshot(batched) == event_batch_kit.snapshot(one_by_one)
-    assert event_batch_kit.stamped_between(batched, start, utcnow()), "pre-converted timestamps keep their zone"
+    assert event_batch_kit.stamped_between(batched, start, utcnow()), "timestamps keep their zone"
     assert any(row[7] == "null" for row in event_batch_kit.stored(batched)), "JSON null, as the ORM writes it"
     engine.dispose()

@@ -162,8 +162,8 @@ def test_orm_copies_of_batched_tasks_are_not_stale(tmp_path: Path) -> None:
 
 
 def test_a_batch_stores_values_as_the_orm_does(tmp_path: Path) -> None:
-    """Values bound pre-converted (the batch's timestamp and JSON null once) are stored exactly as
-    SQLAlchemy's per-value processing in the ORM stores them."""
+    """The batched path's executemany statements store each value in exactly the text the ORM's
+    per-event path stores (a JSON null stays JSON, timestamps keep one format)."""
     one_by_one, batched = database(tmp_path / "one.db"), database(tmp_path / "batch.db")
     seed(one_by_one)
     seed(batched)
