@@ -28,172 +28,28 @@ Writes benchmarks/results/broker_throughput.md and, with matplotlib (`pip instal
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import random
 import selectors
 import shutil
 import socket
-import struct
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from tests.ports import free_port
+from benchmarks.broker_processes import running_broker, serve_stock
+from benchmarks.raw_mqtt import connect, fleet_filters, publish_packet, subscribe
 
 RESULTS = Path(__file__).parent / "results"
-ROOT = Path(__file__).parents[1]
 FILTER_COUNTS = (10, 1_000, 10_000)
 BROKERS = ("embedded", "stock-amqtt", "mosquitto")
 TOPIC = "bench/flow"
 HOLDERS = 10
 DEVICES = 1_000
-
-
-# --- MQTT 3.1.1 packets ------------------------------------------------------------------------
-def _string(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(first_byte: int, body: bytes) -> bytes:
-    length, encoded = len(body), bytearray()
-    while True:
-        byte, length = length % 128, length // 128
-        encoded.append(byte | (0x80 if length else 0))
-        if not length:
-            return bytes([first_byte]) + bytes(encoded) + body
-
-
-def publish_packet(topic: str, payload: bytes) -> bytes:
-    return _packet(0x30, _string(topic) + payload)  # QoS 0, no retain
-
-
-def _read_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        data += chunk
-    return data
-
-
-def _read_packet(sock: socket.socket) -> tuple[int, bytes]:
-    first = _read_exact(sock, 1)[0]
-    length, multiplier = 0, 1
-    while True:
-        byte = _read_exact(sock, 1)[0]
-        length += (byte & 0x7F) * multiplier
-        multiplier *= 128
-        if not byte & 0x80:
-            break
-    return first >> 4, _read_exact(sock, length)
-
-
-def connect(port: int, client_id: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    body = _string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 600) + _string(client_id)
-    sock.sendall(_packet(0x10, body))
-    kind, reply = _read_packet(sock)
-    if kind != 2 or reply[1] != 0:
-        raise ConnectionError(f"CONNECT refused: {reply!r}")
-    return sock
-
-
-def subscribe(sock: socket.socket, filters: list[str], qos: int = 0, packet_id: int = 1) -> None:
-    """SUBSCRIBE in batches of 100 filters, each waiting for its SUBACK."""
-    for start in range(0, len(filters), 100):
-        batch = filters[start:start + 100]
-        body = struct.pack("!H", packet_id) + b"".join(_string(f) + bytes([qos]) for f in batch)
-        sock.sendall(_packet(0x82, body))
-        while True:
-            kind, reply = _read_packet(sock)
-            if kind == 9:
-                if any(code == 0x80 for code in reply[2:]):
-                    raise RuntimeError("a subscription was refused")
-                break
-        packet_id = packet_id % 65535 + 1
-
-
-def fleet_filters(start: int, stop: int) -> list[str]:
-    """Distinct filters shaped like a fleet's; none matches `bench/flow`."""
-    shapes = ("devices/dev-{}/tasks", "fleet/groups/grp-{}/tasks", "devices/dev-{}/config/#")
-    return [shapes[k % 3].format(k) for k in range(start, stop)]
-
-
-# --- brokers -------------------------------------------------------------------------------------
-def wait_listening(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port}")
-
-
-@contextmanager
-def running_broker(kind: str, work: Path) -> Iterator[int]:
-    """Start one broker process on a free loopback port; yield the port; stop it."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    if kind == "embedded":
-        argv = [sys.executable, "-m", "cli", "broker", "--port", str(port)]
-        env.update(FLEET_BROKER_ALLOW_ANONYMOUS="true", FLEET_LOG_LEVEL="WARNING", FLEET_DATA_DIR=str(work))
-    elif kind == "stock-amqtt":
-        argv = [sys.executable, "-m", "benchmarks.broker_throughput", "--serve-stock", str(port)]
-    else:
-        from broker.mosquitto import mosquitto_conf
-
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        conf = work / "mosquitto.conf"
-        text = mosquitto_conf(port) + "log_type error\n"
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            text += "user root\n"
-        conf.write_text(text)
-        argv = [binary, "-c", str(conf)]
-    log = open(work / f"{kind}.log", "wb")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    try:
-        wait_listening(port, process, kind)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-def serve_stock(port: int) -> None:
-    """A plain amqtt broker, no overrides, anonymous, on 127.0.0.1:port."""
-    import logging
-
-    from amqtt.broker import Broker
-
-    logging.basicConfig(level=logging.WARNING)
-
-    async def main() -> None:
-        broker = Broker({
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-        })
-        await broker.start()
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 # --- scenario 1: throughput with N filters present ---------------------------------------------------

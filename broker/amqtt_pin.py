@@ -4,7 +4,7 @@ the one installed.
 `broker.fleet_broker`, `broker.fleet_subscriptions` and `broker.protocol` replace or rely on
 private amqtt methods. A different amqtt may have renamed or rewritten them, so the broker
 refuses to start on any other version (`check_amqtt_version`), and
-tests/integration/test_broker_conformance.py compares a fingerprint of each amqtt method the
+tests/integration/broker_conformance/test_embedded_broker.py compares a fingerprint of each amqtt method the
 overrides replace or call (`AMQTT_FINGERPRINTS`) with the installed source, so an upgrade says
 exactly which override to re-read. To upgrade amqtt: change the pin here and in pyproject.toml,
 re-read each method listed by `fingerprint_drift()`, then update its fingerprint.

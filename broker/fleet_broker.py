@@ -4,8 +4,9 @@ amqtt's plugin API can watch events and refuse logins or topics, but it cannot c
 messages are routed, queued or re-sent, so each fix below is a small override of one amqtt
 method, named after the method it replaces; those of SUBSCRIBE and UNSUBSCRIBE live in
 `broker.fleet_subscriptions`. They were written against amqtt 0.12.1 exactly:
-`broker.amqtt_pin` refuses to start on another version, and tests/integration/test_broker_conformance.py
-fails if the source of any overridden method changed.
+`broker.amqtt_pin` refuses to start on another version, and
+tests/integration/broker_conformance/test_embedded_broker.py fails if the source of any overridden
+method changed.
 
 | amqtt 0.12.1 behaviour (measured: docs/architecture.md)   | override                                   |
 |-----------------------------------------------------------|--------------------------------------------|

@@ -1,5 +1,5 @@
-"""Fixtures of the unit tier: a real, freshly migrated SQLite database per test, and the real
-REST app on one (its broker does not exist)."""
+"""Fixtures of the unit tier: a real, freshly migrated SQLite database per test, the real REST
+app on one (its broker does not exist), and an in-memory stand-in for the MQTT publish side."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import FleetSettings
 from controller.app import create_app
 from controller.db import create_db_engine, create_sessionmaker, migrate
-from tests.services_kit import ADMIN_TOKEN, unused_port
+from tests.services_kit import ADMIN_TOKEN, FakePublisher, unused_port
 
 
 @pytest.fixture
@@ -42,3 +42,8 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     )
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()

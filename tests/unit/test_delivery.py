@@ -10,7 +10,6 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.acks import AckTracker
@@ -29,11 +28,6 @@ from schemas.status import DeviceFacts
 from tests.services_kit import FakePublisher, event, go_online, will
 
 RESEND_AFTER = 30.0
-
-
-@pytest.fixture
-def publisher() -> FakePublisher:
-    return FakePublisher()
 
 
 # ---- the ack bookkeeping -------------------------------------------------------------------------
