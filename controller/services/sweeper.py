@@ -123,7 +123,7 @@ def start_due_retries(session: Session, publisher: Publisher, now: datetime) -> 
         log.info("task %s (%s): attempt %d of %d queued", task.id, task.type, task.attempt, attempts)
     session.commit()
     for task in due:
-        publish_task(session, task, publisher)
+        publish_task(task, publisher)
     return len(due)
 
 
@@ -159,7 +159,7 @@ def resend_unheard(session: Session, publisher: Publisher, now: datetime, resend
     session.commit()
     sent = 0
     for task in due:
-        if not publish_task(session, task, publisher):
+        if not publish_task(task, publisher):
             break  # not connected: they are due again at the next pass after `resend_at`
         sent += 1
     if due:

@@ -106,7 +106,7 @@ def check_size(envelope: TaskEnvelope, publisher: Publisher) -> None:
         )
 
 
-def publish_task(session: Session, task: Task, publisher: Publisher) -> bool:
+def publish_task(task: Task, publisher: Publisher) -> bool:
     """Publish a committed task to its device; it becomes dispatched when the broker acknowledges
     the message (never waited for here). False when not connected: the task stays queued, and
     is sent on the device's next birth or by the sweeper's re-send."""
@@ -162,7 +162,7 @@ def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Tas
     session.add(task)
     session.commit()
     log.info("task %s (%s) created for device %s", task.id, task.type, task.device_id)
-    publish_task(session, task, publisher)
+    publish_task(task, publisher)
     return task  # as committed: no read after the publish (it becomes dispatched on the broker's ack)
 
 
