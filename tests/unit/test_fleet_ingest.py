@@ -75,8 +75,7 @@ def test_a_held_heartbeat_is_written_before_a_later_status_of_its_device(session
     go_online(sessions, "pc-01", "s1")
     writer = IngestWriter(sessions, lambda _ids: None, heartbeat_flush=60)
     writer.start()
-    writer.put(_beat("pc-01"))
-    time.sleep(0.1)  # held, alone in its batch
+    writer.put(_beat("pc-01"))  # held beside the queue, not queued
     writer.put(Incoming("pc-01", will("pc-01", "s1")))
     writer.stop()
     with sessions() as session:
