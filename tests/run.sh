@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run them: `bash tests/run.sh [pytest args]`.
-# System packages (Debian): mosquitto, mosquitto-clients, openssl (test certificates) and chromium (browser
+# System packages (Debian): mosquitto, mosquitto-clients, nats-server (the clustered broker), openssl (test certificates) and chromium (browser
 # tasks; Playwright drives it at /usr/bin/chromium). Python packages: a .venv with the project and its test extras. PostgreSQL on 127.0.0.1:5432 is used when it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
