@@ -137,6 +137,14 @@ class FleetSettings(BaseSettings):
     )
     device_status_burst: int = Field(5, ge=1, le=100_000, description="how many status messages it may send at once")
     max_upload_bytes: int = Field(8 * 1024**3, ge=1024, description="largest file POST /api/v1/files accepts")
+    file_store: Literal["local", "database"] = Field(
+        "local", description="where uploaded files are kept: local (files in <data_dir>/files, served by this "
+        "controller only) or database (in the SQL database, served by every controller that shares it)",
+    )
+    idempotency_key_ttl: int = Field(
+        86_400, ge=60, le=30 * 86_400, description="seconds an Idempotency-Key of a create request is remembered "
+        "(60 s – 30 days); a request repeated within that time creates nothing new",
+    )
     sweep_interval: float = Field(1.0, gt=0, le=60, description="seconds between checks for expiries, timeouts and due retries")
     task_timeout_grace: float = Field(
         15.0, ge=0, le=3600, description="seconds past a task's timeout before the controller gives up on a silent device"

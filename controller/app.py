@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
 from controller.api.docs import add_docs
@@ -22,7 +23,10 @@ from controller.api.security import Read, VerifiedTokens
 from controller.db import create_db_engine, create_read_sessionmaker, create_sessionmaker, migrate, safe_url
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
+from controller.services import file_store, idempotency
+from controller.services import files as file_service
 from controller.services.errors import ServiceError
+from controller.services.idempotency import Pruner
 from controller.services.tokens import ensure_bootstrap
 from controller.signing_key import load_signer
 from schemas.signing import public_key_text
@@ -56,6 +60,17 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content=jsonable_encoder({"detail": detail}))
 
 
+def _file_url_key(settings: FleetSettings, sessions: sessionmaker[Session]) -> bytes:
+    """The key of signed file links: FLEET_FILE_URL_KEY; else, with the database file store,
+    one kept in the database (the same on every controller); else one in the data dir."""
+    if settings.file_url_key is not None:
+        return settings.file_url_key.get_secret_value().encode()
+    if settings.file_store == "database":
+        with sessions() as session:
+            return file_service.shared_url_key(session)
+    return file_service.url_key(None, settings.data_dir)
+
+
 def create_app(settings: FleetSettings) -> FastAPI:
     """The controller app. Its lifespan opens the database (creating missing tables) and
     starts the MQTT client, which keeps retrying while the broker is down."""
@@ -78,6 +93,8 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.api_write_gate = threading.Lock()  # see controller.api.deps.write_turn
         app.state.verified_tokens = VerifiedTokens()
         app.state.mqtt = mqtt
+        app.state.file_url_key = _file_url_key(settings, sessions)
+        app.state.pruner = Pruner([idempotency.prune, file_store.prune_orphans])
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
                      signer.key_id, public_key_text(signer.public_key))

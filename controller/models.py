@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -121,6 +121,9 @@ class Task(Base):
     heard_at: Mapped[datetime | None]
     resends: Mapped[int] = mapped_column(default=0)
     resend_at: Mapped[datetime | None]
+    # sha256 of the create request of a task whose id the client chose, to tell its retry (same
+    # body: the same task) from a clash (another body: 409); docs/architecture.md#idempotent-task-creation
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
 
     events: Mapped[list[TaskEventRecord]] = relationship(
         back_populates="task", order_by="TaskEventRecord.id", cascade="all, delete-orphan"
@@ -186,15 +189,56 @@ class Account(Base):
 
 
 class StoredFile(Base):
-    """A file operators uploaded for devices to fetch (videos, covers), kept on the controller's disk."""
+    """A file operators uploaded for devices to fetch (videos, covers), kept on the controller's
+    disk (`store` local) or in this database as `FileChunk` rows (`store` database)."""
 
     __tablename__ = "files"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
-    size: Mapped[int]
+    size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     content_type: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    store: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
+
+
+class FileChunk(Base):
+    """One piece of a file kept in the database (FLEET_FILE_STORE=database), `seq` from 0, each
+    `chunk_bytes` long but the last. Written while the upload streams in, before its `files` row
+    exists (so no foreign key); the pieces of an upload that never finished are pruned."""
+
+    __tablename__ = "file_chunks"
+
+    file_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class IdempotencyKey(Base):
+    """A create request sent with an `Idempotency-Key`: its body's sha256 and the answer it got,
+    committed in the transaction that created its tasks, kept until `expires_at`."""
+
+    __tablename__ = "idempotency_keys"
+
+    endpoint: Mapped[str] = mapped_column(String(64), primary_key=True)  # e.g. "POST /api/v1/tasks"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int]
+    response: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SharedSecret(Base):
+    """A secret every controller on this database must agree on, generated once by whichever
+    starts first (the key of signed file links when FLEET_FILE_URL_KEY is unset)."""
+
+    __tablename__ = "shared_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -35,7 +35,18 @@ class TaskOptions(StrictModel):
         return self
 
 
+# Idempotent creates (docs/architecture.md#idempotent-task-creation): a POST that creates tasks
+# may carry this header; the same key with the same body answers the first response again.
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+IDEMPOTENT_REPLAYED_HEADER = "Idempotent-Replayed"  # "true" on an answer that created nothing new
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, no spaces (a UUID is the usual choice)
+
+
 class TaskCreate(TaskOptions):
+    id: TaskId | None = Field(
+        None, description="an id of your choosing (letters, digits, '.', '_', '-', ':'); sending the same id with "
+        "the same body again answers the same task, with another body a 409. Random when absent",
+    )
     device_id: DeviceId | None = Field(None, description="target device; may be left out when `account` is bound to one")
     type: TaskType
 

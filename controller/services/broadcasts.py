@@ -8,12 +8,15 @@ same name from the envelope), so every run has its own status and timeline. Offl
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import Row, func, insert, select
 from sqlalchemy.orm import Session
 
 from controller.models import Broadcast, Device, Task
+from controller.services import idempotency
 from controller.services.errors import InvalidRequestError, NotFoundError
+from controller.services.idempotency import Answer, Claim, Staged
 from controller.services.publisher import Publisher
 from controller.services.task_create import check_params, check_size, resolve_expiry
 from controller.services.task_rows import task_values
@@ -57,6 +60,29 @@ def _check_type(session: Session, body: BroadcastCreate) -> None:
 
 def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publisher) -> tuple[Broadcast, list[str]]:
     """Commit the broadcast and one task per target device, then publish one envelope."""
+    broadcast, task_ids, publish = _stage(session, body, publisher)
+    session.commit()
+    publish()
+    return broadcast, task_ids
+
+
+def create_broadcast_once(
+    session: Session, body: BroadcastCreate, publisher: Publisher, claim: Claim | None, ttl: float
+) -> Answer:
+    """`create_broadcast` that creates nothing new for a request repeated with the same
+    `Idempotency-Key` (docs/architecture.md#idempotent-task-creation): it answers the first
+    request's answer again."""
+
+    def stage() -> Staged:
+        broadcast, _task_ids, publish = _stage(session, body, publisher)
+        return Answer(201, get_broadcast(session, broadcast.id).model_dump(mode="json")), publish
+
+    return idempotency.create_once(session, claim, ttl, stage)
+
+
+def _stage(session: Session, body: BroadcastCreate, publisher: Publisher) -> tuple[Broadcast, list[str], Callable[[], None]]:
+    """Add (and flush) the broadcast and one task per target device; the returned step
+    publishes its envelope once they are committed."""
     _check_type(session, body)
     now = utcnow()
     broadcast = Broadcast(
@@ -106,13 +132,15 @@ def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publish
         session.execute(insert(Task), runs)
     task_ids = [run_id(broadcast.id, device.id) for device in targets]
     online_ids = [run_id(broadcast.id, device.id) for device in targets if device.status == "online"]
-    session.commit()
+    session.flush()
 
-    topic = group_tasks(broadcast.group) if broadcast.group else BROADCAST_TASKS
-    if not publisher.publish(topic, envelope, task_ids=online_ids):  # dispatched once the broker acks it
-        log.warning("broadcast %s stays queued: the MQTT client is not connected", broadcast.id)
-    log.info("broadcast %s (%s) to %s: %d device(s)", broadcast.id, broadcast.type, topic, len(task_ids))
-    return broadcast, task_ids
+    def publish() -> None:
+        topic = group_tasks(broadcast.group) if broadcast.group else BROADCAST_TASKS
+        if not publisher.publish(topic, envelope, task_ids=online_ids):  # dispatched once the broker acks it
+            log.warning("broadcast %s stays queued: the MQTT client is not connected", broadcast.id)
+        log.info("broadcast %s (%s) to %s: %d device(s)", broadcast.id, broadcast.type, topic, len(task_ids))
+
+    return broadcast, task_ids, publish
 
 
 def get_broadcast(session: Session, broadcast_id: str) -> BroadcastOut:

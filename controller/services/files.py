@@ -1,9 +1,11 @@
-"""Files operators upload for devices to fetch (videos, covers): streamed to disk with their
-sha256, served back with HTTP range requests so an interrupted download resumes.
+"""Files operators upload for devices to fetch (videos, covers): streamed to disk (or, with
+FLEET_FILE_STORE=database, into the database: `file_store`) with their sha256, served back
+with HTTP range requests so an interrupted download resumes.
 
 Devices have no API token, so the URL a task carries is signed: HMAC-SHA256 over the file id
-and an expiry time, with a key only the controller knows (FLEET_FILE_URL_KEY, else a random
-key kept in `<data dir>/file-url-key`)."""
+and an expiry time, with a key only the controllers know: FLEET_FILE_URL_KEY; else, with the
+database store, a random key kept in the database (the same for every controller that shares
+it); else a random key kept in `<data dir>/file-url-key`."""
 
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controller.models import StoredFile
+from controller.models import FileChunk, SharedSecret, StoredFile
 from controller.services.errors import ForbiddenError, NotFoundError, PayloadTooLargeError
 from schemas.common import new_id, utcnow
 
@@ -31,6 +34,10 @@ class SavedFile:
     id: str
     size: int
     sha256: str
+
+
+def too_large(max_bytes: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"the file is larger than {max_bytes} bytes (FLEET_MAX_UPLOAD_BYTES); send a smaller one")
 
 
 async def save_stream(chunks: AsyncIterator[bytes], directory: Path, max_bytes: int) -> SavedFile:
@@ -45,9 +52,7 @@ async def save_stream(chunks: AsyncIterator[bytes], directory: Path, max_bytes: 
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
-                    raise PayloadTooLargeError(
-                        f"the file is larger than {max_bytes} bytes (FLEET_MAX_UPLOAD_BYTES); send a smaller one"
-                    )
+                    raise too_large(max_bytes)
                 digest.update(chunk)
                 file.write(chunk)
         part.replace(directory / file_id)
@@ -72,6 +77,26 @@ def url_key(configured: str | None, data_dir: Path) -> bytes:
     return path.read_text(encoding="utf-8").strip().encode()
 
 
+SHARED_KEY = "file-url-key"  # its name in `shared_secrets`
+
+
+def shared_url_key(session: Session) -> bytes:
+    """The signing key kept in the database, created by the first controller that asks for it
+    (a concurrent first one loses the INSERT race and reads the winner's)."""
+    row = session.get(SharedSecret, SHARED_KEY)
+    if row is None:
+        try:
+            session.add(SharedSecret(name=SHARED_KEY, value=secrets.token_hex(32), created_at=utcnow()))
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+        row = session.get(SharedSecret, SHARED_KEY)
+        assert row is not None
+    value = row.value
+    session.rollback()
+    return value.encode()
+
+
 def _signature(key: bytes, file_id: str, expires: int) -> str:
     return hmac.new(key, f"{file_id}:{expires}".encode(), hashlib.sha256).hexdigest()
 
@@ -88,9 +113,9 @@ def check_signature(key: bytes, file_id: str, expires: int, signature: str) -> N
         raise ForbiddenError("this download link's signature is not valid")
 
 
-def record(session: Session, saved: SavedFile, name: str, content_type: str) -> StoredFile:
+def record(session: Session, saved: SavedFile, name: str, content_type: str, store: str = "local") -> StoredFile:
     stored = StoredFile(id=saved.id, name=name, size=saved.size, sha256=saved.sha256, content_type=content_type,
-                        created_at=utcnow())
+                        created_at=utcnow(), store=store)
     session.add(stored)
     session.commit()
     log.info("file %s stored (%d bytes)", stored.id, stored.size)
@@ -109,7 +134,12 @@ def list_files(session: Session) -> list[StoredFile]:
 
 
 def delete_file(session: Session, directory: Path, file_id: str) -> None:
+    """Delete the file's row and its content, wherever it is kept (a database-kept file's
+    pieces go in the same transaction)."""
     stored = get_file(session, file_id)
-    (directory / stored.id).unlink(missing_ok=True)
+    if stored.store == "database":
+        session.execute(delete(FileChunk).where(FileChunk.file_id == stored.id))
+    else:
+        (directory / stored.id).unlink(missing_ok=True)
     session.delete(stored)
     session.commit()

@@ -19,12 +19,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.models import Device, Task
-from controller.services import accounts
+from controller.services import accounts, idempotency
 from controller.services.devices import device_not_found
 from controller.services.errors import InvalidRequestError, PayloadTooLargeError, ServiceError
+from controller.services.idempotency import Answer, Claim, Staged, TaskIdTakenError
 from controller.services.publisher import Publisher
 from controller.services.task_rows import new_task
-from schemas.api import TaskCreate, TaskOptions
+from schemas.api import TaskBatchOut, TaskCreate, TaskOptions, TaskOut
 from schemas.common import new_id, utcnow
 from schemas.tasks import BUILTIN_PARAMS, TaskEnvelope
 from schemas.topics import device_tasks
@@ -139,7 +140,7 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
             f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}; types this device reports: {known}"
         )
     task = new_task(
-        id=new_id(),
+        id=body.id or new_id(),
         device_id=device.id,
         type=body.type,
         account=body.account,
@@ -151,8 +152,39 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
     )
+    if body.id is not None:
+        task.request_sha256 = idempotency.fingerprint("task", body)
     check_size(envelope_for(task), publisher)
     return task
+
+
+def task_answer(task: Task, replayed: bool = False) -> Answer:
+    """A create's answer: 201 and the task as `TaskOut`."""
+    return Answer(201, TaskOut.model_validate(task).model_dump(mode="json"), replayed)
+
+
+def _taken(ids: Sequence[str]) -> TaskIdTakenError:
+    named = ", ".join(repr(i) for i in ids[:ITEMS_NAMED]) + (f" and {len(ids) - ITEMS_NAMED} more" if len(ids) > ITEMS_NAMED else "")
+    return TaskIdTakenError(
+        f"task id {named} is already used by a task created by another request (other params, device or options); "
+        "choose another id, or leave id out to get a random one"
+    )
+
+
+def existing_tasks(session: Session, bodies: Sequence[TaskCreate]) -> list[Task] | None:
+    """The tasks a repeated request created before, found by their client-chosen ids: None when
+    none of them exists; `TaskIdTakenError` when an id is held by a task another request created."""
+    wanted = [body.id for body in bodies if body.id is not None]
+    if not wanted:
+        return None
+    found = {task.id: task for task in session.scalars(select(Task).where(Task.id.in_(wanted)))}
+    if not found:
+        return None
+    taken = [body.id for body in bodies if body.id in found
+             and found[body.id].request_sha256 != idempotency.fingerprint("task", body)]
+    if taken or len(found) != len(bodies):
+        raise _taken(taken or list(found))
+    return [found[body.id] for body in bodies if body.id is not None]
 
 
 def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Task:
@@ -166,27 +198,98 @@ def create_task(session: Session, body: TaskCreate, publisher: Publisher) -> Tas
     return task  # as committed: no read after the publish (it becomes dispatched on the broker's ack)
 
 
-def create_tasks(session: Session, bodies: Sequence[TaskCreate], publisher: Publisher) -> list[Task]:
-    """`create_task` for many tasks at once: every item is checked as a single create checks it,
-    then all are committed in one transaction and published, in order. One wrong item refuses
-    the whole batch (`InvalidBatchError` names every wrong item) and nothing is created."""
+def create_task_once(session: Session, body: TaskCreate, publisher: Publisher, claim: Claim | None, ttl: float) -> Answer:
+    """`create_task` that creates nothing new for a repeated request: one with the same
+    `Idempotency-Key` (`claim`) or the same client-chosen `id` answers what the first got."""
+
+    def stage() -> Staged | Answer:
+        existing = existing_tasks(session, [body])
+        if existing:
+            return task_answer(existing[0], replayed=True)
+        task = _api_task(session, body, publisher, utcnow())
+        session.add(task)
+        session.flush()
+
+        def committed() -> None:
+            log.info("task %s (%s) created for device %s", task.id, task.type, task.device_id)
+            publish_task(task, publisher)
+
+        return task_answer(task), committed
+
+    def on_conflict() -> Answer | None:
+        existing = existing_tasks(session, [body])
+        return task_answer(existing[0], replayed=True) if existing else None
+
+    return idempotency.create_once(session, claim, ttl, stage, on_conflict)
+
+
+def _batch_rows(session: Session, bodies: Sequence[TaskCreate], publisher: Publisher) -> list[Task]:
+    """Every item checked as a single create checks it; `InvalidBatchError` names the wrong ones."""
     targets = {body.device_id for body in bodies if body.device_id is not None}
     loaded = {device.id: device for device in session.scalars(select(Device).where(Device.id.in_(targets)))}
     now = utcnow()
     created: list[Task] = []
     problems: list[tuple[int, ServiceError]] = []
+    first: dict[str, int] = {}
     for index, body in enumerate(bodies):
+        if body.id is not None and first.setdefault(body.id, index) != index:
+            problems.append((index, InvalidRequestError(f"its id {body.id!r} is also tasks[{first[body.id]}]'s")))
+            continue
         try:
             created.append(_api_task(session, body, publisher, now, loaded))
         except ServiceError as exc:
             problems.append((index, exc))
     if problems:
         raise InvalidBatchError(problems, len(bodies))
-    session.bulk_save_objects(created)
-    session.commit()
-    log.info("%d tasks created in one batch (%s … %s)", len(created), created[0].id, created[-1].id)
+    return created
+
+
+def _publish_batch(created: Sequence[Task], publisher: Publisher) -> None:
     unsent = sum(not _publish(task, publisher) for task in created)
     if unsent:
         log.warning("%d tasks of the batch stay queued: the MQTT client is not connected; each is sent on its "
                     "device's next birth", unsent)
+
+
+def create_tasks(session: Session, bodies: Sequence[TaskCreate], publisher: Publisher) -> list[Task]:
+    """`create_task` for many tasks at once: every item is checked as a single create checks it,
+    then all are committed in one transaction and published, in order. One wrong item refuses
+    the whole batch (`InvalidBatchError` names every wrong item) and nothing is created."""
+    created = _batch_rows(session, bodies, publisher)
+    session.bulk_save_objects(created)
+    session.commit()
+    log.info("%d tasks created in one batch (%s … %s)", len(created), created[0].id, created[-1].id)
+    _publish_batch(created, publisher)
     return created
+
+
+def batch_answer(tasks: Sequence[Task], replayed: bool = False) -> Answer:
+    body = TaskBatchOut(items=[TaskOut.model_validate(task) for task in tasks]).model_dump(mode="json")
+    return Answer(201, body, replayed)
+
+
+def create_tasks_once(
+    session: Session, bodies: Sequence[TaskCreate], publisher: Publisher, claim: Claim | None, ttl: float
+) -> Answer:
+    """`create_tasks` that creates nothing new for a repeated request (see `create_task_once`):
+    a batch whose every item names an id of a task that request created answers those tasks."""
+
+    def stage() -> Staged | Answer:
+        existing = existing_tasks(session, bodies)
+        if existing:
+            return batch_answer(existing, replayed=True)
+        created = _batch_rows(session, bodies, publisher)
+        session.bulk_save_objects(created)
+        session.flush()
+
+        def committed() -> None:
+            log.info("%d tasks created in one batch (%s … %s)", len(created), created[0].id, created[-1].id)
+            _publish_batch(created, publisher)
+
+        return batch_answer(created), committed
+
+    def on_conflict() -> Answer | None:
+        existing = existing_tasks(session, bodies)
+        return batch_answer(existing, replayed=True) if existing else None
+
+    return idempotency.create_once(session, claim, ttl, stage, on_conflict)

@@ -1,18 +1,22 @@
-"""`/api/v1/files`: upload a video or cover once; devices download it (with resume)."""
+"""`/api/v1/files`: upload a video or cover once; devices download it (with resume), from this
+controller's disk or, with FLEET_FILE_STORE=database, from the database every controller shares."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from config.settings import FleetSettings
 from controller.api.deps import ReadSessionDep, SessionDep, SettingsDep
 from controller.api.security import Operate
 from controller.models import StoredFile
+from controller.services import file_store
 from controller.services import files as service
+from controller.services.errors import NotFoundError
 from schemas.api import ErrorBody, FileOut
 
 router = APIRouter(prefix="/files", tags=["files"])
@@ -22,20 +26,45 @@ download_router = APIRouter(prefix="/files", tags=["files"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
 
 
-def _key(settings: FleetSettings) -> bytes:
-    configured = settings.file_url_key.get_secret_value() if settings.file_url_key else None
-    return service.url_key(configured, settings.data_dir)
+def _key(request: Request) -> bytes:
+    key: bytes = request.app.state.file_url_key  # see controller.app: configured, shared or local
+    return key
 
 
-def _out(stored: StoredFile, settings: FleetSettings) -> FileOut:
+def _out(request: Request, stored: StoredFile, settings: FleetSettings) -> FileOut:
     return FileOut(
         id=stored.id, name=stored.name, size=stored.size, sha256=stored.sha256, content_type=stored.content_type,
-        created_at=stored.created_at, url=service.signed_url(settings.public_base_url, _key(settings), stored.id),
+        created_at=stored.created_at, url=service.signed_url(settings.public_base_url, _key(request), stored.id),
     )
 
 
-def _send(settings: FleetSettings, stored: StoredFile) -> FileResponse:
-    return FileResponse(settings.data_dir / "files" / stored.id, media_type=stored.content_type, filename=stored.name)
+def _disposition(name: str) -> str:
+    quoted = quote(name)
+    return f"attachment; filename*=utf-8''{quoted}" if quoted != name else f'attachment; filename="{name}"'
+
+
+def _send(request: Request, settings: FleetSettings, stored: StoredFile) -> Response:
+    """The file, whole (200) or the one byte range asked for (206), from wherever it is kept."""
+    if stored.store != "database":
+        path = settings.data_dir / "files" / stored.id
+        if not path.is_file():
+            raise NotFoundError(
+                f"file {stored.id!r} is kept on the disk of the controller it was uploaded to, not this one "
+                "(FLEET_FILE_STORE=local); download it there, or run every controller with FLEET_FILE_STORE=database "
+                "and upload it again"
+            )
+        return FileResponse(path, media_type=stored.content_type, filename=stored.name)
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{stored.sha256}"', "Content-Disposition": _disposition(stored.name)}
+    try:
+        wanted = file_store.byte_range(request.headers.get("range"), stored.size)
+    except file_store.RangeNotSatisfiableError as exc:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{exc.size}"})
+    first, last = wanted or (0, stored.size - 1)
+    headers["Content-Length"] = str(max(last - first + 1, 0))
+    if wanted is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{stored.size}"
+    body = file_store.read_range(request.app.state.read_sessions, stored, first, last) if stored.size else iter(())
+    return StreamingResponse(body, status_code=206 if wanted else 200, media_type=stored.content_type, headers=headers)
 
 
 @router.post(
@@ -51,27 +80,33 @@ async def upload_file(
     settings: SettingsDep,
     name: Annotated[str, Query(min_length=1, max_length=255, description="file name, e.g. clip.mp4")],
 ) -> FileOut:
-    """Streamed to disk while its sha256 is computed. Put the answer's `url`, `size` and `sha256`
-    into an upload task's params."""
-    saved = await service.save_stream(request.stream(), settings.data_dir / "files", settings.max_upload_bytes)
+    """Streamed to disk (or the database) while its sha256 is computed. Put the answer's `url`,
+    `size` and `sha256` into an upload task's params."""
+    sessions = request.app.state.sessions
+    if settings.file_store == "database":
+        saved = await file_store.save_stream(request.stream(), sessions, settings.max_upload_bytes)
+    else:
+        saved = await service.save_stream(request.stream(), settings.data_dir / "files", settings.max_upload_bytes)
     content_type = request.headers.get("content-type") or "application/octet-stream"
 
     def record() -> StoredFile:
-        with request.app.state.sessions() as session:
-            return service.record(session, saved, name, content_type[:200])
+        with sessions() as session:
+            if settings.file_store == "database":
+                file_store.check_whole(session, saved)
+            return service.record(session, saved, name, content_type[:200], settings.file_store)
 
-    return _out(await run_in_threadpool(record), settings)
+    return _out(request, await run_in_threadpool(record), settings)
 
 
 @router.get("", summary="List files")
-def list_files(session: ReadSessionDep, settings: SettingsDep) -> list[FileOut]:
-    return [_out(f, settings) for f in service.list_files(session)]
+def list_files(request: Request, session: ReadSessionDep, settings: SettingsDep) -> list[FileOut]:
+    return [_out(request, f, settings) for f in service.list_files(session)]
 
 
 @router.get("/{file_id}", summary="Download a file (HTTP range requests supported)", responses=NOT_FOUND,
             response_class=FileResponse)
-def download_file(session: ReadSessionDep, settings: SettingsDep, file_id: str) -> FileResponse:
-    return _send(settings, service.get_file(session, file_id))
+def download_file(request: Request, session: ReadSessionDep, settings: SettingsDep, file_id: str) -> Response:
+    return _send(request, settings, service.get_file(session, file_id))
 
 
 @download_router.get(
@@ -81,11 +116,11 @@ def download_file(session: ReadSessionDep, settings: SettingsDep, file_id: str) 
     response_class=FileResponse,
 )
 def download_signed(
-    session: ReadSessionDep, settings: SettingsDep, file_id: str,
+    request: Request, session: ReadSessionDep, settings: SettingsDep, file_id: str,
     expires: Annotated[int, Query(ge=0, le=2**40)], signature: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
-) -> FileResponse:
-    service.check_signature(_key(settings), file_id, expires, signature)
-    return _send(settings, service.get_file(session, file_id))
+) -> Response:
+    service.check_signature(_key(request), file_id, expires, signature)
+    return _send(request, settings, service.get_file(session, file_id))
 
 
 @router.delete("/{file_id}", dependencies=[Operate], status_code=204, summary="Delete a file", responses=NOT_FOUND)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from controller.api.deps import PublisherDep, ReadSessionDep, SessionDep, write_turn
+from controller.api.idempotent import IdempotencyKeyHeader, prune_if_due, respond, ttl
 from controller.api.security import Operate
-from controller.services import task_control, task_create
+from controller.services import idempotency, task_control, task_create
 from controller.services import tasks as service
 from controller.services.publisher import Publisher
 from schemas.api import (
@@ -33,39 +34,63 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
     "",
     dependencies=[Operate],
     status_code=201,
+    response_model=TaskOut,
     summary="Create a task for one device",
-    responses={404: {"model": ErrorBody, "description": "unknown device"}, 422: {"description": "invalid task"}},
+    responses={
+        404: {"model": ErrorBody, "description": "unknown device"},
+        409: {"model": ErrorBody, "description": "the id is already used by a task another request created"},
+        422: {"description": "invalid task, or an Idempotency-Key already used with another body"},
+    },
 )
-async def create_task(request: Request, session: SessionDep, publisher: PublisherDep, body: TaskCreate) -> TaskOut:
+async def create_task(
+    request: Request, session: SessionDep, publisher: PublisherDep, body: TaskCreate,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
     """The task is stored first, then published to `devices/<id>/tasks`. A device that is
-    offline gets it when it comes back (unless it expired by then)."""
+    offline gets it when it comes back (unless it expired by then).
+
+    Sent again with the same `Idempotency-Key` (or the same `id`) and the same body, it creates
+    nothing new: the answer is the first one again, with `Idempotent-Replayed: true`."""
     # One worker-thread hop for the whole write: a sync route costs a second one, in which
     # FastAPI validates its answer.
-    return await run_in_threadpool(_create_task, request, session, publisher, body)
+    return await run_in_threadpool(_create_task, request, session, publisher, body, idempotency_key)
 
 
-def _create_task(request: Request, session: Session, publisher: Publisher, body: TaskCreate) -> TaskOut:
+def _create_task(request: Request, session: Session, publisher: Publisher, body: TaskCreate, key: str | None) -> Response:
+    claim = idempotency.claim("POST /api/v1/tasks", key, body)
     with write_turn(request, session):
-        task = task_create.create_task(session, body, publisher)
-    return TaskOut.model_validate(task)
+        answer = task_create.create_task_once(session, body, publisher, claim, ttl(request))
+    prune_if_due(request)
+    return respond(answer)
 
 
 @router.post(
     "/batch",
     dependencies=[Operate],
     status_code=201,
+    response_model=TaskBatchOut,
     summary=f"Create up to {TASK_BATCH_LIMIT} tasks at once",
-    responses={422: {"model": ErrorBody, "description": "invalid tasks, each named by its index; none was created"}},
+    responses={
+        409: {"model": ErrorBody, "description": "an id is already used by a task another request created"},
+        422: {"model": ErrorBody, "description": "invalid tasks, each named by its index (none was created), "
+              "or an Idempotency-Key already used with another body"},
+    },
 )
-def create_tasks(request: Request, session: SessionDep, publisher: PublisherDep, body: TaskBatchCreate) -> TaskBatchOut:
+def create_tasks(
+    request: Request, session: SessionDep, publisher: PublisherDep, body: TaskBatchCreate,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
     """Each task is checked as `POST /api/v1/tasks` checks it; then all are stored in one
     transaction and published, in order. If any is wrong (an unknown device or account, an
     unsupported type, invalid params, a message too large), none is created and the 422 names
-    every wrong item as `tasks[<index>]`. Like a single create, a batch is not idempotent:
-    sending it again creates new tasks with new ids."""
+    every wrong item as `tasks[<index>]`. Sent again with the same `Idempotency-Key` (or with
+    an `id` in every item) and the same body, it creates nothing new and answers the first
+    answer again; without either, sending it again creates new tasks."""
+    claim = idempotency.claim("POST /api/v1/tasks/batch", idempotency_key, body)
     with write_turn(request, session):
-        created = task_create.create_tasks(session, body.tasks, publisher)
-    return TaskBatchOut(items=[TaskOut.model_validate(task) for task in created])
+        answer = task_create.create_tasks_once(session, body.tasks, publisher, claim, ttl(request))
+    prune_if_due(request)
+    return respond(answer)
 
 
 @router.get("", summary="List tasks, newest first")
