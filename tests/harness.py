@@ -198,12 +198,15 @@ class Controller:
     """`fleet controller` as a process, with its own SQLite database (or the given URL)."""
 
     def __init__(
-        self, broker: Broker, work: Path, database_url: str | None = None, mqtt_url: str | None = None, **settings: Any
+        self, broker: Broker, work: Path, database_url: str | None = None, mqtt_url: str | None = None,
+        admin_token: str | None = None, **settings: Any,
     ) -> None:
+        """`admin_token`: the one of another controller on the same database (the last one to
+        start sets the database's FLEET_ADMIN_TOKEN); a new random one when absent."""
         self.broker = broker
         self.data_dir = work / "controller"
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
-        self.admin_token = secrets.token_urlsafe(32)
+        self.admin_token = admin_token or secrets.token_urlsafe(32)
         self._settings = dict(mqtt_url=mqtt_url or broker.url, database_url=self.database_url,
                               data_dir=str(self.data_dir), admin_token=self.admin_token, **settings)
         self.started = False
