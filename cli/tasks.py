@@ -13,11 +13,13 @@ from rich.table import Table
 
 from cli.output import console, print_task
 from cli.progress import wait_final
-from cli.rest import api
+from cli.rest import api, new_idempotency_key
 from schemas.api import TASK_BATCH_LIMIT
 from schemas.tasks import BUILTIN_PARAMS, CONTROL_TYPES
 
 SIGNING_SETTING = "FLEET_TASK_SIGNING_PRIVATE_KEY_FILE"
+KEY_HELP = ("the request's Idempotency-Key (a new UUID per run when absent): a run repeated with the same key and "
+            "the same task within a day creates nothing new")
 
 app = typer.Typer(help="Create, inspect and cancel tasks.", no_args_is_help=True)
 
@@ -77,13 +79,21 @@ def task_send(
     retry_backoff: Optional[float] = typer.Option(None, min=0, help="seconds before the first retry (doubled each time)"),
     wait: bool = typer.Option(False, "--wait", help="show live progress until the task is final, then its timeline"),
     wait_timeout: float = typer.Option(60, help="seconds to wait with --wait"),
+    idempotency_key: Optional[str] = typer.Option(
+        None, "--idempotency-key", metavar="KEY", help=KEY_HELP,
+    ),
+    task_id: Optional[str] = typer.Option(None, "--id", help="the task's id (random when absent); the same id with "
+                                          "the same task again answers that task instead of creating another"),
 ) -> None:
-    """Send a task to one device."""
+    """Send a task to one device. A failed connection is retried with the same Idempotency-Key,
+    so the task is created once."""
     body: dict[str, Any] = {"device_id": None if device_id == "-" else device_id, "type": task_type,
                             "params": parse_params(param, params_json)}
     options = {"account": account, "ttl": ttl, "timeout": timeout, "retries": retries, "retry_backoff": retry_backoff}
     body |= {k: v for k, v in options.items() if v is not None}
-    task = api("POST", "/api/v1/tasks", json=body)
+    if task_id is not None:
+        body["id"] = task_id
+    task = api("POST", "/api/v1/tasks", json=body, idempotency_key=idempotency_key or new_idempotency_key())
     print_task(wait_final(task["id"], wait_timeout) if wait else task)
 
 
@@ -107,11 +117,13 @@ def read_batch(file: str) -> list[Any]:
 def task_send_batch(
     file: str = typer.Argument(..., help='a JSON array of tasks as for `task send`, e.g. [{"device_id": "pc-01", '
                                          '"type": "echo", "params": {"message": "hi"}}]; - reads stdin'),
+    idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key", metavar="KEY", help=KEY_HELP),
 ) -> None:
     tasks = read_batch(file)
     if len(tasks) > TASK_BATCH_LIMIT:
         raise typer.BadParameter(f"{file} holds {len(tasks)} tasks; one batch takes at most {TASK_BATCH_LIMIT}: split it")
-    created = api("POST", "/api/v1/tasks/batch", json={"tasks": tasks})["items"]
+    created = api("POST", "/api/v1/tasks/batch", json={"tasks": tasks},
+                  idempotency_key=idempotency_key or new_idempotency_key())["items"]
     for task in created:
         print(f"{task['id']}\t{task['device_id']}\t{task['type']}")
     console.print(f"{len(created)} task(s) created", highlight=False)
@@ -201,11 +213,12 @@ def broadcast(
     params_json: Optional[str] = typer.Option(None, "--params", help="all parameters as one JSON object"),
     group: Optional[str] = typer.Option(None, help="only devices in this group"),
     include_offline: bool = typer.Option(False, "--include-offline", help="offline devices run it when they return"),
+    idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key", metavar="KEY", help=KEY_HELP),
 ) -> None:
     """Send a task to every device (or every device of a group)."""
     body: dict[str, Any] = {"type": task_type, "params": parse_params(param, params_json),
                             "include_offline": include_offline}
     if group:
         body["group"] = group
-    result = api("POST", "/api/v1/broadcasts", json=body)
+    result = api("POST", "/api/v1/broadcasts", json=body, idempotency_key=idempotency_key or new_idempotency_key())
     console.print(f"broadcast [bold]{result['id']}[/bold] to {len(result['task_ids'])} device(s)")

@@ -2,13 +2,18 @@
 14): a create sent to both with one `Idempotency-Key` (one after the other, after the first
 one was SIGKILLed, or at the same moment) makes one task that the device runs once; a file
 uploaded through one controller downloads byte-identical through the other with the signed
-link the first one gave, whole, by range, and resumed by the device's own downloader."""
+link the first one gave, whole, by range, and resumed by the device's own downloader. And
+`fleet task send`, whose first try broke off as the answer came, sends again with the same
+key and creates one task."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable
@@ -20,7 +25,16 @@ import pytest
 
 from device.transfer import fetch
 from device.url_policy import UrlPolicy
-from tests.harness import Broker, Controller, Device, Process, wait_for
+from tests.harness import (
+    Broker,
+    Controller,
+    Device,
+    Process,
+    base_env,
+    fleet_argv,
+    start_controller_on_embedded_broker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -183,3 +197,77 @@ def test_a_file_from_one_controller_is_served_by_the_other(pair: Pair, tmp_path:
     assert seen[0] > 1_500_000, "it resumed where it broke off instead of starting over"
     assert b.api.delete(f"/api/v1/files/{info['id']}").status_code == 204
     wait_for(lambda: a.api.get(f"/api/v1/files/{info['id']}").status_code == 404, 10, what="deleted everywhere")
+
+
+class DropsFirstAnswer:
+    """A TCP proxy in front of a controller that hands every request on, but on its first
+    connection hangs up as soon as the answer starts, without relaying it: a controller killed
+    while it answered, as the client sees it."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            first = self.connections == 1
+            threading.Thread(target=self._handle, args=(client, first), daemon=True).start()
+
+    def _handle(self, client: socket.socket, first: bool) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        if first:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += client.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            while len(body) < length:
+                body += client.recv(65536)
+            upstream.sendall(head + b"\r\n\r\n" + body)
+            upstream.recv(1)  # the controller answers: it committed the task
+            client.close()
+            upstream.close()
+            return
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_the_cli_sends_again_with_the_same_key(tmp_path: Path, _processes: list[Process]) -> None:
+    controller = start_controller_on_embedded_broker(tmp_path, _processes)
+    device = Device("pc-cli", controller.broker, tmp_path, keepalive="5")
+    _processes.append(device.process)
+    device.start()
+    controller.wait_device("pc-cli", "online", timeout=30)
+    proxy = DropsFirstAnswer(controller.port)
+    try:
+        env = base_env(api_url=f"http://127.0.0.1:{proxy.port}", api_token=controller.admin_token, data_dir=str(tmp_path))
+        sent = subprocess.run(fleet_argv("task", "send", "pc-cli", "append", "-p", "line=cli"), env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        proxy.close()
+    assert sent.returncode == 0, sent.stderr
+    assert "sending it again" in sent.stderr and proxy.connections == 2
+    page = controller.api.get("/api/v1/tasks").json()
+    assert page["total"] == 1, "the second try answered the task the first one created"
+    task_id = page["items"][0]["id"]
+    assert task_id in sent.stdout
+    assert controller.wait_task(task_id, timeout=60)["status"] == "succeeded" and device.executions(task_id) == 1
