@@ -96,9 +96,10 @@ def recorded(session: Session, claim: Claim, now: datetime) -> Answer | None:
     row = session.get(IdempotencyKey, (claim.endpoint, claim.key))
     if row is None:
         return None
-    if row.expires_at <= now:
-        session.delete(row)
-        session.flush()
+    if row.expires_at <= now:  # a plain DELETE: a concurrent one may have taken it already
+        session.expunge(row)
+        session.execute(delete(IdempotencyKey).where(IdempotencyKey.endpoint == claim.endpoint,
+                                                     IdempotencyKey.key == claim.key))
         return None
     if row.request_sha256 != claim.request_sha256:
         raise IdempotencyKeyReusedError(
