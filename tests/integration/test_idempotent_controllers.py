@@ -124,6 +124,26 @@ def test_the_retry_after_a_sigkill_goes_to_the_other_controller(pair: Pair, devi
     assert len(appended(device)) == 1
 
 
+def test_a_controller_killed_while_answering(pair: Pair, device: Device) -> None:
+    """The measured failure of issue 14: A is SIGKILLed as its answer starts, the client sees
+    the connection break and sends the request again, to B."""
+    a, b = pair
+    body = {"device_id": "pc-01", "type": "append", "params": {"line": "killed mid-answer"}}
+    key = str(uuid.uuid4())
+    proxy = DropsFirstAnswer(a.port, on_answer=a.process.kill)
+    try:
+        with pytest.raises(httpx.TransportError):
+            httpx.post(f"http://127.0.0.1:{proxy.port}/api/v1/tasks", json=body, timeout=30,
+                       headers={"Idempotency-Key": key, "Authorization": f"Bearer {a.admin_token}"})
+    finally:
+        proxy.close()
+    assert not a.process.running
+    again = post(b, body, key)
+    assert again.headers["Idempotent-Replayed"] == "true", "A had created the task before it died"
+    ran_once(device, b, again.json()["id"])
+    assert total_tasks(b) == 1 and len(appended(device)) == 1
+
+
 def race(pair: Pair, send: Callable[[Controller], httpx.Response]) -> list[httpx.Response]:
     """`send` to A and to B from two threads released at the same moment."""
     gate = threading.Barrier(2)
@@ -204,8 +224,9 @@ class DropsFirstAnswer:
     connection hangs up as soon as the answer starts, without relaying it: a controller killed
     while it answered, as the client sees it."""
 
-    def __init__(self, target: int) -> None:
-        self.target = target
+    def __init__(self, target: int, on_answer: Callable[[], None] = lambda: None) -> None:
+        """`on_answer` runs when the first answer starts, before the client is hung up on."""
+        self.target, self.on_answer = target, on_answer
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections = 0
@@ -233,6 +254,7 @@ class DropsFirstAnswer:
                 body += client.recv(65536)
             upstream.sendall(head + b"\r\n\r\n" + body)
             upstream.recv(1)  # the controller answers: it committed the task
+            self.on_answer()
             client.close()
             upstream.close()
             return
