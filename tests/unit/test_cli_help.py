@@ -119,3 +119,11 @@ def test_database_of_a_newer_release_is_one_line_saying_to_upgrade(tmp_path: Pat
     message = str(refused.value)
     assert "newer mqtt-fleet" in message and "9999" in message and "FLEET_DATABASE_URL" in message
     assert "\n" not in message
+
+
+def test_a_bad_idempotency_key_is_refused_before_sending(capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEET_API_URL", "http://127.0.0.1:9")  # never reached: the key is checked first
+    with pytest.raises(SystemExit) as ended:
+        _command().main(args=["task", "send", "pc-01", "ping", "--idempotency-key", "two words"], prog_name="fleet")
+    assert ended.value.code == 2 and "--idempotency-key 'two words' is not a key" in capsys.readouterr().err
