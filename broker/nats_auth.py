@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from broker.credentials import Identity, bcrypt_hash, rules
+from schemas.errors import BrokerError
 
 QOS1_DELIVERY_SUBJECTS = "$MQTT.sub.>"
 PLACEHOLDER_USER = "fleet-nobody"
@@ -35,7 +36,7 @@ PLACEHOLDER_USER = "fleet-nobody"
 who may do nothing, keeps it locked while no identity is provisioned yet."""
 
 
-class UnsupportedTopic(ValueError):
+class UnsupportedTopic(BrokerError):
     """An MQTT topic or filter nats-server's MQTT bridge cannot carry."""
 
 
