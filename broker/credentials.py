@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,9 +129,17 @@ def acl_file(identities: Iterable[Identity]) -> str:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` in one step (a broker reloading meanwhile reads the old or the new file)."""
+    """Replace `path` in one step (a broker reloading meanwhile reads the old or the new file).
+    The temporary file has a name of its own, so controllers sharing the folder never write
+    into each other's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.chmod(0o600)
-    temporary.replace(path)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    temporary = Path(name)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        temporary.chmod(0o600)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -14,7 +14,7 @@ import signal
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from broker.credentials import (
@@ -65,6 +65,7 @@ def apply_to_broker(session: Session, settings: FleetSettings) -> str:
                 "Mosquitto, FLEET_NATS_AUTH_FILE for NATS): install the files from GET "
                 "/api/v1/identities/broker-files on your broker and reload it")
     notes = ""
+    _one_writer_at_a_time(session)
     if password_path is not None and acl_path is not None:
         passwords, acls = broker_files(session)
         write_atomically(password_path, passwords)
@@ -75,7 +76,20 @@ def apply_to_broker(session: Session, settings: FleetSettings) -> str:
         if left_out:
             log.warning("left out of the NATS authorization file: %s", "; ".join(left_out))
             notes = "; left out of the NATS file: " + "; ".join(left_out)
+    session.commit()  # ends the transaction, and with it the lock
     return "written; " + _reload(settings.broker_pid_file, nats_only=not mosquitto) + notes
+
+
+BROKER_FILES_LOCK = 0x666C6565  # "flee": the advisory lock key of the broker files
+
+
+def _one_writer_at_a_time(session: Session) -> None:
+    """Controllers sharing a database and a folder write the broker files one at a time (a
+    PostgreSQL advisory lock held until the transaction ends), each reading the identities
+    after the previous one wrote: otherwise a controller that read before another's provision
+    committed could write last and leave that identity out until the next change."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BROKER_FILES_LOCK})
 
 
 def _reload(pid_file: Path | None, nats_only: bool) -> str:
