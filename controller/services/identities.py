@@ -94,9 +94,11 @@ def _one_writer_at_a_time(session: Session) -> None:
 
 def _reload(pid_file: Path | None, nats_only: bool) -> str:
     if pid_file is None and nats_only:
-        return "reload nats-server to apply it (nats-server --signal reload, or set FLEET_BROKER_PID_FILE)"
+        return ("reload nats-server to apply it (set FLEET_BROKER_PID_FILE, run it under deploy/reload-on-change.sh, "
+                "or nats-server --signal reload)")
     if pid_file is None:
-        return "the embedded broker reads them as they change (for Mosquitto, set FLEET_BROKER_PID_FILE)"
+        return ("the embedded broker reads them as they change (Mosquitto or nats-server: set FLEET_BROKER_PID_FILE, "
+                "or run it under deploy/reload-on-change.sh)")
     if not hasattr(signal, "SIGHUP"):
         return "reload the broker by hand (this OS has no SIGHUP)"
     try:
