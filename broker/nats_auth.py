@@ -45,8 +45,8 @@ def nats_subjects(mqtt_filter: str) -> list[str]:
     `devices/#` → `devices` and `devices.>`."""
     levels = mqtt_filter.split("/")
     for index, level in enumerate(levels):
-        if level == "" or "." in level or " " in level:
-            raise UnsupportedTopic(f"{mqtt_filter!r}: NATS carries no empty topic level, '.' or space")
+        if level == "" or any(char in level for char in ". *>"):  # '*', '>': NATS wildcards, wider than meant
+            raise UnsupportedTopic(f"{mqtt_filter!r}: NATS carries no empty topic level, '.', space, '*' or '>'")
         if ("#" in level and (level != "#" or index != len(levels) - 1)) or ("+" in level and level != "+"):
             raise UnsupportedTopic(f"{mqtt_filter!r}: '#' only as the last level, '+' only as a whole level")
     subjects = [".".join("*" if level == "+" else ">" if level == "#" else level for level in levels)]

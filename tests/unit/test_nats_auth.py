@@ -28,7 +28,7 @@ def test_mqtt_filters_become_nats_subjects(topic: str, subjects: list[str]) -> N
     assert nats_subjects(topic) == subjects
 
 
-@pytest.mark.parametrize("topic", ["devices/pc.1/tasks", "devices//tasks", "/devices", "a b/c", "devices/#/x", "dev+/x"])
+@pytest.mark.parametrize("topic", ["devices/pc.1/tasks", "devices//tasks", "/devices", "a b/c", "devices/#/x", "dev+/x", "fleet/groups/>/tasks", "a*/b"])
 def test_what_nats_cannot_carry_is_refused(topic: str) -> None:
     with pytest.raises(UnsupportedTopic):
         nats_subjects(topic)
