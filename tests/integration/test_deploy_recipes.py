@@ -1,11 +1,14 @@
 """deploy/ with the real nats-server: every node file of the 3-node cluster is a configuration
 nats-server accepts (`nats-server -t`: parsed and checked, nothing started, so the machine's own
-NATS on 4222 is no obstacle), and deploy/reload-on-change.sh reloads a running nats-server when
-the controllers rewrite its authorization file. (The compose file itself needs a Docker engine,
-which this machine lacks; tests/unit/test_deploy_recipes.py checks its structure.)"""
+NATS on 4222 is no obstacle); the three files, with only their addresses moved to free ports,
+run as a cluster that enforces the fleet's logins and ACLs across nodes; and
+deploy/reload-on-change.sh reloads a running nats-server when the controllers rewrite its
+authorization file. (The compose file itself needs a Docker engine, which this machine lacks;
+tests/unit/test_deploy_recipes.py checks its structure.)"""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -45,6 +48,70 @@ def test_each_cluster_node_file_is_a_valid_nats_server_config(node: str, tmp_pat
     checked = check(conf)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "is valid" in checked.stdout + checked.stderr
+
+
+def local_node(node: str, work: Path, ports: dict[str, dict[str, int]]) -> Path:
+    """deploy/nats/<node>.conf with its listeners, routes and store moved to this machine's free
+    ports and `work`; everything else as shipped."""
+    text = (DEPLOY / "nats" / f"{node}.conf").read_text()
+    own = ports[node]
+    text = text.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{own['client']}")
+    text = text.replace("http: 0.0.0.0:8222", f"http: 127.0.0.1:{own['http']}")
+    text = text.replace("listen: 0.0.0.0:1883", f"listen: 127.0.0.1:{own['mqtt']}")
+    text = text.replace("listen: 0.0.0.0:6222", f"listen: 127.0.0.1:{own['route']}")
+    text = text.replace('store_dir: "/data/jetstream"', f'store_dir: "{(work / node).as_posix()}"')
+    text = re.sub(r"nats-route://(nats-\d):6222", lambda m: f"nats-route://127.0.0.1:{ports[m.group(1)]['route']}", text)
+    assert "0.0.0.0" not in text and "/data/" not in text, text
+    conf = work / f"{node}.conf"
+    conf.write_text(text)
+    return conf
+
+
+def test_the_cluster_recipe_runs_with_the_fleets_acls(tmp_path: Path) -> None:
+    """Three nodes from deploy/nats/ (MQTT streams on three replicas): a device on one node gets
+    the tasks the controller publishes on another, at QoS 1, and sends its results back; it
+    cannot read another device's tasks; an unknown login is refused on every node."""
+    secrets = {"controller-1": "secret-controller", "pc-1": "secret-pc-1", "pc-2": "secret-pc-2"}
+    identities = [Identity("controller-1", "controller", "", nats_password_hash=bcrypt_hash(secrets["controller-1"])),
+                  Identity("pc-1", "device", "", nats_password_hash=bcrypt_hash(secrets["pc-1"])),
+                  Identity("pc-2", "device", "", nats_password_hash=bcrypt_hash(secrets["pc-2"]))]
+    write_atomically(tmp_path / "auth" / "nats-auth.conf", nats_authorization(identities)[0])
+    ports = {node: {name: free_port() for name in ("client", "http", "mqtt", "route")} for node in NODES}
+    nodes = [Process(node, [nats_binary(), "-c", str(local_node(node, tmp_path, ports))], tmp_path) for node in NODES]
+    try:
+        for node in nodes:
+            node.start()
+
+        def subscribed(node: str, user: str, topic: str) -> RawClient | None:
+            """A QoS 1 subscription works only once JetStream's meta leader and the MQTT streams are up."""
+            try:
+                client = RawClient(ports[node]["mqtt"], f"{user}-{node}", login=(user, secrets[user]))
+                if client.subscribe((topic, 1)) == [1]:
+                    return client
+                client.drop()
+            except (OSError, AssertionError, TimeoutError):
+                pass
+            return None
+
+        device = wait_for(lambda: subscribed("nats-2", "pc-1", "devices/pc-1/tasks"), 60, 0.5, "pc-1 subscribed on nats-2")
+        controller = wait_for(lambda: subscribed("nats-1", "controller-1", "devices/+/results"), 60, 0.5,
+                              "the controller subscribed on nats-1")
+        other = wait_for(lambda: subscribed("nats-3", "pc-2", "devices/pc-2/tasks"), 60, 0.5, "pc-2 subscribed on nats-3")
+        assert other.subscribe(("devices/pc-1/tasks", 1)) == [0x80]
+        controller.publish("devices/pc-1/tasks", b"across the cluster")
+        controller.publish("devices/pc-2/tasks", b"sentinel")
+        message = device.next_message(20)
+        assert (message.topic, message.payload, message.qos) == ("devices/pc-1/tasks", b"across the cluster", 1)
+        assert other.next_message(20).payload == b"sentinel"
+        device.publish("devices/pc-1/results", b"done")
+        assert controller.next_message(20).payload == b"done"
+        for node in NODES:
+            assert _code(ports[node]["mqtt"], "nobody", "guess") in (4, 5), f"{node} admitted an unknown login"
+        for client in (device, controller, other):
+            client.disconnect()
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 def test_reload_on_change_applies_a_new_authorization_file(tmp_path: Path) -> None:
