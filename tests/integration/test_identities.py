@@ -37,6 +37,9 @@ def test_device_acls_revocation_and_secrets(kind: str, tmp_path: Path, _processe
         devices[name] = device
     for name in devices:
         controller.wait_device(name, "online")
+    files = controller.api.get("/api/v1/identities/broker-files").json()  # for a broker the controller does not manage
+    assert "user dev-a" in files["acl_file"] and files["nats_left_out"] == []
+    assert '{user: "dev-a"' in files["nats_auth_file"] and '"devices.dev-a.tasks"' in files["nats_auth_file"]
     assert controller.wait_task(controller.create_task("dev-b", "ping")["id"])["status"] == "succeeded"
     done = controller.wait_task(controller.create_task("dev-b", "echo", params={"message": "real"})["id"])
 
