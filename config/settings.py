@@ -99,7 +99,12 @@ class FleetSettings(BaseSettings):
     )
     broker_acl_file: Path | None = Field(None, description="Mosquitto ACL file the controller keeps current")
     broker_pid_file: Path | None = Field(
-        None, description="pid file of that Mosquitto; it is sent SIGHUP to reload after every change"
+        None, description="pid file of the broker (Mosquitto or nats-server) reading those files; it is sent SIGHUP "
+        "to reload after every change",
+    )
+    nats_auth_file: Path | None = Field(
+        None, description="NATS authorization file (users, bcrypt hashes, subject permissions) the controller keeps "
+        "current for provisioned identities; a nats-server config includes it",
     )
 
     # --- controller -------------------------------------------------------------------------

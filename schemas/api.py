@@ -327,6 +327,9 @@ class IdentityCreated(IdentityOut):
 class BrokerFiles(BaseModel):
     password_file: str = Field(description="Mosquitto password file (mosquitto_passwd format)")
     acl_file: str = Field(description="Mosquitto ACL file")
+    nats_auth_file: str = Field(description="NATS authorization file (bcrypt hashes, subject permissions) to include "
+                                "in a nats-server config; identities it cannot hold are named in `nats_left_out`")
+    nats_left_out: list[str] = Field(description="identities missing from the NATS file, each with the reason")
 
 
 class SignatureRequest(StrictModel):

@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 
 from broker.connection import BrokerAddress, create_client
 from tests.harness import Broker, Controller, Process, base_env, fleet_argv, wait_for
+from tests.nats_broker import NatsBroker
 
 
 class RawClient:
@@ -69,24 +70,31 @@ def provision(env: dict[str, str], work: Path, name: str, role: str) -> str:
 
 
 class LockedFleet:
-    """A broker that admits provisioned logins only (password and ACL files kept by the
-    controller), a controller logged in as `fleet-controller`, and an operator login `ops`."""
+    """A broker that admits provisioned logins only (password and ACL files, or NATS's
+    authorization file, kept by the controller), a controller logged in as `fleet-controller`,
+    and an operator login `ops`."""
 
     def __init__(self, kind: str, work: Path, processes: list[Process], **controller_settings: str) -> None:
         files = work / "broker-files"
-        password_file, acl_file, pid_file = files / "passwd", files / "acl", files / "mosquitto.pid"
-        broker_settings = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)}
+        password_file, acl_file, pid_file = files / "passwd", files / "acl", files / f"{kind}.pid"
+        if kind == "nats":
+            broker_settings = {"nats_auth_file": str(files / "nats-auth.conf"), "broker_pid_file": str(pid_file)}
+        else:
+            broker_settings = {"broker_password_file": str(password_file), "broker_acl_file": str(acl_file)}
         if kind == "mosquitto":
             broker_settings["broker_pid_file"] = str(pid_file)
         env = base_env(database_url=f"sqlite:///{work / 'controller' / 'controller.db'}",
                        data_dir=str(work / "controller"), **broker_settings)
         self.controller_secret = provision(env, work, "fleet-controller", "controller")
         self.operator_secret = provision(env, work, "ops", "operator")
-        self.broker = Broker(kind, work, password_file=password_file, acl_file=acl_file, pid_file=pid_file)
+        if kind == "nats":
+            self.broker: Broker = NatsBroker(work, files / "nats-auth.conf", pid_file)
+        else:
+            self.broker = Broker(kind, work, password_file=password_file, acl_file=acl_file, pid_file=pid_file)
         processes.append(self.broker.process)
         self.broker.start()
-        if kind == "mosquitto":  # written once it has read its files
-            wait_for(pid_file.exists, 10, what="mosquitto's pid file")
+        if kind in ("mosquitto", "nats"):  # written once it has read its files
+            wait_for(pid_file.exists, 10, what=f"{kind}'s pid file")
         login = f"mqtt://fleet-controller:{self.controller_secret}@127.0.0.1:{self.broker.port}"
         self.controller = Controller(self.broker, work, mqtt_url=login, keepalive="5", **broker_settings,
                                      **controller_settings)

@@ -1,8 +1,9 @@
 """MQTT identities: provisioning and revoking devices, the controller and operators on the broker.
 
-Each change rewrites the Mosquitto password and ACL files the settings name and makes that
-Mosquitto reload them (SIGHUP via its pid file), so a revocation takes effect without a restart.
-For a broker the controller does not manage, the files are returned for the operator to install.
+Each change rewrites the broker files the settings name (Mosquitto's password and ACL files,
+NATS's authorization file, or both) and makes the broker reload them (SIGHUP via its pid file),
+so a revocation takes effect without a restart. For a broker the controller does not manage, the
+files are returned for the operator to install.
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ import signal
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from broker.credentials import Identity, acl_file, hash_password, new_secret, password_file, write_atomically
+from broker.credentials import (
+    Identity,
+    acl_file,
+    hash_for_brokers,
+    new_secret,
+    password_file,
+    split_hashes,
+    write_atomically,
+)
+from broker.nats_auth import nats_authorization
 from config.settings import FleetSettings
 from controller.models import Device, DeviceConnection, MqttIdentity
 from controller.services.errors import ConflictError, NotFoundError
@@ -28,7 +38,11 @@ log = logging.getLogger(__name__)
 
 def _live(session: Session) -> list[Identity]:
     rows = session.scalars(select(MqttIdentity).where(MqttIdentity.revoked_at.is_(None)))
-    return [Identity(r.name, r.role, r.password_hash, list(r.groups or [])) for r in rows]
+    identities = []
+    for row in rows:
+        mosquitto_hash, nats_hash = split_hashes(row.password_hash)
+        identities.append(Identity(row.name, row.role, mosquitto_hash, list(row.groups or []), nats_hash))
+    return identities
 
 
 def broker_files(session: Session) -> tuple[str, str]:
@@ -37,20 +51,54 @@ def broker_files(session: Session) -> tuple[str, str]:
     return password_file(identities), acl_file(identities)
 
 
+def nats_file(session: Session) -> tuple[str, list[str]]:
+    """(NATS authorization file, why each identity left out of it was left out)."""
+    return nats_authorization(_live(session))
+
+
 def apply_to_broker(session: Session, settings: FleetSettings) -> str:
     """Write the files and reload the broker; says what happened (or what the operator must do)."""
-    if settings.broker_password_file is None or settings.broker_acl_file is None:
-        return ("this controller manages no broker files (FLEET_BROKER_PASSWORD_FILE, FLEET_BROKER_ACL_FILE): "
-                "install the files from GET /api/v1/identities/broker-files on your broker and reload it")
-    passwords, acls = broker_files(session)
-    write_atomically(settings.broker_password_file, passwords)
-    write_atomically(settings.broker_acl_file, acls)
-    return "written; " + _reload(settings.broker_pid_file)
+    password_path, acl_path, nats_path = settings.broker_password_file, settings.broker_acl_file, settings.nats_auth_file
+    mosquitto = password_path is not None and acl_path is not None
+    if not mosquitto and nats_path is None:
+        return ("this controller manages no broker files (FLEET_BROKER_PASSWORD_FILE and FLEET_BROKER_ACL_FILE for "
+                "Mosquitto, FLEET_NATS_AUTH_FILE for NATS): install the files from GET "
+                "/api/v1/identities/broker-files on your broker and reload it")
+    notes = ""
+    _one_writer_at_a_time(session)
+    if password_path is not None and acl_path is not None:
+        passwords, acls = broker_files(session)
+        write_atomically(password_path, passwords)
+        write_atomically(acl_path, acls)
+    if nats_path is not None:
+        authorization, left_out = nats_file(session)
+        write_atomically(nats_path, authorization)
+        if left_out:
+            log.warning("left out of the NATS authorization file: %s", "; ".join(left_out))
+            notes = "; left out of the NATS file: " + "; ".join(left_out)
+    session.commit()  # ends the transaction, and with it the lock
+    return "written; " + _reload(settings.broker_pid_file, nats_only=not mosquitto) + notes
 
 
-def _reload(pid_file: Path | None) -> str:
+BROKER_FILES_LOCK = 0x666C6565  # "flee": the advisory lock key of the broker files
+
+
+def _one_writer_at_a_time(session: Session) -> None:
+    """Controllers sharing a database and a folder write the broker files one at a time (a
+    PostgreSQL advisory lock held until the transaction ends), each reading the identities
+    after the previous one wrote: otherwise a controller that read before another's provision
+    committed could write last and leave that identity out until the next change."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BROKER_FILES_LOCK})
+
+
+def _reload(pid_file: Path | None, nats_only: bool) -> str:
+    if pid_file is None and nats_only:
+        return ("reload nats-server to apply it (set FLEET_BROKER_PID_FILE, run it under deploy/reload-on-change.sh, "
+                "or nats-server --signal reload)")
     if pid_file is None:
-        return "the embedded broker reads them as they change (for Mosquitto, set FLEET_BROKER_PID_FILE)"
+        return ("the embedded broker reads them as they change (Mosquitto or nats-server: set FLEET_BROKER_PID_FILE, "
+                "or run it under deploy/reload-on-change.sh)")
     if not hasattr(signal, "SIGHUP"):
         return "reload the broker by hand (this OS has no SIGHUP)"
     try:
@@ -72,7 +120,7 @@ def add_identity(session: Session, body: IdentityCreate) -> tuple[MqttIdentity, 
         existing = MqttIdentity(name=body.name)
         session.add(existing)
     existing.role, existing.groups = body.role, list(body.groups)
-    existing.password_hash, existing.created_at, existing.revoked_at = hash_password(secret), utcnow(), None
+    existing.password_hash, existing.created_at, existing.revoked_at = hash_for_brokers(secret), utcnow(), None
     session.commit()
     log.info("%s %s provisioned", body.role, body.name)
     return existing, secret

@@ -1,4 +1,5 @@
-"""Device identities and topic ACLs on the embedded broker and a real Mosquitto (issue 5): the
+"""Device identities and topic ACLs on the embedded broker, a real Mosquitto (issue 5) and a real
+nats-server (issue 14, the controller writing its authorization file): the
 controller provisions two devices, writes the password and ACL files and reloads the broker; device A, holding its own
 credentials, cannot read B's tasks, forge B's results or status, or command anyone; a revoked
 device and a wrong password are refused; the controller's records are unchanged by every
@@ -16,7 +17,7 @@ from tests.logins import LockedFleet, RawClient
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("kind", ["amqtt", "mosquitto"])
+@pytest.mark.parametrize("kind", ["amqtt", "mosquitto", "nats"])
 def test_device_acls_revocation_and_secrets(kind: str, tmp_path: Path, _processes: list[Process]) -> None:
     fleet = LockedFleet(kind, tmp_path, _processes)
     broker, controller, operator_secret = fleet.broker, fleet.controller, fleet.operator_secret
@@ -27,7 +28,7 @@ def test_device_acls_revocation_and_secrets(kind: str, tmp_path: Path, _processe
     for name, groups in (("dev-a", ["lab"]), ("dev-b", ["field"])):
         made = controller.api.post("/api/v1/identities", json={"name": name, "role": "device", "groups": groups})
         assert made.status_code == 201, made.text
-        assert ("reloaded" if kind == "mosquitto" else "reads them as they change") in made.json()["broker_files"]
+        assert ("reads them as they change" if kind == "amqtt" else "reloaded") in made.json()["broker_files"]
         secrets[name] = made.json()["secret"]
         device = Device(name, broker, tmp_path, mqtt_url=f"mqtt://{name}:{secrets[name]}@127.0.0.1:{broker.port}",
                         groups=groups, keepalive="5")
@@ -36,6 +37,9 @@ def test_device_acls_revocation_and_secrets(kind: str, tmp_path: Path, _processe
         devices[name] = device
     for name in devices:
         controller.wait_device(name, "online")
+    files = controller.api.get("/api/v1/identities/broker-files").json()  # for a broker the controller does not manage
+    assert "user dev-a" in files["acl_file"] and files["nats_left_out"] == []
+    assert '{user: "dev-a"' in files["nats_auth_file"] and '"devices.dev-a.tasks"' in files["nats_auth_file"]
     assert controller.wait_task(controller.create_task("dev-b", "ping")["id"])["status"] == "succeeded"
     done = controller.wait_task(controller.create_task("dev-b", "echo", params={"message": "real"})["id"])
 

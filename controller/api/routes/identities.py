@@ -27,10 +27,11 @@ def list_identities(session: ReadSessionDep) -> list[IdentityOut]:
     return [IdentityOut.model_validate(i) for i in service.list_identities(session)]
 
 
-@router.get("/broker-files", summary="The Mosquitto password and ACL files for every live identity")
+@router.get("/broker-files", summary="The Mosquitto password and ACL files and the NATS authorization file for every live identity")
 def broker_files(session: ReadSessionDep) -> BrokerFiles:
     passwords, acls = service.broker_files(session)
-    return BrokerFiles(password_file=passwords, acl_file=acls)
+    authorization, left_out = service.nats_file(session)
+    return BrokerFiles(password_file=passwords, acl_file=acls, nats_auth_file=authorization, nats_left_out=left_out)
 
 
 @router.delete("/{name}", summary="Revoke an identity (the broker refuses it from the next connection)",
