@@ -23,9 +23,6 @@ NATS_NODES = ("nats-1", "nats-2", "nats-3")
 SHARED = ("FLEET_DATABASE_URL", "FLEET_ADMIN_TOKEN", "FLEET_FILE_URL_KEY", "FLEET_PUBLIC_API_URL",
           "FLEET_BROKER_PASSWORD_FILE", "FLEET_BROKER_ACL_FILE", "FLEET_NATS_AUTH_FILE", "FLEET_API_PORT",
           "FLEET_FILE_STORE")
-PENDING = {"FLEET_FILE_STORE"}
-"""Settings issue 14's other branches add (the database file store); once they are merged these
-are real settings, and this set can go."""
 OWN = ("FLEET_MQTT_URL", "FLEET_CONTROLLER_CLIENT_ID")
 
 
@@ -66,7 +63,7 @@ def test_controllers_share_what_must_match_and_own_what_must_differ(compose: dic
     for key in OWN:
         values = {env.get(key) for env in environments}
         assert len(values) == len(CONTROLLERS), f"{key} must differ between the controllers: {values}"
-    known = {f"FLEET_{name.upper()}" for name in FleetSettings.model_fields} | PENDING
+    known = {f"FLEET_{name.upper()}" for name in FleetSettings.model_fields}
     for env in environments:
         unknown = {key for key in env if key not in known}
         assert not unknown, f"not a setting: {unknown}"
