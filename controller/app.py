@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,7 +71,8 @@ def create_app(settings: FleetSettings) -> FastAPI:
         mqtt = ControllerMqtt(settings, sessions, signer)
         scheduler = Scheduler(
             sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace,
-            resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue,
+            resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue, holder=f"{mqtt.client_id}@{socket.gethostname()}:{os.getpid()}",
+            lease_seconds=settings.sweep_lease, connected=lambda: mqtt.connected, unacked_grace=settings.unacked_grace,
         )
         app.state.settings = settings
         app.state.engine = engine
@@ -78,6 +81,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.api_write_gate = threading.Lock()  # see controller.api.deps.write_turn
         app.state.verified_tokens = VerifiedTokens()
         app.state.mqtt = mqtt
+        app.state.scheduler = scheduler
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
                      signer.key_id, public_key_text(signer.public_key))
