@@ -108,6 +108,15 @@ def submit(controller: Controller, count: int, tag: str, seconds: float = 0.3) -
     return ids
 
 
+def submit_batch(controller: Controller, count: int, tag: str) -> list[str]:
+    """One POST of `count` tasks: the controller publishes them one after another after the commit."""
+    bodies = [{"device_id": DEVICE_IDS[index % len(DEVICE_IDS)], "type": "append",
+               "params": {"line": f"{tag}{index}", "before": 0.05, "after": 0.05}} for index in range(count)]
+    response = controller.api.post("/api/v1/tasks/batch", json={"tasks": bodies})
+    assert response.status_code == 201, response.text
+    return [task["id"] for task in response.json()["items"]]
+
+
 def settle(controller: Controller, task_ids: list[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
     """Every task final (else fail naming the open ones)."""
     found: dict[str, dict[str, Any]] = {}
@@ -237,16 +246,22 @@ def test_controller_killed_with_tasks_in_flight(pair: Pair) -> None:
     timer = pair.a.create_task("mc-sleeper", "sleep", params={"seconds": 120, "steps": 1}, timeout=3)["id"]
     pair.b.wait_task(timer, {"running"}, timeout=30)
     sleeper.kill()  # silent from now on: only the sweeping controller's timer can end the task
+    wait_for(lambda: pair.a.api.get("/healthz").json()["sweeper"], 30, 0.2, "A holding the sweep lease")
     ids = submit(pair.a, 20, "a") + submit(pair.b, 20, "b")
-    ids += submit(pair.a, 10, "c", seconds=0.1)  # still being sent when it dies
+    ids += submit_batch(pair.a, 40, "c")  # still being sent when it dies
     pair.a.process.kill()
+    killed_at = time.monotonic()
+    unsent = sum((pair.b.task(i) or {}).get("status") == "queued" for i in ids)
+    wait_for(lambda: pair.b.api.get("/healthz").json()["sweeper"], 60, 0.1, "the survivor holding the sweep lease")
+    takeover = time.monotonic() - killed_at
     tasks = settle(pair.b, ids, timeout=90)
+    print(f"\n[{pair.broker.kind}] {unsent} task(s) still queued (no ack recorded) when A died; the lease passed in {takeover:.1f} s; "
+          f"all final {time.monotonic() - killed_at:.1f} s after the kill")
     check(pair, tasks, "controller SIGKILL with tasks in flight")
     timed = pair.b.wait_task(timer, timeout=60)
     events = [e["event"] for e in timed["events"]]
     print(f"[{pair.broker.kind}] silent device's task: {timed['status']}, timed_out events {events.count('timed_out')}")
     assert timed["status"] == "timed_out" and events.count("timed_out") == 1, events
-    wait_for(lambda: pair.b.api.get("/healthz").json()["sweeper"], 30, 0.2, "the survivor holding the sweep lease")
 
 
 def test_started_together_on_a_fresh_database(broker: Broker, tmp_path: Path, postgres_url: str,
