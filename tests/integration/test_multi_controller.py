@@ -316,3 +316,45 @@ def test_task_accepted_without_broker_link(broker: Broker, tmp_path: Path, postg
         check(pair, tasks, "tasks accepted by a controller without a broker link")
     finally:
         proxy.close()
+
+
+def test_shared_subscriptions_split_the_work(tmp_path: Path, postgres_url: str, _processes: list[Process]) -> None:
+    """(e) Mosquitto, FLEET_SHARED_SUBSCRIPTION_GROUP on both: each records a share of the
+    results, and when one is SIGKILLed nothing is lost (what was in flight to it is sent
+    again to the device, which answers from its journal)."""
+    broker = Broker("mosquitto", tmp_path)
+    _processes.append(broker.process)
+    broker.start()
+    shared = dict(shared_subscription_group="fleet", task_resend_after="3")
+    a = _controller(broker, tmp_path / "a", postgres_url, _processes, **shared)
+    b = _controller(broker, tmp_path / "b", postgres_url, _processes, token=a.admin_token, **shared)
+    start_together(a, b)
+    devices = {}
+    for device_id in DEVICE_IDS:
+        devices[device_id] = Device(device_id, broker, tmp_path, keepalive="2", max_concurrency="4")
+        _processes.append(devices[device_id].process)
+        devices[device_id].start()
+        b.wait_device(device_id, "online", timeout=30)
+    pair = Pair(broker, a, b, devices, postgres_url, tmp_path, _processes)
+    ids = submit(a, 15, "a") + submit(b, 15, "b")
+    tasks = settle(b, ids)
+    events = _device_events(postgres_url, ids)
+    shares = [c.api.get("/healthz").json()["ingest_messages"] for c in (a, b)]
+    print(f"\n[mosquitto] shared subscriptions: {events} device events; recorded by A {shares[0]}, by B {shares[1]} "
+          "(messages incl. acks and statuses)")
+    assert all(0 < share < events for share in shares), (shares, events)
+    ids += submit(a, 10, "c") + submit_batch(b, 20, "d")
+    b.process.kill()
+    tasks = settle(a, ids, timeout=90)
+    check(pair, tasks, "shared subscriptions, one controller SIGKILLed")
+
+
+def _device_events(database_url: str, task_ids: list[str]) -> int:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text(
+                "SELECT COUNT(*) FROM task_events WHERE task_id = ANY(:ids) AND event IN "
+                "('accepted', 'started', 'progress', 'succeeded', 'failed', 'rejected')"), {"ids": task_ids}).scalar() or 0)
+    finally:
+        engine.dispose()

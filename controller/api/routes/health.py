@@ -50,4 +50,5 @@ def health(request: Request) -> Health:
         ingest_queue=ingest.queue,
         ingest_high_water=ingest.high_water,
         ingest_dropped=ingest.dropped,
+        ingest_messages=ingest.messages,
     )
