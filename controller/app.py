@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -71,7 +70,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         mqtt = ControllerMqtt(settings, sessions, signer)
         scheduler = Scheduler(
             sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace,
-            resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue, holder=f"{mqtt.client_id}@{socket.gethostname()}:{os.getpid()}",
+            resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue, holder=f"{mqtt.client_id}@{socket.gethostname()}",
             lease_seconds=settings.sweep_lease, connected=lambda: mqtt.connected, unacked_grace=settings.unacked_grace,
         )
         app.state.settings = settings

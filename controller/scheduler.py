@@ -4,7 +4,8 @@ Of several controllers on one database only the holder of the `sweeper` lease sw
 (`controller.lease`, docs/architecture.md#several-controllers): it renews the lease every
 pass, gives it up while it has no broker link (a controller that cannot publish must not be
 the one that re-sends) and on a clean stop, and another controller takes it over once it
-expired (`lease_seconds` after the holder died).
+expired (`lease_seconds` after the holder died). The holder is named by client id and host,
+so a controller restarted at once takes its own lease back without waiting for it to expire.
 
 Re-sends wait while the ingest writer is behind: device messages already taken off the socket
 but not yet recorded would otherwise look like silence, and re-sending would only add to them.
