@@ -5,8 +5,11 @@ device and one ad hoc task row, and no error (docs/architecture.md#several-contr
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -79,3 +82,17 @@ def test_same_events_recorded_by_two_writers_at_once(postgres_url: str) -> None:
               "one row each, no error")
     finally:
         engine.dispose()
+
+
+MIGRATE = "import sys; from controller.db import open_database; open_database(sys.argv[1]).dispose(); print('migrated')"
+
+
+def test_two_processes_migrate_one_fresh_sqlite_file(tmp_path: Path) -> None:
+    """SQLite: the migration's transaction begins with BEGIN IMMEDIATE, so two processes that
+    open one fresh file at once migrate one after the other."""
+    for round_ in range(5):
+        url = f"sqlite:///{tmp_path / f'round-{round_}' / 'controller.db'}"
+        runs = [subprocess.Popen([sys.executable, "-c", MIGRATE, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                for _ in range(2)]
+        outputs = [run.communicate(timeout=120)[0].decode() for run in runs]
+        assert all(run.returncode == 0 and "migrated" in out for run, out in zip(runs, outputs)), outputs
