@@ -185,6 +185,8 @@ def check(pair: Pair, tasks: dict[str, dict[str, Any]], scenario: str, expect_su
     assert not twice, f"tasks run twice: {twice[:10]}"
     assert not doubled, f"tasks recorded twice: {doubled[:10]}"
     assert not lost, f"succeeded tasks whose line is missing: {lost[:10]}"
+    counted_twice = [i for i, t in tasks.items() if t["attempt"] != 1]  # none has retries
+    assert not counted_twice, f"tasks whose attempt went up: {counted_twice[:10]}"
     if expect_success:
         assert len(succeeded) == len(ids), {i: t["status"] for i, t in tasks.items() if t["status"] != "succeeded"}
 
