@@ -114,7 +114,25 @@ class FleetSettings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="address the REST API listens on")
     api_port: int = Field(DEFAULT_API_PORT, ge=1, le=65535, description="port of the REST API (1–65535)")
     api_url: str | None = Field(None, description="REST API the CLI talks to; default http://<api_host>:<api_port>")
-    controller_client_id: str = Field("fleet-controller", min_length=1, max_length=64)
+    controller_client_id: str | None = Field(
+        None, min_length=1, max_length=64, description="MQTT client id of the controller; default one generated on "
+        "first start and kept in <data_dir>/controller-client-id (fleet-controller-<host>-<random>), so every "
+        "controller has its own and keeps its broker session across restarts",
+    )
+    shared_subscription_group: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="share device messages among the controllers that set the same group, through "
+        "$share/<group>/… subscriptions (Mosquitto, EMQX; not NATS): each message reaches one of them. "
+        "Unset: every controller receives every message",
+    )
+    sweep_lease: float = Field(
+        5.0, ge=1, le=600, description="seconds the controller running the sweeps (expiries, timeouts, retries, "
+        "re-sends) holds that job without renewing it; another controller takes over this long after it died",
+    )
+    unacked_grace: float = Field(
+        5.0, ge=0.5, le=3600, description="seconds a queued task whose message no broker acknowledged waits before "
+        "the sweeping controller publishes it (a task accepted by a controller without a broker link)",
+    )
     admin_token: SecretStr | None = Field(
         None, description="an admin API token the controller accepts (set once, e.g. from a secret store); min 24 characters",
         min_length=24,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -84,7 +85,8 @@ def create_app(settings: FleetSettings) -> FastAPI:
         mqtt = ControllerMqtt(settings, sessions, signer)
         scheduler = Scheduler(
             sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace,
-            resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue,
+            resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue, holder=f"{mqtt.client_id}@{socket.gethostname()}",
+            lease_seconds=settings.sweep_lease, connected=lambda: mqtt.connected, unacked_grace=settings.unacked_grace,
         )
         app.state.settings = settings
         app.state.engine = engine
@@ -95,6 +97,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.mqtt = mqtt
         app.state.file_url_key = _file_url_key(settings, sessions)
         app.state.pruner = Pruner([idempotency.prune, file_store.prune_orphans])
+        app.state.scheduler = scheduler
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
                      signer.key_id, public_key_text(signer.public_key))

@@ -42,6 +42,9 @@ WRITE_RETRY_MAX_PAUSE = 0.002  # seconds between two tries of BEGIN IMMEDIATE, a
 READ_ONLY = "fleet_read_only"  # execution option (and Session.info key) of read sessions
 MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST_REVISION = "0001"  # the schema release 0.1.0 created without alembic
+# pg_advisory_xact_lock key held while migrating: controllers started together on one fresh
+# PostgreSQL database migrate one after the other (the second finds the schema current).
+MIGRATION_LOCK_KEY = 0x666C656574  # "fleet"
 
 
 def safe_url(url: str) -> str:
@@ -163,8 +166,15 @@ def migration_config(connection: Any) -> Config:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Create the controller's tables, or upgrade them to this version's schema, keeping every
-    row. A database made by release 0.1.0 (tables but no alembic version) is recognised first."""
+    row. A database made by release 0.1.0 (tables but no alembic version) is recognised first.
+
+    Several controllers may start at once on one database: on PostgreSQL the whole upgrade runs
+    under a transaction-scoped advisory lock (two concurrent CREATE TABLEs of one name fail with
+    a UniqueViolation on pg_type); on SQLite the transaction begins with BEGIN IMMEDIATE (the
+    connection's "begin" hook), which takes the write lock before the version is read."""
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         config = migration_config(connection)
         tables = inspect(connection)
         if tables.has_table("tasks") and not tables.has_table("alembic_version"):

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller import unborn
@@ -60,6 +61,7 @@ REHOLD_FOR = 60.0  # seconds a heartbeat whose session's birth is not recorded y
 # (a session that keeps heartbeating without its birth counts as born: `controller.unborn`)
 WARN_AT = 5_000  # queued messages past which the writer is said to be behind
 WARN_EVERY = 10.0  # seconds between two "behind" warnings
+WRITE_TRIES = 3  # of a message recorded alone, when a concurrent transaction got in its way
 
 
 @dataclass(frozen=True)
@@ -320,17 +322,26 @@ class IngestWriter:
             return self._beats_due is not None and time.monotonic() >= self._beats_due
 
     def _write_one(self, item: Incoming, state: _Batch) -> None:
-        alone = _Batch(seen=set(state.seen))
-        try:
-            with self._sessions() as session:
-                self._stage(session, item, alone)
-                _stage_events(session, alone)
-                devices.stage_heartbeats(session, alone.heartbeats)
-                tasks.stage_acked(session, alone.acked)
-                session.commit()
-        except Exception as exc:
+        """Record one message; tried again when another controller's transaction got in its
+        way (a deadlock, a row it inserted at the same moment: docs/architecture.md#several-controllers)."""
+        for attempt in range(1, WRITE_TRIES + 1):
+            alone = _Batch(seen=set(state.seen))
+            try:
+                with self._sessions() as session:
+                    self._stage(session, item, alone)
+                    _stage_events(session, alone)
+                    devices.stage_heartbeats(session, alone.heartbeats)
+                    tasks.stage_acked(session, alone.acked)
+                    session.commit()
+                break
+            except (OperationalError, IntegrityError) as exc:
+                if attempt < WRITE_TRIES:
+                    continue
+                failure: Exception = exc
+            except Exception as exc:
+                failure = exc
             log.warning("dropped a %s from device %s that cannot be recorded: %s",
-                        type(item.payload).__name__, item.device_id or "-", _first_line(exc))
+                        type(item.payload).__name__, item.device_id or "-", _first_line(failure))
             return
         state.seen = alone.seen
         state.births.extend(alone.births)

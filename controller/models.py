@@ -134,7 +134,11 @@ class TaskEventRecord(Base):
     """One event of a task's timeline, in the order the controller received them."""
 
     __tablename__ = "task_events"
-    __table_args__ = (Index("ix_task_events_task_seq", "task_id", "seq"),)
+    __table_args__ = (
+        Index("ix_task_events_task_seq", "task_id", "seq"),
+        # One row per event whatever the number of controllers recording it (migration 0009).
+        Index("uq_task_events_event", "task_id", "attempt", "seq", "event", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
@@ -268,3 +272,14 @@ class MqttIdentity(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class Lease(Base):
+    """A job only one controller may do at a time (the sweeps): who holds it, and until when
+    unless renewed (`controller.lease`)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]

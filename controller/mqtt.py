@@ -26,6 +26,7 @@ from broker.connection import BrokerAddress, ConnectFailureLog, create_client
 from config.settings import FleetSettings
 from controller.acks import AckTracker
 from controller.ingest import RECONNECTED, Acked, Incoming, IngestStats, IngestWriter, Unreadable
+from controller.instance import LinkWatch, controller_client_id
 from controller.recent_ids import RecentIds
 from controller.services import task_control, unreadable
 from controller.throttle import DeviceThrottle, FloodLog, StatusGate
@@ -65,10 +66,14 @@ class ControllerMqtt:
         self._invalid = unreadable.Counter()
         self._address = BrokerAddress.from_url(str(settings.mqtt_url))
         self._keepalive = settings.keepalive
+        self.client_id = controller_client_id(settings)
+        self._share = settings.shared_subscription_group
         self._client = create_client(
             self._address,
-            client_id=settings.controller_client_id,
-            clean_session=False,
+            client_id=self.client_id,
+            # Measured (docs/architecture.md#measured-facts): Mosquitto keeps handing a shared
+            # subscription's messages to a member whose persistent session outlived it.
+            clean_session=self._share is not None,
             ca_file=settings.mqtt_ca_file,
             reconnect_min_delay=settings.reconnect_min_delay,
             reconnect_max_delay=settings.reconnect_max_delay,
@@ -81,6 +86,7 @@ class ControllerMqtt:
         self._acks = AckTracker()
         self._own = RecentIds(OWN_TASK_MEMORY)
         self._connected = threading.Event()
+        self._link = LinkWatch()
         self._failures = ConnectFailureLog(self._address, settings.mqtt_ca_file, log)
         self._stopping = False
         self._writer = IngestWriter(sessions, self._redispatch)
@@ -113,6 +119,24 @@ class ControllerMqtt:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def link_problem(self) -> str | None:
+        """Why the broker link cannot be trusted although it may be up right now (it keeps dropping)."""
+        return self._link.problem(self.client_id)
+
+    @property
+    def recent_disconnects(self) -> int:
+        return self._link.recent()
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """What the controller subscribes to: everything, or with a shared subscription group
+        its share of results, heartbeats and task topics (statuses still all: they are few,
+        retained, and every controller keeps presence current)."""
+        shared = [(ALL_RESULTS, QOS), (ALL_HEARTBEATS, 0), (ALL_TASKS, QOS)]
+        if self._share is not None:
+            shared = [(f"$share/{self._share}/{topic}", qos) for topic, qos in shared]
+        return [(ALL_STATUS, QOS), *shared]
+
     def encode(self, model: BaseModel, topic: str = SIZE_PROBE_TOPIC) -> bytes:
         """`model` as it goes on the wire to `topic`: JSON, signed for that topic when tasks are signed."""
         if self._signer is not None and isinstance(model, TaskEnvelope):
@@ -141,9 +165,10 @@ class ControllerMqtt:
             return
         self._writer.put(RECONNECTED)
         self._failures.connected()
-        client.subscribe([(ALL_STATUS, QOS), (ALL_RESULTS, QOS), (ALL_HEARTBEATS, 0), (ALL_TASKS, QOS)])
+        client.subscribe(self.subscriptions())
         self._connected.set()
-        log.info("connected to the MQTT broker at %s (session present: %s)", self._address, flags.session_present)
+        log.info("connected to the MQTT broker at %s as %s (session present: %s)", self._address, self.client_id,
+                 flags.session_present)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         self._failures.failed()
@@ -154,6 +179,7 @@ class ControllerMqtt:
         was_connected = self._connected.is_set()
         self._connected.clear()
         if was_connected and not self._stopping:
+            self._link.dropped()
             log.warning("disconnected from the MQTT broker at %s (%s); reconnecting", self._address, reason)
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: ReasonCode, _properties: Any) -> None:

@@ -200,6 +200,12 @@ class Health(BaseModel):
     ingest_high_water: int = Field(0, description="the longest the ingest queue has been since start")
     ingest_dropped: int = Field(0, description="device messages dropped because the ingest queue was full (always 0: "
                                 "it is unbounded, and a warning is logged when it grows long)")
+    ingest_messages: int = Field(0, description="device messages (and broker acks) this controller recorded since start")
+    reason: str | None = Field(None, description="why the status is degraded, when it is")
+    mqtt_client_id: str | None = Field(None, description="the MQTT client id this controller connects with")
+    mqtt_disconnects_recent: int = Field(0, description="disconnects from the broker within the last minute")
+    sweeper: bool = Field(False, description="whether this controller holds the sweep lease (runs expiries, "
+                          "timeouts, retries and re-sends for every controller on this database)")
 
 
 class ErrorBody(BaseModel):

@@ -199,14 +199,15 @@ class Controller:
 
     def __init__(
         self, broker: Broker, work: Path, database_url: str | None = None, mqtt_url: str | None = None,
-        admin_token: str | None = None, **settings: Any,
+        admin_token: str | None = None, own_client_id: bool = True, **settings: Any
     ) -> None:
-        """`admin_token`: the one of another controller on the same database (the last one to
-        start sets the database's FLEET_ADMIN_TOKEN); a new random one when absent."""
+        """`admin_token`: the one of another controller on the same database (it keeps one);
+        `own_client_id` False leaves FLEET_CONTROLLER_CLIENT_ID unset (the controller's default)."""
         self.broker = broker
         self.data_dir = work / "controller"
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
         self.admin_token = admin_token or secrets.token_urlsafe(32)
+        self._own_client_id = own_client_id
         self._settings = dict(mqtt_url=mqtt_url or broker.url, database_url=self.database_url,
                               data_dir=str(self.data_dir), admin_token=self.admin_token, **settings)
         self.started = False
@@ -216,7 +217,8 @@ class Controller:
 
     def _use_port(self, port: int) -> None:
         self.port = port
-        self.process.env = base_env(api_port=str(port), controller_client_id=f"controller-{port}", **self._settings)
+        client_id = {"controller_client_id": f"controller-{port}"} if self._own_client_id else {}
+        self.process.env = base_env(api_port=str(port), **client_id, **self._settings)
         self.api.base_url = httpx.URL(f"http://127.0.0.1:{port}")
 
     def start(self) -> None:

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controller.models import Device, Task
-from controller.services.task_rows import new_task
+from controller.services.task_rows import task_values
+from controller.services.upsert import insert_ignore
 from schemas.common import new_id, utcnow
 from schemas.events import TaskEvent
 from schemas.tasks import CONTROL_TYPES, TaskEnvelope
@@ -51,9 +51,9 @@ def stage_published(session: Session, device_id: str, envelope: TaskEnvelope) ->
     device = session.get(Device, device_id)
     if device is not None and device.status == "online":
         return None
-    if device is None:
-        session.add(Device(id=device_id, status="offline", created_at=utcnow()))
-    task = new_task(
+    if device is None:  # another controller may insert it at the same moment
+        insert_ignore(session, Device, {"id": device_id, "status": "offline", "created_at": utcnow()})
+    values = task_values(
         id=envelope.id or new_id(),
         device_id=device_id,
         type=envelope.type,
@@ -64,11 +64,10 @@ def stage_published(session: Session, device_id: str, envelope: TaskEnvelope) ->
         expires_at=envelope.expires_at,
         timeout=envelope.timeout,
     )
-    try:
-        with session.begin_nested():  # a savepoint: the caller's transaction may hold other work
-            session.add(task)
-    except IntegrityError:  # the device reported it meanwhile, or its id names another task
+    if insert_ignore(session, Task, values) != 1:  # another controller recorded it, or its device reported it
         return None
+    task = session.get(Task, values["id"])
+    assert task is not None
     log.info("recorded ad hoc task %s (%s) for %s device %s; it is sent when the device is online",
              task.id, task.type, "unknown" if device is None else "offline", device_id)
     return task

@@ -14,6 +14,7 @@ from sqlalchemy.orm.util import identity_key
 
 from controller.models import Device, DeviceConnection
 from controller.services.errors import NotFoundError
+from controller.services.upsert import insert_ignore
 from controller.warn_once import warn_once
 from schemas.common import utcnow
 from schemas.status import DeviceStatus, Heartbeat, boot_id
@@ -26,7 +27,7 @@ HEARTBEAT_MISSES = 3  # heartbeats a device may miss before it is taken for offl
 HEARTBEAT_CHUNK = 500  # devices read per query when a batch of heartbeats is recorded
 # Statements built once (building an expression costs more CPU than running it on a small batch).
 _BEAT_READ = (select(Device.id, Device.session_id, Device.status, Device.heartbeat_interval)
-              .where(Device.id.in_(bindparam("ids", expanding=True))).with_for_update())
+              .where(Device.id.in_(bindparam("ids", expanding=True))).order_by(Device.id).with_for_update())
 _BEAT = update(Device).where(Device.id == bindparam("b_id")).values(
     last_seen=bindparam("b_now"), last_heartbeat=bindparam("b_now"), silent_after=bindparam("b_silent"),
     metrics=bindparam("b_metrics"))
@@ -70,7 +71,7 @@ def preload_presence(session: Session, device_ids: Collection[str]) -> PresenceC
     since = utcnow() - FLAP_WINDOW
     for start in range(0, len(ids), HEARTBEAT_CHUNK):
         chunk = ids[start : start + HEARTBEAT_CHUNK]
-        for device in session.scalars(select(Device).where(Device.id.in_(chunk)).with_for_update()):
+        for device in session.scalars(select(Device).where(Device.id.in_(chunk)).order_by(Device.id).with_for_update()):
             cache.devices[device.id] = device
         births = session.execute(
             select(DeviceConnection.device_id, DeviceConnection.session_id).where(
@@ -107,14 +108,19 @@ def stage_status(
         device = cache.devices[topic_device_id]
     else:
         device = session.get(Device, topic_device_id, with_for_update=True)
+    if device is None:  # first seen: inserted (or found, when another controller inserted it first)
+        values = {"status": "offline", "created_at": now}
+        if status.state != "online":
+            values |= {"session_id": status.session_id, "last_seen": now}
+        device, created = insert_device(session, topic_device_id, values)
+        if cache is not None:
+            cache.devices[topic_device_id] = device
+        if created and status.state != "online":
+            _record_connection(session, topic_device_id, status, now)
+            return False
     if status.state == "online":
-        new_session = device is None or device.status != "online" or device.session_id != status.session_id
-        replaced = device.session_id if device is not None and device.status == "online" and new_session else None
-        if device is None:
-            device = Device(id=topic_device_id, status="online", created_at=now)
-            session.add(device)
-            if cache is not None:
-                cache.devices[topic_device_id] = device
+        new_session = device.status != "online" or device.session_id != status.session_id
+        replaced = device.session_id if device.status == "online" and new_session else None
         if new_session:
             device.status = "online"
             device.session_id = status.session_id
@@ -137,13 +143,6 @@ def stage_status(
         device.silent_after = _silent_after(device.heartbeat_interval, now)
         return new_session
 
-    if device is None:
-        device = Device(id=topic_device_id, status="offline", session_id=status.session_id, created_at=now, last_seen=now)
-        session.add(device)
-        if cache is not None:
-            cache.devices[topic_device_id] = device
-        _record_connection(session, topic_device_id, status, now)
-        return False
     if device.session_id != status.session_id:
         log.info(
             "ignored a stale last will of device %s: session %s ended, the current session is %s",
@@ -159,6 +158,16 @@ def stage_status(
         _record_connection(session, device.id, status, now)
         log.info("device %s is offline (session %s, %s)", device.id, status.session_id, status.reason or "no reason given")
     return False
+
+
+def insert_device(session: Session, device_id: str, values: Mapping[str, Any]) -> tuple[Device, bool]:
+    """The device row `device_id`, inserted with `values` unless it exists (several controllers
+    may see a new device at the same moment: INSERT … ON CONFLICT DO NOTHING), read and locked;
+    and whether this call inserted it."""
+    created = insert_ignore(session, Device, {"id": device_id, **values}) == 1
+    device = session.get(Device, device_id, with_for_update=True, populate_existing=True)
+    assert device is not None
+    return device, created
 
 
 def _silent_after(heartbeat_interval: int | None, now: datetime) -> datetime | None:

@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from controller.models import Device, Task, TaskEventRecord
 from controller.services import accounts, lifecycle, tasks
+from controller.services.upsert import insert_ignore
 from controller.warn_once import warn_once
 from schemas.common import utcnow
 from schemas.events import DEVICE_EVENTS, STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
@@ -199,8 +200,8 @@ def _write(session: Session, rows: dict[str, _Row], inserts: list[dict[str, Any]
             statement = update(Task).where(Task.id == bindparam("b_id")).values({n: bindparam(f"b_{n}") for n in names})
             _UPDATES[names] = statement
         connection.execute(statement, params)
-    if inserts:
-        connection.execute(insert(TaskEventRecord), inserts)
+    if inserts:  # a row another controller recorded meanwhile is skipped (unique index, migration 0009)
+        insert_ignore(session, TaskEventRecord, inserts)
     if devices:
         connection.execute(_DEVICE_SEEN, [{"b_id": device_id, "b_now": now} for device_id in sorted(devices)])
     for task_id, row in rows.items():

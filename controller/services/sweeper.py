@@ -12,10 +12,14 @@
   `resend_after` seconds (no PUBACK of its message, no event of its device) is published to
   its device again, which answers from its journal (the outcome, or where the task stands) or
   runs it; each unanswered re-send doubles the wait, up to an hour. Nothing depends on the
-  broker delivering every message (docs/architecture.md#promise-8-the-promises-hold-at-fleet-size).
+  broker delivering every message (docs/architecture.md#promise-8-the-promises-hold-at-fleet-size);
+- unacked: a queued task of an online device whose message no broker acknowledged within
+  `unacked_grace` seconds (its controller had no broker link, or died before the PUBACK) is
+  published, soon rather than after `resend_after` (docs/architecture.md#several-controllers).
 
 Everything is read from SQL, so a restarted controller carries on where the last one stopped;
-rows are locked with SKIP LOCKED on PostgreSQL, so several controllers can sweep side by side.
+rows are locked with SKIP LOCKED on PostgreSQL. Of several controllers on one database only the
+holder of the sweep lease runs these (`controller.scheduler`), so each timer fires once.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class SweepResult:
     retried: int
     silent: int
     resent: int = 0
+    unacked: int = 0
 
 
 def _values(statuses: Iterable[TaskStatus]) -> list[str]:
@@ -168,11 +173,46 @@ def resend_unheard(session: Session, publisher: Publisher, now: datetime, resend
     return sent
 
 
+def publish_unacked(session: Session, publisher: Publisher, now: datetime, grace: float) -> int:
+    """Publish every queued task of an online device with no news (no PUBACK) for `grace`
+    seconds: one accepted by a controller without a broker link, or left by a controller that
+    died before its publish was acknowledged. The creating controller publishes at once and
+    the PUBACK makes the task dispatched within milliseconds, so the grace keeps this off the
+    normal path; a copy sent twice is answered from the device's journal. Returns how many."""
+    online = select(Device.id).where(Device.id == Task.device_id, Device.status == "online").exists()
+    due = session.scalars(
+        select(Task)
+        .where(
+            online,
+            Task.status == TaskStatus.QUEUED.value,
+            Task.type != UNKNOWN_TYPE,
+            func.coalesce(Task.heard_at, Task.created_at) <= now - timedelta(seconds=grace),
+            or_(Task.resend_at.is_(None), Task.resend_at <= now),
+        )
+        .order_by(Task.created_at, Task.id)
+        .limit(BATCH)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for task in due:
+        task.resends += 1
+        task.resend_at = now + timedelta(seconds=resend_delay(task.resends, grace))
+    session.commit()
+    sent = 0
+    for task in due:
+        if not publish_task(task, publisher):
+            break
+        sent += 1
+    if due:
+        log.info("published %d queued task(s) no broker acknowledged within %g s (e.g. %s)", sent, grace, due[0].id)
+    return sent
+
+
 def sweep(
     session: Session, publisher: Publisher, *, timeout_grace: float, resend_after: float | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, unacked_grace: float | None = None,
 ) -> SweepResult:
-    """One pass of all five (no re-sends when `resend_after` is None); `now` is for tests."""
+    """One pass of all six (no re-sends when `resend_after` is None, no publishing of unacked
+    tasks when `unacked_grace` is None); `now` is for tests."""
     now = now or utcnow()
     return SweepResult(
         expired=expire_overdue(session, now),
@@ -180,4 +220,5 @@ def sweep(
         retried=start_due_retries(session, publisher, now),
         silent=mark_silent(session, now),
         resent=0 if resend_after is None else resend_unheard(session, publisher, now, resend_after),
+        unacked=0 if unacked_grace is None else publish_unacked(session, publisher, now, unacked_grace),
     )

@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session, selectinload
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
 from controller.services import accounts, lifecycle
 from controller.services.adhoc import foreign_task_id
+from controller.services.devices import insert_device
 from controller.services.errors import NotFoundError
-from controller.services.task_rows import new_task
+from controller.services.task_rows import task_values
+from controller.services.upsert import insert_ignore
 from controller.warn_once import warn_once
 from schemas.common import utcnow
 from schemas.events import DEVICE_EVENTS, STATUS_OF_EVENT, EventKind, TaskEvent, TaskStatus
@@ -90,17 +92,19 @@ def mark_dispatched(session: Session, task_ids: Sequence[str]) -> None:
 
 
 def _adhoc_task(session: Session, device_id: str, event: TaskEvent) -> Task:
-    """A task the controller never created (hand-written `mosquitto_pub`, broadcast run)."""
+    """A task the controller never created (hand-written `mosquitto_pub`, broadcast run): its
+    device and its row inserted unless another controller, hearing of it too, did first."""
     now = utcnow()
-    if session.get(Device, device_id) is None:
-        session.add(Device(id=device_id, status="online", session_id=event.session_id, online_since=now, created_at=now))
+    _device, created = insert_device(session, device_id, {"status": "online", "session_id": event.session_id,
+                                                          "online_since": now, "created_at": now})
+    if created:
         session.add(
             DeviceConnection(
                 device_id=device_id, state="online", session_id=event.session_id, at=now, reason="first seen in a task event"
             )
         )
     summary = event.task
-    task = new_task(
+    values = task_values(
         id=event.task_id,
         device_id=device_id,
         type=summary.type if summary else "unknown",
@@ -112,9 +116,11 @@ def _adhoc_task(session: Session, device_id: str, event: TaskEvent) -> Task:
         expires_at=summary.expires_at if summary else None,
         attempt=event.attempt,
     )
-    session.add(task)
-    session.flush()
-    log.info("recorded %s task %s (%s) reported by device %s", task.origin, task.id, task.type, device_id)
+    inserted = insert_ignore(session, Task, values) == 1
+    task = session.get(Task, event.task_id, with_for_update=True, populate_existing=True)
+    assert task is not None
+    if inserted:
+        log.info("recorded %s task %s (%s) reported by device %s", task.origin, task.id, task.type, device_id)
     return task
 
 

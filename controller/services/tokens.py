@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from controller.models import ApiToken
 from controller.services.errors import ConflictError, NotFoundError
+from controller.services.upsert import insert_ignore
 from schemas.common import utcnow
 from schemas.errors import FleetError
 
@@ -53,12 +54,12 @@ def create_token(
 
 def ensure_bootstrap(session: Session, secret: str) -> None:
     """Accept FLEET_ADMIN_TOKEN as an admin token (any text of 24+ characters, used whole)."""
-    token = session.get(ApiToken, BOOTSTRAP_ID)
-    if token is None:
-        session.add(ApiToken(id=BOOTSTRAP_ID, name="FLEET_ADMIN_TOKEN", scope="admin", secret_sha256=_hash(secret),
-                             created_at=utcnow()))
-    else:
-        token.secret_sha256, token.revoked_at, token.scope = _hash(secret), None, "admin"
+    # Controllers sharing a database may start at once: insert unless there, then update.
+    insert_ignore(session, ApiToken, {"id": BOOTSTRAP_ID, "name": "FLEET_ADMIN_TOKEN", "scope": "admin",
+                                      "secret_sha256": _hash(secret), "created_at": utcnow()})
+    token = session.get(ApiToken, BOOTSTRAP_ID, with_for_update=True, populate_existing=True)
+    assert token is not None
+    token.secret_sha256, token.revoked_at, token.scope = _hash(secret), None, "admin"
     session.commit()
 
 

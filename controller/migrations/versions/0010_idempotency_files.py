@@ -15,7 +15,7 @@ from alembic import op
 from controller.models import UtcDateTime
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

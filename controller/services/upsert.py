@@ -1,0 +1,32 @@
+"""INSERT … ON CONFLICT DO NOTHING for rows several controllers may insert at the same moment
+(a device first seen by both, a task both hear of first from its device, a timeline event both
+record): the loser's insert becomes a no-op instead of a unique violation that fails its whole
+ingest batch (docs/architecture.md#several-controllers).
+
+PostgreSQL and SQLite both have the clause; SQLAlchemy spells it per dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from controller.models import Base
+
+
+def insert_ignore(session: Session, model: type[Base], rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
+    """Insert `rows` (one mapping, or many as an executemany) in the caller's transaction,
+    skipping each that collides with a row already there (or one another transaction is
+    inserting: PostgreSQL waits for it to end). Returns how many were inserted (for one row:
+    1 or 0; for many the driver's count, which may be -1 when unknown)."""
+    dialect = session.get_bind().dialect.name
+    statement = (postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)).on_conflict_do_nothing()
+    session.flush()  # pending ORM rows first, as session.execute would
+    if isinstance(rows, Mapping):
+        return session.connection().execute(statement, dict(rows)).rowcount
+    if not rows:
+        return 0
+    return session.connection().execute(statement, [dict(row) for row in rows]).rowcount
