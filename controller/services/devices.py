@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 FLAP_WINDOW = timedelta(seconds=60)
 FLAP_BIRTHS = 5  # births within FLAP_WINDOW that make a device "flapping"
-HEARTBEAT_MISSES = 3  # heartbeats a device may miss before it is taken for offline
+HEARTBEAT_MISSES = 2  # heartbeat intervals without one before a device is taken for offline (docs/architecture.md#presence)
 HEARTBEAT_CHUNK = 500  # devices read per query when a batch of heartbeats is recorded
 # Statements built once (building an expression costs more CPU than running it on a small batch).
 _BEAT_READ = (select(Device.id, Device.session_id, Device.status, Device.heartbeat_interval)
