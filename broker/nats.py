@@ -50,10 +50,17 @@ def nats_conf(
     cluster_name: str = CLUSTER_NAME,
     max_file_store: str = "1G",
     max_memory_store: str = "256M",
+    stream_replicas: int | None = None,
 ) -> str:
     """The configuration of `node` in a cluster with `peers` (the other nodes; none: a single
     node). `include` names a file with an `authorization { … }` block (per-device logins)
-    that another helper writes; without it the node lets any client in."""
+    written elsewhere; without it the node lets any client in.
+
+    `stream_replicas` (default: the cluster's size, at most 3) is set explicitly: left to
+    itself NATS 2.9 sized the MQTT streams by the nodes it knew when the first MQTT client came,
+    which was 2 of 3 while the routes were still forming; killing one node then left
+    `$MQTT_sess` and `$MQTT_msgs` without quorum for good (every connect refused)."""
+    replicas = stream_replicas if stream_replicas is not None else min(3, len(peers) + 1)
     lines = [
         f"server_name: {_quote(node.name)}",
         f"listen: {_quote(f'{node.host}:{node.client_port}')}",
@@ -64,6 +71,7 @@ def nats_conf(
         "}",
         "mqtt {",
         f"  listen: {_quote(f'{node.host}:{node.mqtt_port}')}",
+        f"  stream_replicas: {replicas}",
         "}",
     ]
     if peers:
