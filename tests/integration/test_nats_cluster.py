@@ -157,17 +157,20 @@ def test_device_restarted_on_another_node_raises_no_takeover_alert(
     cluster: NatsCluster, tmp_path: Path, _processes: list[Process]
 ) -> None:
     """The operator moves a device whose node died to another node by hand (a new daemon, so a
-    new boot id): its old session was never ended by a will, yet this is no second PC."""
+    new boot id): its old session was never ended by a will, yet this is no second PC.
+    Heartbeats every 30 s (the default) keep the old session online until the new birth, as
+    in the issue's measurement, so the birth meets a session the controller takes for alive."""
     controller = Controller(cluster, tmp_path, mqtt_url=cluster.url_from(1), keepalive="5")
     _processes.append(controller.process)
     controller.start()
-    first = Device("moved", cluster, tmp_path, **device_settings(cluster.nodes[0].mqtt_url))
+    slow = {"heartbeat_interval": "30"}
+    first = Device("moved", cluster, tmp_path, **{**device_settings(cluster.nodes[0].mqtt_url), **slow})
     _processes.append(first.process)
     first.start()
     old = controller.wait_device("moved", "online", timeout=60)
     cluster.kill(0)
     first.kill()
-    moved = Device("moved", cluster, tmp_path, **device_settings(cluster.nodes[2].mqtt_url))  # same data dir
+    moved = Device("moved", cluster, tmp_path, **{**device_settings(cluster.nodes[2].mqtt_url), **slow})  # same dir
     _processes.append(moved.process)
     moved.start()
     new = wait_for(lambda: (d := controller.device("moved")) and d["status"] == "online"
