@@ -41,6 +41,7 @@ class NatsCluster:
         self.nodes: list[NatsNode] = []
         self.processes: list[Process] = [Process(f"nats-n{i}", [], self.work) for i in range(size)]
         self._probes = 0
+        self.started = False
         self._pick_ports()
 
     def _pick_ports(self) -> None:
@@ -65,17 +66,20 @@ class NatsCluster:
         return ",".join(node.mqtt_url for node in order)
 
     def start(self, timeout: float = 60) -> None:
-        """Start every node and wait until the cluster serves QoS 1 subscriptions on each."""
+        """Start every node and wait until the cluster serves QoS 1 subscriptions on each; on a
+        restart the nodes keep their ports (their clients know them) and JetStream stores."""
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
                 for i in range(self.size):
-                    self.start_node(i)
+                    if not self.processes[i].running:
+                        self.start_node(i)
                 break
             except AssertionError as exc:  # a port was taken meanwhile: all nodes on new ports
-                if attempt == PORT_ATTEMPTS or "already in use" not in str(exc).lower():
+                if self.started or attempt == PORT_ATTEMPTS or "already in use" not in str(exc).lower():
                     raise
                 self.kill_all()
                 self._pick_ports()
+        self.started = True
         self.ready(timeout)
 
     def start_node(self, index: int) -> None:
@@ -84,13 +88,16 @@ class NatsCluster:
         start_listening(self.processes[index], lambda: node.mqtt_port, lambda: True, lambda _port: None,
                         f"nats node {node.name} listening on {node.mqtt_port}", 30, may_move=False)
 
-    def kill(self, index: int) -> None:
-        """SIGKILL node `index`: its clients' connections drop, no will of theirs is published."""
-        self.processes[index].kill()
-
     def kill_all(self) -> None:
         for process in self.processes:
             process.kill()
+
+    def kill(self, index: int | None = None) -> None:
+        """SIGKILL node `index`, or every node (as `Broker.kill` does): no will of their clients is published."""
+        if index is None:
+            self.kill_all()
+        else:
+            self.processes[index].kill()
 
     def alive(self) -> list[int]:
         return [i for i, process in enumerate(self.processes) if process.running]

@@ -26,9 +26,10 @@ import pytest
 
 from schemas.events import FINAL_STATUSES
 from tests.harness import Broker, Controller, Device, MqttProbe, Process, wait_for
+from tests.integration.conftest import WITH_CLUSTER
 from tests.netproxy import TcpProxy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", WITH_CLUSTER, indirect=True)]
 
 FINAL = FINAL_STATUSES
 DEVICE_IDS = ["chaos-1", "chaos-2", "chaos-3"]
