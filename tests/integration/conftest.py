@@ -11,12 +11,8 @@ import pytest
 
 from tests.databases import fresh_postgres
 from tests.harness import Broker, Controller, Device, MqttProbe, Process, missing_service
-from tests.nats_cluster import NatsCluster
 
 BROKER_KINDS = ["amqtt", "mosquitto"]
-# A 3-node NATS cluster (JetStream + MQTT, `tests/nats_cluster.py`), for the suites that ask for
-# it with `parametrize("broker", WITH_CLUSTER, indirect=True)`: test_e2e and test_chaos.
-WITH_CLUSTER = [*BROKER_KINDS, "nats"]
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,13 +38,7 @@ def _processes() -> Iterator[list[Process]]:
 
 @pytest.fixture(params=BROKER_KINDS)
 def broker(request: pytest.FixtureRequest, tmp_path: Path, _processes: list[Process]) -> Broker:
-    """A fresh broker process: the embedded amqtt broker (`fleet broker`) or Mosquitto; or, where
-    a suite asks for "nats", a 3-node NATS cluster (its `url` lists every node)."""
-    if request.param == "nats":
-        cluster = NatsCluster(tmp_path)
-        _processes.extend(cluster.processes)
-        cluster.start()
-        return cluster  # type: ignore[return-value]  # quacks like a Broker
+    """A fresh broker process: the embedded amqtt broker (`fleet broker`) or Mosquitto."""
     instance = Broker(request.param, tmp_path)
     _processes.append(instance.process)
     instance.start()

@@ -26,10 +26,9 @@ import pytest
 
 from schemas.events import FINAL_STATUSES
 from tests.harness import Broker, Controller, Device, MqttProbe, Process, wait_for
-from tests.integration.conftest import WITH_CLUSTER
 from tests.netproxy import TcpProxy
 
-pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", WITH_CLUSTER, indirect=True)]
+pytestmark = pytest.mark.integration
 
 FINAL = FINAL_STATUSES
 DEVICE_IDS = ["chaos-1", "chaos-2", "chaos-3"]

@@ -20,9 +20,8 @@ from tests.harness import (
     missing_service,
     wait_for,
 )
-from tests.integration.conftest import WITH_CLUSTER
 
-pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", WITH_CLUSTER, indirect=True)]
+pytestmark = pytest.mark.integration
 
 FINAL = FINAL_STATUSES
 
