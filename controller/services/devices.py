@@ -108,6 +108,12 @@ def stage_status(
     else:
         device = session.get(Device, topic_device_id, with_for_update=True)
     if status.state == "online":
+        if device is not None and device.status == "offline" and device.session_id == status.session_id:
+            # The controller took this session offline (silent, or its will): a birth of it again is
+            # the retained copy replayed to a controller that subscribed again, e.g. after losing
+            # its own broker node, while the device's node is dead. Only a heartbeat revives it.
+            log.debug("ignored a replayed birth of device %s: session %s was taken offline", device.id, status.session_id)
+            return False
         new_session = device is None or device.status != "online" or device.session_id != status.session_id
         replaced = device.session_id if device is not None and device.status == "online" and new_session else None
         if device is None:
@@ -134,7 +140,11 @@ def stage_status(
             device.groups = list(status.facts.groups)
             device.heartbeat_interval = status.facts.heartbeat_interval
         device.last_seen = now
-        device.silent_after = _silent_after(device.heartbeat_interval, now)
+        if new_session or device.silent_after is None:
+            # Only a new session starts the silence clock: a birth of the current one is no sign
+            # of life, it may be the retained copy replayed to a controller that subscribed again
+            # (after losing its own broker node), while the device's node is dead.
+            device.silent_after = _silent_after(device.heartbeat_interval, now)
         return new_session
 
     if device is None:
