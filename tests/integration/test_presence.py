@@ -77,6 +77,7 @@ def test_a_device_whose_network_vanishes_is_offline_after_two_silent_heartbeat_i
         _processes.append(device.process)
         device.start()
         online = controller.wait_device("hb-1", "online")
+        wait_for(lambda: (d := controller.device("hb-1")) and d["last_heartbeat"], 10, 0.1, "a first heartbeat")
 
         proxy.cut()
         cut_at = time.monotonic()
