@@ -1,4 +1,5 @@
-"""Client connections to any MQTT 3.1.1 broker: URL parsing and a configured paho client.
+"""Client connections to any MQTT 3.1.1 broker: URL parsing, a configured paho client, and
+fail-over across the nodes of a clustered broker (`Failover`).
 
 Every socket the project opens gets TCP_NODELAY: with Nagle's algorithm on, a task round
 trip took 44–88 ms on loopback instead of about 1 ms (see docs/architecture.md#measured-facts-the-code-relies-on).
@@ -7,11 +8,13 @@ trip took 44–88 ms on loopback instead of about 1 ms (see docs/architecture.md
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -58,6 +61,12 @@ class BrokerAddress:
         user = f"{self.username}@" if self.username else ""
         path = self.path if self.websocket else ""
         return f"{self.scheme}://{user}{self.host}:{self.port}{path}"
+
+
+def broker_addresses(urls: str | Sequence[object]) -> list[BrokerAddress]:
+    """The addresses of a `FLEET_MQTT_URL` value (comma-separated) or of a list of URLs."""
+    entries = [str(url).strip() for url in urls] if not isinstance(urls, str) else urls.split(",")
+    return [BrokerAddress.from_url(entry.strip()) for entry in entries if entry.strip()]
 
 
 def _set_nodelay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
@@ -146,13 +155,118 @@ class ConnectFailureLog:
         self._logger = logger
         self._last: str | None = None
 
-    def failed(self) -> None:
-        """Call from paho's `on_connect_fail`."""
-        reason = diagnose_unreachable(self._address, self._ca_file)
+    def failed(self, address: BrokerAddress | None = None) -> None:
+        """Call from paho's `on_connect_fail`, with the address that was tried (default: the first)."""
+        address = address or self._address
+        reason = diagnose_unreachable(address, self._ca_file)
         if reason != self._last:
             self._last = reason
-            self._logger.warning("cannot reach the MQTT broker at %s: %s; retrying", self._address, reason)
+            self._logger.warning("cannot reach the MQTT broker at %s: %s; retrying", address, reason)
 
     def connected(self) -> None:
         """Call on a successful connection, so the next failure is logged again."""
         self._last = None
+
+
+class Failover:
+    """Reconnects a paho client across the brokers of a `FLEET_MQTT_URL` list (nodes of one
+    cluster), through paho's own public API.
+
+    paho's `reconnect()` dials the host and port that `connect_async` set last, after waiting
+    its reconnect delay, and the host cannot be changed while it is connecting (its `host`
+    setter refuses, so `on_pre_connect` cannot pick one). So the owner calls `down()` from
+    `on_disconnect` and `on_connect_fail`, both of which paho runs before that wait: it points
+    the client at the next address with `connect_async` and sets the wait with
+    `reconnect_delay_set`. The addresses are tried in turn; within a pass the next one at
+    once, after a full pass of failures the wait doubles from `min_delay` up to `max_delay`;
+    after a lost connection the next address is tried after `min_delay`. With `jitter`
+    (devices) each wait is stretched by a random 0.5–1.5, so a fleet whose node died does not
+    reconnect in lockstep. `hold(pause)` replaces every wait with `pause` (another daemon uses
+    this device id: `device.conflicts`).
+    """
+
+    def __init__(
+        self, client: mqtt.Client, addresses: Sequence[BrokerAddress], keepalive: int, *,
+        min_delay: float = 1.0, max_delay: float = 30.0, jitter: bool = False, rng: random.Random | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("no broker address to connect to")
+        self._client = client
+        self.addresses = list(addresses)
+        self._keepalive = keepalive
+        self._min, self._max = min_delay, max(min_delay, max_delay)
+        self._rng = rng if jitter else None
+        if jitter and rng is None:
+            self._rng = random.Random()
+        self._index = 0
+        self._failed_in_pass = 0
+        self._passes = 0
+        self._up = False
+        self._stopped = False
+        self._pause: float | None = None
+        self.last_wait = 0.0  # the wait set by the last `down()`, for logs and tests
+
+    @property
+    def address(self) -> BrokerAddress:
+        """The broker connected to, or being tried."""
+        return self.addresses[self._index]
+
+    def start(self) -> None:
+        """Point the client at the first address (call `client.loop_start()` next)."""
+        self._stopped = False
+        self._aim(0)
+        self._set_wait(self._min)
+
+    def stop(self) -> None:
+        """The owner disconnects on purpose: `down()` no longer reconnects anywhere."""
+        self._stopped = True
+
+    def connected(self) -> None:
+        """Call on a successful CONNACK."""
+        self._up = True
+        self._failed_in_pass = 0
+        self._passes = 0
+
+    def down(self) -> None:
+        """Call from `on_disconnect` and `on_connect_fail`: aim at the next address, set the wait."""
+        if self._stopped:
+            return
+        if self._up:  # a working connection was lost: start a new pass at the next address
+            self._up = False
+            self._failed_in_pass = 0
+            self._passes = 0
+            wait = self._min
+        else:
+            self._failed_in_pass += 1
+            if self._failed_in_pass >= len(self.addresses):  # every address failed once: back off
+                self._failed_in_pass = 0
+                self._passes += 1
+                wait = min(self._max, self._min * 2 ** (self._passes - 1))
+            else:
+                wait = 0.0
+        self._aim((self._index + 1) % len(self.addresses))
+        self._set_wait(wait)
+
+    def hold(self, pause: float | None) -> None:
+        """Wait `pause` seconds before every attempt from now on (None: back to normal)."""
+        self._pause = pause
+        if pause is not None:
+            self._set_wait(pause)
+
+    def _aim(self, index: int) -> None:
+        self._index = index
+        address = self.addresses[index]
+        if address.username:
+            self._client.username_pw_set(address.username, address.password)
+        if address.websocket:
+            self._client.ws_set_options(path=address.path)
+        self._client.connect_async(address.host, address.port, keepalive=self._keepalive)
+
+    def _set_wait(self, wait: float) -> None:
+        if self._pause is not None:
+            wait = self._pause
+        elif self._rng is not None and wait > 0:
+            wait = min(self._max * 1.5, wait * self._rng.uniform(0.5, 1.5))
+        self.last_wait = wait
+        # paho sleeps any number of seconds; its annotation says int.
+        self._client.reconnect_delay_set(min_delay=cast(int, wait), max_delay=cast(int, wait))

@@ -43,7 +43,7 @@ def _local_settings(overrides: dict[str, Any], device_id: str | None) -> tuple[F
         logins = ensure_local_logins(config, device_id)
     except DatabaseSetupError as exc:
         fail(str(exc))
-    address = f"{config.mqtt_url.host}:{config.mqtt_url.port}"
+    address = f"{config.mqtt_urls[0].host}:{config.mqtt_urls[0].port}"  # fleet up runs one broker
     return (settings(**{**overrides, "mqtt_url": f"mqtt://{CONTROLLER_USER}:{logins.controller}@{address}"}),
             settings(**{**overrides, "mqtt_url": f"mqtt://{device_id}:{logins.device}@{address}"}))
 
@@ -126,7 +126,7 @@ def _run(config: FleetSettings, device_config: FleetSettings | None, *, embedded
 
 
 def _runtime(config: FleetSettings, device_id: str | None, site_port: int | None) -> Runtime:
-    url = config.mqtt_url
+    url = config.mqtt_urls[0]
     return Runtime(api_url=config.resolved_api_url, mqtt_url=f"{url.scheme}://{url.host}:{url.port}",
                    device_id=device_id, site_url=None if site_port is None else f"http://{SITE_HOST}:{site_port}",
                    pid=os.getpid())
@@ -136,7 +136,7 @@ def banner(config: FleetSettings, *, device_id: str | None, site: str | None) ->
     """What runs where, and commands to try that work as printed for these ports and data dir."""
     api = config.resolved_api_url
     prefix = "" if config.data_dir == default_data_dir() else f"{ENV_PREFIX}DATA_DIR={shlex.quote(str(config.data_dir))} "
-    console.print(f"[bold green]fleet is up[/bold green]  broker {config.mqtt_url.host}:{config.mqtt_url.port}  "
+    console.print(f"[bold green]fleet is up[/bold green]  broker {config.mqtt_urls[0].host}:{config.mqtt_urls[0].port}  "
                   f"API {api}  docs {api}/docs", highlight=False, soft_wrap=True)
     console.print(f"  data in {config.data_dir}", highlight=False, soft_wrap=True)
     if site:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import AnyUrl, Field, SecretStr, UrlConstraints, ValidationError, field_validator
+from pydantic import AnyUrl, Field, SecretStr, TypeAdapter, UrlConstraints, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,6 +38,29 @@ DEFAULT_BROKER_MAX_PACKET_BYTES = 1024 * 1024
 DEFAULT_BROKER_MAX_QUEUED_MESSAGES = 200_000
 
 MqttUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["mqtt", "mqtts", "ws", "wss"], host_required=True)]
+_MQTT_URL: TypeAdapter[AnyUrl] = TypeAdapter(MqttUrl)
+
+
+def parse_mqtt_urls(value: Any) -> tuple[AnyUrl, ...]:
+    """The URLs of an `mqtt_url` setting: one, or several separated by commas (the nodes of one
+    clustered broker), all of one scheme. The error names the entry by its number, not its text."""
+    entries = [entry.strip() for entry in str(value).split(",")]
+    if not any(entries):
+        raise ValueError("no broker URL given, e.g. mqtt://127.0.0.1:1883")
+    urls: list[AnyUrl] = []
+    for number, entry in enumerate(entries, 1):
+        where = f"entry {number} of {len(entries)}" if len(entries) > 1 else "the URL"
+        if not entry:
+            raise ValueError(f"{where} is empty (two commas in a row, or a comma at an end)")
+        try:
+            urls.append(_MQTT_URL.validate_python(entry))
+        except ValidationError as exc:
+            raise ValueError(f"{where} is not an mqtt://, mqtts://, ws:// or wss:// URL with a host "
+                             f"({exc.errors()[0]['msg']})") from None
+    schemes = sorted({url.scheme for url in urls})
+    if len(schemes) > 1:
+        raise ValueError(f"all URLs must use one scheme (one TLS and transport setting), got {', '.join(schemes)}")
+    return tuple(urls)
 
 
 def default_data_dir() -> Path:
@@ -58,9 +81,10 @@ class FleetSettings(BaseSettings):
     )
 
     # --- MQTT -------------------------------------------------------------------------------
-    mqtt_url: MqttUrl = Field(
-        AnyUrl(f"mqtt://127.0.0.1:{DEFAULT_BROKER_PORT}"),
-        description="broker URL: mqtt://[user:pass@]host[:port], mqtts://… for TLS, ws:// or wss://… over a websocket",
+    mqtt_url: str = Field(
+        f"mqtt://127.0.0.1:{DEFAULT_BROKER_PORT}",
+        description="broker URL: mqtt://[user:pass@]host[:port], mqtts://… for TLS, ws:// or wss://… over a websocket; "
+        "several nodes of one clustered broker as a comma-separated list of URLs of one scheme (tried in turn)",
     )
     mqtt_ca_file: Path | None = Field(None, description="CA bundle to verify an mqtts:// broker (system CAs when unset)")
     keepalive: int = Field(30, ge=2, le=3600, description="MQTT keepalive in seconds (2–3600)")
@@ -210,10 +234,21 @@ class FleetSettings(BaseSettings):
         "on devices (see the README, Signed tasks), then remove FLEET_TASK_SIGNING_KEY",
     )
     heartbeat_interval: int = Field(
-        30, ge=1, le=3600, description="seconds between a device's heartbeats; 3 missed ones mark it offline (1–3600)"
+        30, ge=1, le=3600, description="seconds between a device's heartbeats; 2 intervals without one mark it offline (1–3600)"
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("mqtt_url", mode="before")
+    @classmethod
+    def _mqtt_urls(cls, value: Any) -> str:
+        """One URL or a comma-separated list; each entry checked, never echoed (it may hold a password)."""
+        return ",".join(str(url) for url in parse_mqtt_urls(value))
+
+    @property
+    def mqtt_urls(self) -> tuple[AnyUrl, ...]:
+        """The broker URLs of `mqtt_url`, in the order a client tries them."""
+        return parse_mqtt_urls(self.mqtt_url)
 
     @field_validator("task_signing_key")
     @classmethod

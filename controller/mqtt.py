@@ -6,7 +6,8 @@ task `dispatched` (`controller.acks`).
 paho runs the callbacks in its own network thread, which must never wait on the database:
 they only parse, validate, throttle and count, then enqueue; the writer thread does the SQL.
 paho reconnects by itself, so the controller starts (and its REST API answers) even while the
-broker is down.
+broker is down; with several broker URLs it fails over between them (`broker.connection.Failover`),
+and a subscription the broker refuses is retried until granted (`broker.subscribing`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.connection import BrokerAddress, ConnectFailureLog, create_client
+from broker.connection import ConnectFailureLog, Failover, broker_addresses, create_client
+from broker.subscribing import SubscriptionKeeper
 from config.settings import FleetSettings
 from controller.acks import AckTracker
 from controller.ingest import RECONNECTED, Acked, Incoming, IngestStats, IngestWriter, Unreadable
@@ -64,12 +66,12 @@ class ControllerMqtt:
                                        lambda device_id, payload: self._accept(device_id, "status", payload), self._flood)
         self._signer = signer
         self._invalid = unreadable.Counter()
-        self._address = BrokerAddress.from_url(str(settings.mqtt_url))
+        addresses = broker_addresses(settings.mqtt_url)
         self._keepalive = settings.keepalive
         self.client_id = controller_client_id(settings)
         self._share = settings.shared_subscription_group
         self._client = create_client(
-            self._address,
+            addresses[0],
             client_id=self.client_id,
             # Measured (docs/architecture.md#measured-facts): Mosquitto keeps handing a shared
             # subscription's messages to a member whose persistent session outlived it.
@@ -83,11 +85,19 @@ class ControllerMqtt:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._failover = Failover(self._client, addresses, self._keepalive, min_delay=settings.reconnect_min_delay,
+                                  max_delay=settings.reconnect_max_delay)
+        self._subscriber = SubscriptionKeeper(
+            self._client, self.subscriptions(), log,
+            on_granted=lambda: log.debug("subscribed to the device topics"),
+            min_delay=settings.reconnect_min_delay, max_delay=settings.reconnect_max_delay,
+        )
         self._acks = AckTracker()
         self._own = RecentIds(OWN_TASK_MEMORY)
         self._connected = threading.Event()
         self._link = LinkWatch()
-        self._failures = ConnectFailureLog(self._address, settings.mqtt_ca_file, log)
+        self._failures = ConnectFailureLog(addresses[0], settings.mqtt_ca_file, log)
         self._stopping = False
         self._writer = IngestWriter(sessions, self._redispatch)
 
@@ -95,14 +105,15 @@ class ControllerMqtt:
 
     def start(self) -> None:
         """Connect in the background; paho keeps retrying until the broker answers."""
-        log.info("connecting to the MQTT broker at %s", self._address)
+        log.info("connecting to the MQTT broker at %s", ", ".join(map(str, self._failover.addresses)))
         self._writer.start()
         self._status_gate.start()
-        self._client.connect_async(self._address.host, self._address.port, keepalive=self._keepalive)
+        self._failover.start()
         self._client.loop_start()
 
     def stop(self) -> None:
         self._stopping = True
+        self._failover.stop()
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -117,7 +128,8 @@ class ControllerMqtt:
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        """Connected and subscribed to every device topic (not deaf: /healthz says degraded until then)."""
+        return self._connected.is_set() and self._subscriber.granted
 
     @property
     def link_problem(self) -> str | None:
@@ -161,26 +173,35 @@ class ControllerMqtt:
         self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, _properties: Any
     ) -> None:
         if reason.is_failure:
-            log.warning("the MQTT broker at %s refused the connection: %s", self._address, reason)
+            log.warning("the MQTT broker at %s refused the connection: %s", self._failover.address, reason)
             return
         self._writer.put(RECONNECTED)
         self._failures.connected()
-        client.subscribe(self.subscriptions())
+        self._failover.connected()
+        self._subscriber.connected()
         self._connected.set()
-        log.info("connected to the MQTT broker at %s as %s (session present: %s)", self._address, self.client_id,
+        log.info("connected to the MQTT broker at %s as %s (session present: %s)", self._failover.address, self.client_id,
                  flags.session_present)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        self._failures.failed()
+        self._failures.failed(self._failover.address)
+        self._failover.down()
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int, codes: list[ReasonCode], _props: Any) -> None:
+        self._subscriber.suback(mid, codes)
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _properties: Any
     ) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._subscriber.disconnected()
+        address = self._failover.address
+        self._failover.down()
         if was_connected and not self._stopping:
             self._link.dropped()
-            log.warning("disconnected from the MQTT broker at %s (%s); reconnecting", self._address, reason)
+            log.warning("disconnected from the MQTT broker at %s (%s); reconnecting to %s", address, reason,
+                        self._failover.address)
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: ReasonCode, _properties: Any) -> None:
         """The broker acknowledged a publish: queue its tasks for the writer (no SQL here)."""

@@ -68,7 +68,7 @@ class DeviceDaemon:
         stop = stop if stop is not None else asyncio.Event()
         settings = self.settings
         facts = build_facts(settings, self.registry.types())
-        presence = Presence(self.device_id, facts)
+        presence = Presence(self.device_id, facts, settings.data_dir / f"announced-session-{self.device_id}.txt")
         journal = Journal(journal_path(settings.data_dir, self.device_id))
         link = MqttLink(
             settings,
@@ -124,7 +124,7 @@ class DeviceDaemon:
         metrics = MetricsReader(self.settings.data_dir)
         while True:
             await asyncio.sleep(interval)
-            if self._link.connected:
+            if self._link.born:  # never while deaf: heartbeats alone make the controller take a session for born
                 beat = Heartbeat(
                     device_id=self.device_id, session_id=self._presence.session_id, at=utcnow(),
                     running=self._executor.active, metrics=metrics.read(),

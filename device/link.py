@@ -1,9 +1,13 @@
 """The daemon's MQTT connection: a paho client bridged into asyncio, with presence built in.
 
 Before every connection attempt a will for the next session is registered; after CONNACK the
-task and status topics are subscribed, and only after the SUBACK is the birth published (the
-controller re-dispatches pending tasks when it sees a birth, so the device must be listening
-by then). paho runs its callbacks in its own thread: messages are handed to the event loop.
+task and status topics are subscribed, and only once the broker granted every one is the birth
+published (the controller re-dispatches pending tasks when it sees a birth, so the device must
+be listening by then). A refused subscription is retried (`broker.subscribing`) and the daemon
+never announces itself while deaf: a session of this daemon that the controller may still take
+for online (its node died, so no will came) is declared ended instead (`Presence.retire`).
+With several broker URLs the link fails over between them (`broker.connection.Failover`).
+paho runs its callbacks in its own thread: messages are handed to the event loop.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.connection import BrokerAddress, ConnectFailureLog, create_client, set_reconnect_delays
+from broker.connection import ConnectFailureLog, Failover, broker_addresses, create_client
+from broker.subscribing import SubscriptionKeeper
 from config import FleetSettings
 from device.conflicts import DROPPED_WITHIN, DuplicateIdGuard
 from device.presence import Presence
@@ -43,8 +48,8 @@ class MqttLink:
         on_message: MessageSink,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._address = BrokerAddress.from_url(str(settings.mqtt_url))
-        self._failures = ConnectFailureLog(self._address, settings.mqtt_ca_file, log)
+        addresses = broker_addresses(settings.mqtt_url)
+        self._failures = ConnectFailureLog(addresses[0], settings.mqtt_ca_file, log)
         self._keepalive = settings.keepalive
         self._presence = presence
         self._status_topic = device_status(device_id)
@@ -52,15 +57,13 @@ class MqttLink:
         self._on_message_sink = on_message
         self._loop = loop
         self._lock = threading.Lock()
-        self._subscribe_mid: int | None = None
         self._closing = False
         self._device_id = device_id
-        self._reconnect_delays = (settings.reconnect_min_delay, settings.reconnect_max_delay)
         self._guard = DuplicateIdGuard()
         self._connected_at: float | None = None
         self._other_daemon: str | None = None  # another daemon's status seen on this connection
         client = create_client(
-            self._address,
+            addresses[0],
             client_id=device_id,
             clean_session=True,
             ca_file=settings.mqtt_ca_file,
@@ -74,10 +77,17 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self._client = client
+        self._failover = Failover(client, addresses, self._keepalive, min_delay=settings.reconnect_min_delay,
+                                  max_delay=settings.reconnect_max_delay, jitter=True)
+        self._subscriber = SubscriptionKeeper(
+            client, [(topic, QOS) for topic in self._subscriptions], log, on_granted=self._on_granted,
+            on_refused=self._on_refused, min_delay=settings.reconnect_min_delay,
+            max_delay=settings.reconnect_max_delay,
+        )
 
     def start(self) -> None:
         """Connect in the background; an unreachable broker is retried with backoff."""
-        self._client.connect_async(self._address.host, self._address.port, keepalive=self._keepalive)
+        self._failover.start()
         self._client.loop_start()
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False, qos: int = QOS) -> mqtt.MQTTMessageInfo:
@@ -89,8 +99,15 @@ class MqttLink:
     def connected(self) -> bool:
         return self._client.is_connected()
 
+    @property
+    def born(self) -> bool:
+        """Connected, listening on every task topic, and announced (heartbeats are sent only then:
+        the controller takes a session that heartbeats for born, `controller.unborn`)."""
+        return self._client.is_connected() and self._subscriber.granted and self._presence.born
+
     def republish_birth(self) -> None:
-        self.publish(self._status_topic, self._presence.birth(), retain=True)
+        if self._subscriber.granted:
+            self.publish(self._status_topic, self._presence.birth(), retain=True)
 
     def other_daemon_seen(self, other: str, still_online: bool) -> None:
         """After connecting, another daemon's retained status was found on this device's topic."""
@@ -117,11 +134,12 @@ class MqttLink:
             "data directory). This daemon now waits %.0f s before reconnecting.",
             self._device_id, other, pause,
         )
-        set_reconnect_delays(self._client, pause, pause)
+        self._failover.hold(pause)
 
     async def close(self) -> None:
         """Publish the retained shutdown status (when connected), wait for it, disconnect."""
         self._closing = True
+        self._failover.stop()
         if self._client.is_connected():
             info = self.publish(self._status_topic, self._presence.shutdown(), retain=True)
             deadline = self._loop.time() + CLOSE_TIMEOUT
@@ -137,38 +155,48 @@ class MqttLink:
     def _on_pre_connect(self, client: mqtt.Client, _userdata: Any) -> None:
         session_id = self._presence.next_session()
         client.will_set(self._status_topic, self._presence.will(), qos=QOS, retain=True)
-        log.debug("connecting to %s, session %s", self._address, session_id)
+        log.debug("connecting to %s, session %s", self._failover.address, session_id)
 
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: ReasonCode, _properties: Any
     ) -> None:
         if reason_code.is_failure:
-            log.warning("broker %s refused the connection: %s", self._address, reason_code)
+            log.warning("broker %s refused the connection: %s", self._failover.address, reason_code)
             return
         self._failures.connected()
+        self._failover.connected()
         self._connected_at = time.monotonic()
         with self._lock:
             self._other_daemon = None
-        log.info("connected to %s (session %s)", self._address, self._presence.session_id)
-        _rc, mid = client.subscribe([(topic, QOS) for topic in self._subscriptions])
-        with self._lock:
-            self._subscribe_mid = mid
+        log.info("connected to %s (session %s)", self._failover.address, self._presence.session_id)
+        self._subscriber.connected()
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        self._failures.failed()
+        self._failures.failed(self._failover.address)
+        self._failover.down()
 
     def _on_subscribe(
-        self, client: mqtt.Client, _userdata: Any, mid: int, reason_codes: list[ReasonCode], _properties: Any
+        self, _client: mqtt.Client, _userdata: Any, mid: int, reason_codes: list[ReasonCode], _properties: Any
     ) -> None:
-        with self._lock:
-            if mid != self._subscribe_mid:
-                return
-            self._subscribe_mid = None
-        refused = [topic for topic, code in zip(self._subscriptions, reason_codes, strict=False) if code.is_failure]
-        if refused:
-            log.error("broker refused subscriptions to %s (check the broker's ACL)", ", ".join(refused))
-        client.publish(self._status_topic, self._presence.birth(), qos=QOS, retain=True)
+        self._subscriber.suback(mid, reason_codes)
+
+    def _on_granted(self) -> None:
+        """Every subscription granted: end the daemon's previous session, if the controller may
+        still take it for online, then announce this one (both retained, in this order)."""
+        self._retire_previous()
+        self._client.publish(self._status_topic, self._presence.birth(), qos=QOS, retain=True)
         log.debug("subscribed; birth published (session %s)", self._presence.session_id)
+
+    def _on_refused(self, _topics: list[str]) -> None:
+        """Deaf for now: the previous session must not stay advertised online meanwhile."""
+        self._retire_previous()
+
+    def _retire_previous(self) -> None:
+        ended = self._presence.retire()
+        if ended is not None:
+            session_id, payload = ended
+            self._client.publish(self._status_topic, payload, qos=QOS, retain=True)
+            log.info("session %s of this daemon declared ended", session_id)
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: ReasonCode, _properties: Any
@@ -177,18 +205,23 @@ class MqttLink:
         self._connected_at = None
         with self._lock:
             other, self._other_daemon = self._other_daemon, None
+        self._subscriber.disconnected()
         if self._guard.pause and lasted >= STABLE_AFTER:
             self._guard.reset()
-            set_reconnect_delays(self._client, *self._reconnect_delays)
+            self._failover.hold(None)
         if not self._closing:
             self._check_conflict(other, lasted)
+        address = self._failover.address
+        self._failover.down()
         if self._closing:
-            log.info("disconnected from %s", self._address)
+            log.info("disconnected from %s", address)
         elif self._guard.pause:
             log.warning("dropped by %s (%s); another daemon uses this device id: reconnecting in %.0f s",
-                        self._address, reason_code, self._guard.pause)
+                        address, reason_code, self._guard.pause)
+        elif lasted:
+            log.info("disconnected from %s (%s); reconnecting to %s", address, reason_code, self._failover.address)
         else:
-            log.info("disconnected from %s (%s); reconnecting", self._address, reason_code)
+            log.info("connecting to %s failed (%s); trying %s", address, reason_code, self._failover.address)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:

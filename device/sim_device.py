@@ -67,6 +67,7 @@ class SimConfig:
     max_payload_bytes: int
     rng: random.Random
     connect_options: dict[str, Any]  # username, password, tls_context, transport, socket_options…
+    more_brokers: tuple[tuple[str, int], ...] = ()  # other nodes of a clustered broker, tried in turn after host:port
 
 
 class SimCounters:
@@ -139,8 +140,10 @@ class SimulatedDevice:
         self._session += 1
         self._reborn = False
         will = aiomqtt.Will(self._status_topic, self._status("offline", "connection lost"), qos=QOS, retain=True)
+        brokers = [(self._config.host, self._config.port), *self._config.more_brokers]
+        host, port = brokers[(self._session - 1) % len(brokers)]  # each attempt at the next node
         client = _Client(
-            self._config.host, self._config.port, identifier=self.device_id, clean_session=True, will=will,
+            host, port, identifier=self.device_id, clean_session=True, will=will,
             keepalive=self._config.keepalive, timeout=PUBLISH_TIMEOUT, logger=log, **self._config.connect_options,
         )
         try:
@@ -154,7 +157,8 @@ class SimulatedDevice:
             self._client = client
             codes = await client.subscribe([(topic, QOS) for topic in [*sorted(self._task_topics), self._status_topic]])
             if any(getattr(code, "is_failure", code == 0x80) for code in codes):
-                log.error("%s: the broker refused a subscription (check its ACL)", self.device_id)
+                # Deaf: no birth. Reconnecting (after the backoff) subscribes again.
+                raise aiomqtt.MqttError(f"{self.device_id}: the broker refused a subscription (check its ACL)")
             sent = time.time()
             await client.publish(self._status_topic, self._status("online"), qos=QOS, retain=True)
             born = True

@@ -34,7 +34,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from broker.connection import BrokerAddress
+from broker.connection import BrokerAddress, broker_addresses
 from config.settings import FleetSettings
 from device.sim_device import SimConfig, SimCounters, SimulatedDevice
 from device.sim_intake import SIMULATED_TYPES
@@ -93,9 +93,12 @@ class SimulatedFleet:
         processes (`device.sim_pool`); `count` then stays the whole fleet's size."""
         _check(count, prefix, heartbeat, task_seconds, failure_rate, groups, keepalive, wave_size, part)
         try:
-            address = BrokerAddress.from_url(url)
+            addresses = broker_addresses(url)  # one URL, or the nodes of a clustered broker, comma-separated
         except ValueError as exc:
             raise SimulationError(str(exc)) from None
+        if not addresses:
+            raise SimulationError("no broker URL given")
+        address = addresses[0]
         self.address = address
         index, parts = part
         self._ids = device_ids(prefix, count)[index * count // parts:(index + 1) * count // parts]
@@ -108,6 +111,7 @@ class SimulatedFleet:
             heartbeat=heartbeat, task_seconds=task_seconds, failure_rate=failure_rate, keepalive=keepalive,
             max_payload_bytes=max_payload_bytes or FleetSettings.model_fields["max_payload_bytes"].default,
             rng=random.Random(seed), connect_options=_connect_options(address, username, password, ca_file),
+            more_brokers=tuple((other.host, other.port) for other in addresses[1:]),
         )
         self.devices: list[SimulatedDevice] = []
         self._stop = asyncio.Event()

@@ -24,7 +24,7 @@ class DeviceFacts(StrictModel):
     max_concurrency: int = Field(1, ge=1)
     keepalive: int = Field(ge=1)
     heartbeat_interval: int | None = Field(
-        None, ge=1, le=3600, description="seconds between heartbeats; none heard for 3 intervals means offline"
+        None, ge=1, le=3600, description="seconds between heartbeats; none heard for 2 intervals means offline"
     )
 
 

@@ -22,7 +22,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
-from broker.connection import BrokerAddress, create_client
+from broker.connection import broker_addresses, create_client
 from broker.mosquitto import TlsFiles, mosquitto_conf
 from device.simulator import SimulatedFleet
 from schemas.events import FINAL_STATUSES
@@ -295,7 +295,7 @@ class MqttProbe:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = create_client(BrokerAddress.from_url(broker.url), f"probe-{free_port()}")
+        self.client = create_client(broker_addresses(broker.url)[0], f"probe-{free_port()}")
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 FLAP_WINDOW = timedelta(seconds=60)
 FLAP_BIRTHS = 5  # births within FLAP_WINDOW that make a device "flapping"
-HEARTBEAT_MISSES = 3  # heartbeats a device may miss before it is taken for offline
+HEARTBEAT_MISSES = 2  # heartbeat intervals without one before a device is taken for offline (docs/architecture.md#presence)
 HEARTBEAT_CHUNK = 500  # devices read per query when a batch of heartbeats is recorded
 # Statements built once (building an expression costs more CPU than running it on a small batch).
 _BEAT_READ = (select(Device.id, Device.session_id, Device.status, Device.heartbeat_interval)
@@ -119,6 +119,12 @@ def stage_status(
             _record_connection(session, topic_device_id, status, now)
             return False
     if status.state == "online":
+        if device.status == "offline" and device.session_id == status.session_id:
+            # The controller took this session offline (silent, or its will): a birth of it again is
+            # the retained copy replayed to a controller that subscribed again, e.g. after losing
+            # its own broker node, while the device's node is dead. Only a heartbeat revives it.
+            log.debug("ignored a replayed birth of device %s: session %s was taken offline", device.id, status.session_id)
+            return False
         new_session = device.status != "online" or device.session_id != status.session_id
         replaced = device.session_id if device.status == "online" and new_session else None
         if new_session:
@@ -140,7 +146,11 @@ def stage_status(
             device.groups = list(status.facts.groups)
             device.heartbeat_interval = status.facts.heartbeat_interval
         device.last_seen = now
-        device.silent_after = _silent_after(device.heartbeat_interval, now)
+        if new_session or device.silent_after is None:
+            # Only a new session starts the silence clock: a birth of the current one is no sign
+            # of life, it may be the retained copy replayed to a controller that subscribed again
+            # (after losing its own broker node), while the device's node is dead.
+            device.silent_after = _silent_after(device.heartbeat_interval, now)
         return new_session
 
     if device.session_id != status.session_id:

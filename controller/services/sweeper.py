@@ -7,7 +7,7 @@
   own timeout normally fires first; this catches a device that died or went silent);
 - retries: a failed or timed-out task whose `retry_at` is due is queued again as its next
   attempt and published;
-- silence: an online device that missed three heartbeats is taken for offline;
+- silence: an online device not heard for two heartbeat intervals is taken for offline;
 - re-send: an unfinished task of an online device that the controller has not heard of for
   `resend_after` seconds (no PUBACK of its message, no event of its device) is published to
   its device again, which answers from its journal (the outcome, or where the task stands) or

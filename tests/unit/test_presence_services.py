@@ -5,7 +5,7 @@ presence alerts.
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import timedelta, timezone
 
 import pytest
 from sqlalchemy import select
@@ -85,3 +85,28 @@ def test_presence_alerts_for_reconnect_storms_and_takeovers(sessions: sessionmak
     go_online(sessions, "pc-twin", "bootbbbb-2")  # an ordinary reconnect clears it
     with sessions() as session:
         assert devices.get_device(session, "pc-twin").presence_alert is None
+
+
+def test_a_replayed_birth_neither_delays_nor_undoes_silence(sessions: sessionmaker[Session]) -> None:
+    """A controller that subscribes again (its own broker node died) gets the retained births
+    of devices whose node died too: those are no sign of life."""
+
+    def born(session_id: str) -> bool:
+        status = birth("pc-01", session_id)
+        assert status.facts is not None
+        status = status.model_copy(update={"facts": status.facts.model_copy(update={"heartbeat_interval": 5})})
+        with sessions() as session:
+            return devices.apply_status(session, "pc-01", status)
+
+    assert born("s1") is True
+    with sessions() as session:
+        deadline = devices.get_device(session, "pc-01").silent_after
+    assert deadline is not None
+    assert born("s1") is False  # the retained copy again
+    with sessions() as session:
+        assert devices.get_device(session, "pc-01").silent_after == deadline
+        assert devices.mark_silent(session, deadline + timedelta(seconds=0.5)) == 1
+    assert born("s1") is False  # replayed after that
+    with sessions() as session:
+        assert devices.get_device(session, "pc-01").status == "offline"
+    assert born("s2") is True  # a new session is news

@@ -38,6 +38,6 @@ def broker_files(session: ReadSessionDep) -> BrokerFiles:
                responses={404: {"model": ErrorBody},
                           409: {"model": ErrorBody, "description": "the controller's own broker login"}})
 def revoke_identity(session: SessionDep, settings: SettingsDep, name: str) -> IdentityOut:
-    identity = service.revoke_identity(session, name, BrokerAddress.from_url(str(settings.mqtt_url)).username)
+    identity = service.revoke_identity(session, name, BrokerAddress.from_url(str(settings.mqtt_urls[0])).username)
     service.apply_to_broker(session, settings)
     return IdentityOut.model_validate(identity)
