@@ -51,10 +51,13 @@ def nats_conf(
     max_file_store: str = "1G",
     max_memory_store: str = "256M",
     stream_replicas: int | None = None,
+    pid_file: Path | None = None,
 ) -> str:
     """The configuration of `node` in a cluster with `peers` (the other nodes; none: a single
     node). `include` names a file with an `authorization { … }` block (per-device logins)
-    written elsewhere; without it the node lets any client in.
+    written elsewhere, relative to the folder this configuration is written in (nats-server
+    resolves an include that way, even an absolute path); without it the node lets any client
+    in. `pid_file` is where nats-server writes its pid (for the controller's reload signal).
 
     `stream_replicas` (default: the cluster's size, at most 3) is set explicitly: left to
     itself NATS 2.9 sized the MQTT streams by the nodes it knew when the first MQTT client came,
@@ -74,6 +77,8 @@ def nats_conf(
         f"  stream_replicas: {replicas}",
         "}",
     ]
+    if pid_file is not None:
+        lines.append(f"pid_file: {_quote(pid_file.as_posix())}")
     if peers:
         routes = ", ".join(_quote(peer.route) for peer in peers)
         lines += [

@@ -1,41 +1,26 @@
 """One nats-server (JetStream and MQTT on) for integration tests of the fleet's logins and ACLs
 on NATS: its configuration includes the authorization file the controller keeps current.
 
-Kept minimal on purpose: cluster node configurations come from `broker/nats.py` (branch
-failover); `single_node_conf` is the one piece to swap for it.
+Its configuration, like the cluster's (`tests/nats_cluster.py`), comes from `broker/nats.py`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
-from tests.harness import Broker, Process, missing_service
+from broker.nats import NatsNode, nats_conf
+from tests.harness import Broker, Process
+from tests.nats_cluster import nats_binary
 from tests.ports import free_port
 
 
-def nats_binary() -> str:
-    binary = shutil.which("nats-server") or ("/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None)
-    if binary is None:
-        missing_service("nats-server is not installed (https://github.com/nats-io/nats-server/releases)")
-    return str(binary)
-
-
 def single_node_conf(conf_dir: Path, client_port: int, mqtt_port: int, auth_file: Path, pid_file: Path) -> str:
-    """A nats-server.conf: clients on `client_port`, MQTT on `mqtt_port`, JetStream in
-    `conf_dir`, and `auth_file` included (nats-server resolves an include relative to the
-    including file's folder, even an absolute path, so it is written relative)."""
-    include = os.path.relpath(auth_file, conf_dir)
-    return "\n".join([
-        f"listen: 127.0.0.1:{client_port}",
-        f"server_name: fleet-test-{mqtt_port}",
-        f"pid_file: {json.dumps(pid_file.as_posix())}",
-        f'jetstream {{ store_dir: "{(conf_dir / f"jetstream-{mqtt_port}").as_posix()}" }}',
-        f"mqtt {{ listen: 127.0.0.1:{mqtt_port} }}",
-        f"include {include}",
-    ]) + "\n"
+    """A nats-server.conf (`broker.nats.nats_conf`, no peers): clients on `client_port`, MQTT on
+    `mqtt_port`, JetStream in `conf_dir`, and `auth_file` included."""
+    node = NatsNode(f"fleet-test-{mqtt_port}", client_port, mqtt_port, cluster_port=0)
+    return nats_conf(node, [], conf_dir / f"jetstream-{mqtt_port}",
+                     include=Path(os.path.relpath(auth_file, conf_dir)), pid_file=pid_file)
 
 
 class NatsBroker(Broker):

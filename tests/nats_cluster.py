@@ -23,6 +23,14 @@ from tests.ports import PORT_ATTEMPTS, free_port
 NATS_SERVER = "/usr/sbin/nats-server"
 
 
+def nats_binary() -> str:
+    """The nats-server binary; fails in CI, skips elsewhere, when it is not installed."""
+    binary = shutil.which("nats-server") or (NATS_SERVER if Path(NATS_SERVER).exists() else None)
+    if binary is None:
+        missing_service("nats-server is not installed (Debian: apt-get install nats-server)")
+    return str(binary)
+
+
 class NatsCluster:
     """`size` nodes; `url` lists every node's MQTT URL starting at node 0 (`url_from(i)`: at node i).
     Quacks like `tests.harness.Broker` for Controller, Device and MqttProbe (kind, url, port)."""
@@ -30,10 +38,7 @@ class NatsCluster:
     kind = "nats"
 
     def __init__(self, work: Path, size: int = 3, include: Path | None = None) -> None:
-        binary = shutil.which("nats-server") or (NATS_SERVER if Path(NATS_SERVER).exists() else None)
-        if binary is None:
-            missing_service("nats-server is not installed (Debian: apt-get install nats-server)")
-        self._binary = str(binary)
+        self._binary = nats_binary()
         self.work = work / "nats"
         self.work.mkdir(parents=True, exist_ok=True)
         self.size = size

@@ -25,7 +25,7 @@ holder of the sweep lease runs these (`controller.scheduler`), so each timer fir
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -137,11 +137,12 @@ def resend_delay(resends: int, resend_after: float) -> float:
     return min(resend_after * 2 ** min(resends, 20), max(MAX_RESEND_DELAY, resend_after))
 
 
-def resend_unheard(session: Session, publisher: Publisher, now: datetime, resend_after: float) -> int:
-    """Publish again every unfinished task of an online device with no news for `resend_after`
-    seconds (then twice as long after each re-send that brought none). Queued tasks whose
-    message the broker never acknowledged are included. Returns how many were sent."""
-    quiet_since = now - timedelta(seconds=resend_after)
+def _claim_and_publish(
+    session: Session, publisher: Publisher, now: datetime, statuses: list[str], quiet_for: float, delay_base: float,
+) -> tuple[Sequence[Task], int]:
+    """Claim (SKIP LOCKED) the tasks in `statuses` of online devices with no news for
+    `quiet_for` seconds whose re-send is due, set their next one (`resend_delay` of
+    `delay_base`), commit, then publish them. Returns the claimed tasks and how many were sent."""
     # EXISTS, not a join: unfinished tasks are few and online devices many (10,000), and with a
     # join SQLite walked every online device once a second.
     online = select(Device.id).where(Device.id == Task.device_id, Device.status == "online").exists()
@@ -149,9 +150,9 @@ def resend_unheard(session: Session, publisher: Publisher, now: datetime, resend
         select(Task)
         .where(
             online,
-            Task.status.in_(_values(lifecycle.UNFINISHED_STATUSES)),
+            Task.status.in_(statuses),
             Task.type != UNKNOWN_TYPE,
-            func.coalesce(Task.heard_at, Task.created_at) <= quiet_since,
+            func.coalesce(Task.heard_at, Task.created_at) <= now - timedelta(seconds=quiet_for),
             or_(Task.resend_at.is_(None), Task.resend_at <= now),
         )
         .order_by(Task.created_at, Task.id)
@@ -160,13 +161,22 @@ def resend_unheard(session: Session, publisher: Publisher, now: datetime, resend
     ).all()
     for task in due:
         task.resends += 1
-        task.resend_at = now + timedelta(seconds=resend_delay(task.resends, resend_after))
+        task.resend_at = now + timedelta(seconds=resend_delay(task.resends, delay_base))
     session.commit()
     sent = 0
     for task in due:
         if not publish_task(task, publisher):
             break  # not connected: they are due again at the next pass after `resend_at`
         sent += 1
+    return due, sent
+
+
+def resend_unheard(session: Session, publisher: Publisher, now: datetime, resend_after: float) -> int:
+    """Publish again every unfinished task of an online device with no news for `resend_after`
+    seconds (then twice as long after each re-send that brought none). Queued tasks whose
+    message the broker never acknowledged are included. Returns how many were sent."""
+    due, sent = _claim_and_publish(session, publisher, now, _values(lifecycle.UNFINISHED_STATUSES),
+                                   resend_after, resend_after)
     if due:
         log.info("re-sent %d task(s) with no news for %g s or more (e.g. %s, %s, re-send %d)",
                  sent, resend_after, due[0].id, due[0].status, due[0].resends)
@@ -179,29 +189,7 @@ def publish_unacked(session: Session, publisher: Publisher, now: datetime, grace
     died before its publish was acknowledged. The creating controller publishes at once and
     the PUBACK makes the task dispatched within milliseconds, so the grace keeps this off the
     normal path; a copy sent twice is answered from the device's journal. Returns how many."""
-    online = select(Device.id).where(Device.id == Task.device_id, Device.status == "online").exists()
-    due = session.scalars(
-        select(Task)
-        .where(
-            online,
-            Task.status == TaskStatus.QUEUED.value,
-            Task.type != UNKNOWN_TYPE,
-            func.coalesce(Task.heard_at, Task.created_at) <= now - timedelta(seconds=grace),
-            or_(Task.resend_at.is_(None), Task.resend_at <= now),
-        )
-        .order_by(Task.created_at, Task.id)
-        .limit(BATCH)
-        .with_for_update(skip_locked=True)
-    ).all()
-    for task in due:
-        task.resends += 1
-        task.resend_at = now + timedelta(seconds=resend_delay(task.resends, grace))
-    session.commit()
-    sent = 0
-    for task in due:
-        if not publish_task(task, publisher):
-            break
-        sent += 1
+    due, sent = _claim_and_publish(session, publisher, now, [TaskStatus.QUEUED.value], grace, grace)
     if due:
         log.info("published %d queued task(s) no broker acknowledged within %g s (e.g. %s)", sent, grace, due[0].id)
     return sent

@@ -21,7 +21,8 @@ from broker.credentials import Identity, bcrypt_hash, hash_password, write_atomi
 from broker.nats_auth import nats_authorization
 from tests.harness import Process, wait_for
 from tests.integration.broker_conformance.mqtt_kit import RawClient
-from tests.nats_broker import nats_binary, single_node_conf
+from tests.nats_broker import single_node_conf
+from tests.nats_cluster import nats_binary
 from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
