@@ -119,40 +119,53 @@ def stage_status(
             _record_connection(session, topic_device_id, status, now)
             return False
     if status.state == "online":
-        if device.status == "offline" and device.session_id == status.session_id:
-            # The controller took this session offline (silent, or its will): a birth of it again is
-            # the retained copy replayed to a controller that subscribed again, e.g. after losing
-            # its own broker node, while the device's node is dead. Only a heartbeat revives it.
-            log.debug("ignored a replayed birth of device %s: session %s was taken offline", device.id, status.session_id)
-            return False
-        new_session = device.status != "online" or device.session_id != status.session_id
-        replaced = device.session_id if device.status == "online" and new_session else None
-        if new_session:
-            device.status = "online"
-            device.session_id = status.session_id
-            device.online_since = now
-            _record_connection(session, device.id, status, now)
-            recent = None
-            if cache is None:
-                session.flush()  # _presence_alert's query counts this birth
-            else:
-                recent = cache.recent.setdefault(device.id, [])
-                recent.append(status.session_id)
-            device.presence_alert = _presence_alert(session, device.id, status.session_id, replaced, now, recent)
-            log.info("device %s is online (session %s)", device.id, status.session_id)
-        if status.facts is not None:
-            device.facts = status.facts.model_dump(mode="json")
-            device.name = status.facts.name
-            device.groups = list(status.facts.groups)
-            device.heartbeat_interval = status.facts.heartbeat_interval
-        device.last_seen = now
-        if new_session or device.silent_after is None:
-            # Only a new session starts the silence clock: a birth of the current one is no sign
-            # of life, it may be the retained copy replayed to a controller that subscribed again
-            # (after losing its own broker node), while the device's node is dead.
-            device.silent_after = _silent_after(device.heartbeat_interval, now)
-        return new_session
+        return _stage_birth(session, device, status, now, cache)
+    _stage_will(session, device, status, now)
+    return False
 
+
+def _stage_birth(
+    session: Session, device: Device, status: DeviceStatus, now: datetime, cache: PresenceCache | None
+) -> bool:
+    """`stage_status` for a birth: True when it starts a new session."""
+    if device.status == "offline" and device.session_id == status.session_id:
+        # The controller took this session offline (silent, or its will): a birth of it again is
+        # the retained copy replayed to a controller that subscribed again, e.g. after losing
+        # its own broker node, while the device's node is dead. Only a heartbeat revives it.
+        log.debug("ignored a replayed birth of device %s: session %s was taken offline", device.id, status.session_id)
+        return False
+    new_session = device.status != "online" or device.session_id != status.session_id
+    replaced = device.session_id if device.status == "online" and new_session else None
+    if new_session:
+        device.status = "online"
+        device.session_id = status.session_id
+        device.online_since = now
+        _record_connection(session, device.id, status, now)
+        recent = None
+        if cache is None:
+            session.flush()  # _presence_alert's query counts this birth
+        else:
+            recent = cache.recent.setdefault(device.id, [])
+            recent.append(status.session_id)
+        device.presence_alert = _presence_alert(session, device.id, status.session_id, replaced, now, recent)
+        log.info("device %s is online (session %s)", device.id, status.session_id)
+    if status.facts is not None:
+        device.facts = status.facts.model_dump(mode="json")
+        device.name = status.facts.name
+        device.groups = list(status.facts.groups)
+        device.heartbeat_interval = status.facts.heartbeat_interval
+    device.last_seen = now
+    if new_session or device.silent_after is None:
+        # Only a new session starts the silence clock: a birth of the current one is no sign
+        # of life, it may be the retained copy replayed to a controller that subscribed again
+        # (after losing its own broker node), while the device's node is dead.
+        device.silent_after = _silent_after(device.heartbeat_interval, now)
+    return new_session
+
+
+def _stage_will(session: Session, device: Device, status: DeviceStatus, now: datetime) -> None:
+    """`stage_status` for a last will or shutdown status: the device goes offline, unless the
+    will is a stale one of a session that already ended."""
     if device.session_id != status.session_id:
         log.info(
             "ignored a stale last will of device %s: session %s ended, the current session is %s",
@@ -160,14 +173,13 @@ def stage_status(
             status.session_id,
             device.session_id,
         )
-        return False
+        return
     if device.status != "offline":
         device.status = "offline"
         device.online_since = None
         device.silent_after = None
         _record_connection(session, device.id, status, now)
         log.info("device %s is offline (session %s, %s)", device.id, status.session_id, status.reason or "no reason given")
-    return False
 
 
 def insert_device(session: Session, device_id: str, values: Mapping[str, Any]) -> tuple[Device, bool]:
