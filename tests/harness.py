@@ -295,13 +295,20 @@ class MqttProbe:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        self._refused: list[str] = []
         self.client = create_client(broker_addresses(broker.url)[0], f"probe-{free_port()}")
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", broker.port, keepalive=30)
         self.client.loop_start()
         assert self._subscribed.wait(10), "probe could not subscribe"
+        # NATS answers a QoS 1 SUBSCRIBE it could not serve with 0x80: a deaf probe, not an empty topic.
+        assert not self._refused, f"the broker refused the probe's subscription: {self._refused}"
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
+        self._refused = [str(code) for code in codes if code.is_failure]
+        self._subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:

@@ -11,8 +11,12 @@ import pytest
 
 from tests.databases import fresh_postgres
 from tests.harness import Broker, Controller, Device, MqttProbe, Process, missing_service
+from tests.nats_cluster import NatsCluster
 
 BROKER_KINDS = ["amqtt", "mosquitto"]
+# A 3-node NATS cluster (JetStream + MQTT, `tests/nats_cluster.py`), for the suites that ask for
+# it with `parametrize("broker", WITH_CLUSTER, indirect=True)`: test_e2e and test_chaos.
+WITH_CLUSTER = [*BROKER_KINDS, "nats"]
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -38,7 +42,13 @@ def _processes() -> Iterator[list[Process]]:
 
 @pytest.fixture(params=BROKER_KINDS)
 def broker(request: pytest.FixtureRequest, tmp_path: Path, _processes: list[Process]) -> Broker:
-    """A fresh broker process: the embedded amqtt broker (`fleet broker`) or Mosquitto."""
+    """A fresh broker process: the embedded amqtt broker (`fleet broker`) or Mosquitto; or, where
+    a suite asks for "nats", a 3-node NATS cluster (its `url` lists every node)."""
+    if request.param == "nats":
+        cluster = NatsCluster(tmp_path)
+        _processes.extend(cluster.processes)
+        cluster.start()
+        return cluster  # type: ignore[return-value]  # quacks like a Broker
     instance = Broker(request.param, tmp_path)
     _processes.append(instance.process)
     instance.start()
@@ -55,10 +65,17 @@ def controller(broker: Broker, tmp_path: Path, _processes: list[Process]) -> Con
 
 @pytest.fixture
 def start_device(broker: Broker, tmp_path: Path, _processes: list[Process]) -> Callable[..., Device]:
-    """Start a device process: `start_device("pc-01", keepalive="2", groups=["g1"])`."""
+    """Start a device process: `start_device("pc-01", keepalive="2", groups=["g1"])`. On a NATS
+    cluster the devices spread over the nodes: the n-th device's URL list starts at node n+1 (the
+    controller and probes start at node 0)."""
+    started = 0
 
     def start(device_id: str, **settings: Any) -> Device:
+        nonlocal started
         settings.setdefault("keepalive", "5")
+        if isinstance(broker, NatsCluster):
+            started += 1
+            settings.setdefault("mqtt_url", broker.url_from(started % broker.size))
         instance = Device(device_id, broker, tmp_path, **settings)
         _processes.append(instance.process)
         instance.start()

@@ -26,9 +26,11 @@ import pytest
 
 from schemas.events import FINAL_STATUSES
 from tests.harness import Broker, Controller, Device, MqttProbe, Process, wait_for
+from tests.integration.conftest import WITH_CLUSTER
+from tests.nats_cluster import NatsCluster
 from tests.netproxy import TcpProxy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", WITH_CLUSTER, indirect=True)]
 
 FINAL = FINAL_STATUSES
 DEVICE_IDS = ["chaos-1", "chaos-2", "chaos-3"]
@@ -49,8 +51,9 @@ def fleet(broker: Broker, tmp_path: Path, _processes: list[Process]) -> Iterator
     controller.start()
     proxies: dict[str, TcpProxy] = {}
     devices: dict[str, Device] = {}
-    for device_id in DEVICE_IDS:
-        proxy = TcpProxy(broker.port)
+    for index, device_id in enumerate(DEVICE_IDS, start=1):
+        # On a NATS cluster each device's proxy leads to another node (the controller's is node 0).
+        proxy = TcpProxy(broker.nodes[index % broker.size].mqtt_port if isinstance(broker, NatsCluster) else broker.port)
         proxy.start()
         proxies[device_id] = proxy
         device = Device(

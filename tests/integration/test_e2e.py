@@ -20,8 +20,9 @@ from tests.harness import (
     missing_service,
     wait_for,
 )
+from tests.integration.conftest import WITH_CLUSTER
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", WITH_CLUSTER, indirect=True)]
 
 FINAL = FINAL_STATUSES
 
