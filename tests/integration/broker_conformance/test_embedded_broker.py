@@ -108,9 +108,10 @@ def test_fleet_broker_listens_on_tcp_and_websocket_and_says_where(tls: bool, tmp
     process.start()
     try:
         wait_for(lambda: port_open(ws_port) or not process.running, 15, what="fleet broker websocket listener")
-        wait_for(lambda: "listening on" in process.log_tail(), 5, what="the listen line")
         schemes = ("mqtts", "wss") if tls else ("mqtt", "ws")
-        assert f"{schemes[0]}://127.0.0.1:{port}, {schemes[1]}://127.0.0.1:{ws_port}" in process.log_tail()
+        # websockets logs its own "listening on" first; wait for the fleet's line naming both.
+        listen_line = f"{schemes[0]}://127.0.0.1:{port}, {schemes[1]}://127.0.0.1:{ws_port}"
+        wait_for(lambda: listen_line in process.log_tail(), 5, what=f"the listen line {listen_line!r}")
         subscribed, received = threading.Event(), threading.Event()
         got: list[bytes] = []
         tcp = client("tcp")
