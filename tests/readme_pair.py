@@ -1,0 +1,175 @@
+"""Reads a README and its translation into the parts that must stay identical between them.
+
+Used by tests/unit/test_readme_zh_in_step.py. A translated README keeps, in the same order,
+the same headings (each translated heading carries ``<a id="slug"></a>`` with the GitHub
+anchor of its English counterpart, so links such as ``#a-clustered-broker-fail-over`` work
+in both files and a missing section can be named), the same fenced and indented code blocks
+(byte for byte), the same link and image targets, the same ``FLEET_*`` names and the same
+commands in inline code. Prose, table cells and headings are free to be translated.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
+HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+EXPLICIT_ANCHOR = re.compile(r'<a\s+id="([^"]+)"\s*>\s*</a>')
+INLINE_CODE = re.compile(r"(`+)(.+?)\1")
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+HTML_SRC = re.compile(r"""<(?:img|a)\s[^>]*?(?:src|href)\s*=\s*["']([^"']+)["']""")
+ENV_VAR = re.compile(r"\bFLEET_[A-Z0-9_]*[A-Z0-9]")
+LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s")
+# An inline code span that starts with one of these words is a command an operator types.
+COMMAND_WORDS = (
+    "fleet", "mosquitto_pub", "mosquitto_sub", "mosquitto_passwd", "mosquitto", "pip",
+    "python", "python3", "bash", "docker", "playwright", "apt-get", "openssl", "pytest",
+    "ulimit", "nats-server", "pybabel", ".venv/bin/",
+)
+
+
+@dataclass(frozen=True)
+class Heading:
+    """One ATX heading: its level, its text, its anchor and where it is."""
+
+    level: int
+    text: str
+    anchor: str
+    line: int
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    """One fenced or indented code block, with the heading it sits under."""
+
+    info: str
+    body: str
+    line: int
+    section: str
+
+
+@dataclass
+class Doc:
+    """The parts of one README that the translation must keep."""
+
+    path: Path
+    headings: list[Heading] = field(default_factory=list)
+    blocks: list[CodeBlock] = field(default_factory=list)
+    links: dict[str, int] = field(default_factory=dict)
+    env_vars: dict[str, int] = field(default_factory=dict)
+    commands: dict[str, int] = field(default_factory=dict)
+    code_spans: dict[str, int] = field(default_factory=dict)
+    sections: dict[int, str] = field(default_factory=dict)
+
+    def section_at(self, line: int) -> str:
+        """The heading (as `## text`) that a line falls under."""
+        name = "(before the first heading)"
+        for heading in self.headings:
+            if heading.line > line:
+                break
+            name = f"{'#' * heading.level} {heading.text}"
+        return name
+
+    def where(self, line: int) -> str:
+        """`README.md line 12, section '## Quick start'`."""
+        return f"{self.path.name} line {line}, section '{self.section_at(line)}'"
+
+
+def github_slug(text: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation gone, spaces to hyphens."""
+    text = re.sub(r"<[^>]+>", "", text).strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _heading(match: re.Match[str], line: int, seen: dict[str, int]) -> Heading:
+    raw = match.group(2)
+    explicit = EXPLICIT_ANCHOR.search(raw)
+    text = EXPLICIT_ANCHOR.sub("", raw).strip()
+    if explicit:
+        anchor = explicit.group(1)
+    else:
+        anchor = github_slug(text)
+        count = seen.get(anchor, 0)
+        seen[anchor] = count + 1
+        if count:
+            anchor = f"{anchor}-{count}"
+    return Heading(len(match.group(1)), text, anchor, line)
+
+
+def _indented_block_starts(lines: list[str], index: int, in_list: bool) -> bool:
+    """An indented code block: 4+ spaces after a blank line, not inside a list item."""
+    return (
+        lines[index].startswith("    ")
+        and index > 0
+        and not lines[index - 1].strip()
+        and not in_list
+    )
+
+
+def _scan_prose(doc: Doc, text: str, line: int) -> None:
+    for target in LINK.findall(text) + HTML_SRC.findall(text):
+        doc.links.setdefault(target, line)
+    for span in (m.group(2).strip() for m in INLINE_CODE.finditer(text)):
+        doc.code_spans.setdefault(span, line)
+        if span.split(" ")[0] in COMMAND_WORDS or span.startswith(".venv/bin/"):
+            doc.commands.setdefault(span, line)
+    for name in ENV_VAR.findall(text):
+        doc.env_vars.setdefault(name, line)
+
+
+def parse(path: Path) -> Doc:
+    """Split a Markdown file into headings, code blocks, links, env var names and commands."""
+    doc = Doc(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    seen: dict[str, int] = {}
+    index, in_list = 0, False
+    while index < len(lines):
+        text, number = lines[index], index + 1
+        fence = FENCE.match(text)
+        if fence:
+            index = _read_fenced(doc, lines, index, fence)
+            continue
+        if _indented_block_starts(lines, index, in_list):
+            index = _read_indented(doc, lines, index)
+            continue
+        heading = HEADING.match(text)
+        if heading:
+            doc.headings.append(_heading(heading, number, seen))
+            in_list = False
+        elif LIST_ITEM.match(text):
+            in_list = True
+        elif text.strip() and not text.startswith(" "):
+            in_list = False
+        _scan_prose(doc, text, number)
+        index += 1
+    return doc
+
+
+def _read_fenced(doc: Doc, lines: list[str], start: int, fence: re.Match[str]) -> int:
+    marker, body = fence.group(2), []
+    index = start + 1
+    while index < len(lines) and not lines[index].strip().startswith(marker):
+        body.append(lines[index])
+        index += 1
+    for name in ENV_VAR.findall("\n".join(body)):
+        doc.env_vars.setdefault(name, start + 1)
+    doc.blocks.append(
+        CodeBlock(fence.group(3).strip(), "\n".join(body), start + 1, doc.section_at(start + 1))
+    )
+    return index + 1
+
+
+def _read_indented(doc: Doc, lines: list[str], start: int) -> int:
+    body, index = [], start
+    while index < len(lines) and (lines[index].startswith("    ") or not lines[index].strip()):
+        body.append(lines[index][4:])
+        index += 1
+    while body and not body[-1].strip():
+        body.pop()
+    for name in ENV_VAR.findall("\n".join(body)):
+        doc.env_vars.setdefault(name, start + 1)
+    doc.blocks.append(CodeBlock("(indented)", "\n".join(body), start + 1, doc.section_at(start + 1)))
+    return index
