@@ -17,7 +17,7 @@ from pathlib import Path
 FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 EXPLICIT_ANCHOR = re.compile(r'<a\s+id="([^"]+)"\s*>\s*</a>')
-INLINE_CODE = re.compile(r"(`+)(.+?)\1")
+INLINE_CODE = re.compile(r"(`+)([^`][\s\S]*?)\1")
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HTML_SRC = re.compile(r"""<(?:img|a)\s[^>]*?(?:src|href)\s*=\s*["']([^"']+)["']""")
 ENV_VAR = re.compile(r"\bFLEET_[A-Z0-9_]*[A-Z0-9]")
@@ -109,15 +109,26 @@ def _indented_block_starts(lines: list[str], index: int, in_list: bool) -> bool:
     )
 
 
-def _scan_prose(doc: Doc, text: str, line: int) -> None:
-    for target in LINK.findall(text) + HTML_SRC.findall(text):
-        doc.links.setdefault(target, line)
-    for span in (m.group(2).strip() for m in INLINE_CODE.finditer(text)):
-        doc.code_spans.setdefault(span, line)
+def _scan_prose(doc: Doc, paragraph: list[tuple[int, str]]) -> None:
+    """Links, inline code, commands and FLEET_* names of one paragraph (lines joined, as
+    Markdown joins them, so a code span broken over two lines is read whole)."""
+    if not paragraph:
+        return
+    first = paragraph[0][0]
+    joined = "\n".join(text.strip() for _, text in paragraph)
+
+    def line_of(offset: int) -> int:
+        return first + joined.count("\n", 0, offset)
+
+    for match in list(LINK.finditer(joined)) + list(HTML_SRC.finditer(joined)):
+        doc.links.setdefault(match.group(1), line_of(match.start()))
+    for match in INLINE_CODE.finditer(joined):
+        span = " ".join(match.group(2).split())
+        doc.code_spans.setdefault(span, line_of(match.start()))
         if span.split(" ")[0] in COMMAND_WORDS or span.startswith(".venv/bin/"):
-            doc.commands.setdefault(span, line)
-    for name in ENV_VAR.findall(text):
-        doc.env_vars.setdefault(name, line)
+            doc.commands.setdefault(span, line_of(match.start()))
+    for match in ENV_VAR.finditer(joined):
+        doc.env_vars.setdefault(match.group(0), line_of(match.start()))
 
 
 def parse(path: Path) -> Doc:
@@ -126,25 +137,32 @@ def parse(path: Path) -> Doc:
     lines = path.read_text(encoding="utf-8").splitlines()
     seen: dict[str, int] = {}
     index, in_list = 0, False
+    paragraph: list[tuple[int, str]] = []
     while index < len(lines):
         text, number = lines[index], index + 1
         fence = FENCE.match(text)
+        heading = HEADING.match(text)
+        if fence or heading or not text.strip() or _indented_block_starts(lines, index, in_list):
+            _scan_prose(doc, paragraph)
+            paragraph = []
         if fence:
             index = _read_fenced(doc, lines, index, fence)
             continue
         if _indented_block_starts(lines, index, in_list):
             index = _read_indented(doc, lines, index)
             continue
-        heading = HEADING.match(text)
         if heading:
             doc.headings.append(_heading(heading, number, seen))
+            _scan_prose(doc, [(number, text)])
             in_list = False
-        elif LIST_ITEM.match(text):
-            in_list = True
-        elif text.strip() and not text.startswith(" "):
-            in_list = False
-        _scan_prose(doc, text, number)
+        elif text.strip():
+            paragraph.append((number, text))
+            if LIST_ITEM.match(text):
+                in_list = True
+            elif not text.startswith(" "):
+                in_list = False
         index += 1
+    _scan_prose(doc, paragraph)
     return doc
 
 
