@@ -5,7 +5,7 @@ adds a section to README.md can see exactly what the Chinese file still lacks. T
 (see docs/i18n.md): the same headings in the same order, each Chinese heading carrying
 ``<a id="…"></a>`` with the anchor of its English counterpart; the same code blocks byte for
 byte; the same link and image targets; the same ``FLEET_*`` names; the same commands and
-inline code; each file linking to the other at the top.
+inline code; each file linking to the other at the top; the glossary being docs/i18n.md's.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from tests.readme_pair import Doc, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 EN_PATH, ZH_PATH = ROOT / "README.md", ROOT / "README.zh-CN.md"
+I18N_PATH = ROOT / "docs" / "i18n.md"
+GLOSSARY_START, GLOSSARY_END = "<!-- glossary:start -->", "<!-- glossary:end -->"
 FIX = "Fix: translate what README.md added (or remove what it dropped), keeping it verbatim."
 
 
@@ -147,3 +149,27 @@ def test_every_inline_code_of_the_english_is_kept(en: Doc, zh: Doc) -> None:
                 f"identifiers stay in English inside backticks"
                 for span, line in en.code_spans.items() if span not in zh.code_spans]
     _fail(problems, "inline code")
+
+
+def _glossary(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(GLOSSARY_START), text.find(GLOSSARY_END)
+    if start < 0 or end < start:
+        pytest.fail(f"{path.name} has no glossary between '{GLOSSARY_START}' and "
+                    f"'{GLOSSARY_END}': put the terminology table (docs/i18n.md) there",
+                    pytrace=False)
+    return [line.strip() for line in text[start:end].splitlines()[1:] if line.strip()]
+
+
+def test_the_glossary_is_the_one_in_docs_i18n() -> None:
+    ours, shared = _glossary(ZH_PATH), _glossary(I18N_PATH)
+    problems = [f"glossary row '{row}' of docs/i18n.md is missing from README.zh-CN.md"
+                for row in shared if row not in ours]
+    problems += [f"glossary row '{row}' of README.zh-CN.md is not in docs/i18n.md"
+                 for row in ours if row not in shared]
+    if not problems and ours != shared:
+        problems.append("the glossary rows are in another order than in docs/i18n.md")
+    if problems:
+        pytest.fail("the terminology differs between README.zh-CN.md and docs/i18n.md:\n- "
+                    + "\n- ".join(problems) + "\nFix: change both tables together (the dashboard's "
+                    "catalogs use the same words).", pytrace=False)
