@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.readme_pair import Doc, parse
+from tests.readme_pair import CodeBlock, Doc, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 EN_PATH, ZH_PATH = ROOT / "README.md", ROOT / "README.zh-CN.md"
@@ -76,6 +76,7 @@ def test_same_headings_in_the_same_order(en: Doc, zh: Doc) -> None:
                     f"README.md line {h.line} has section '{'#' * h.level} {h.text}', missing "
                     f"from README.zh-CN.md: add '{'#' * h.level} <中文标题> <a id=\"{h.anchor}\">"
                     f"</a>' and its translation {after}")
+                after = f"right after the section <a id=\"{h.anchor}\"> you add"
         if op in ("insert", "replace"):
             for h in zh.headings[b1:b2]:
                 problems.append(
@@ -96,18 +97,35 @@ def test_same_code_blocks_in_the_same_order(en: Doc, zh: Doc) -> None:
     matcher = difflib.SequenceMatcher(a=en_keys, b=zh_keys, autojunk=False)
     for op, a1, a2, b1, b2 in matcher.get_opcodes():
         if op in ("delete", "replace"):
-            for block in en.blocks[a1:a2]:
+            for offset, block in enumerate(en.blocks[a1:a2]):
                 first = block.body.splitlines()[0] if block.body else "(empty)"
+                counterpart = zh.blocks[b1 + offset] if op == "replace" and b1 + offset < b2 else None
                 problems.append(
                     f"code block at README.md line {block.line} (section '{block.section}', "
-                    f"starting '{first[:70]}') is missing or changed in README.zh-CN.md: copy it "
-                    f"there byte for byte (code blocks are never translated)")
+                    f"starting '{first[:70]}') is missing or changed in README.zh-CN.md"
+                    f"{_first_difference(block, counterpart)}: copy it there byte for byte "
+                    f"(code blocks are never translated)")
         if op in ("insert", "replace"):
             for block in zh.blocks[b1:b2]:
                 problems.append(
                     f"code block at README.zh-CN.md line {block.line} (section '{block.section}') "
                     f"matches none at that place in README.md: make it identical to README.md's")
     _fail(problems, "code blocks")
+
+
+def _first_difference(block: CodeBlock, other: CodeBlock | None) -> str:
+    """Where a changed block first differs: ' (README.zh-CN.md line 12 has …, not …)'."""
+    if other is None:
+        return ""
+    if other.info != block.info:
+        return (f" (README.zh-CN.md line {other.line} opens it as '{other.info}', "
+                f"not '{block.info}')")
+    ours, theirs = block.body.splitlines(), other.body.splitlines()
+    for index, (line, their_line) in enumerate(zip(ours, theirs)):
+        if line != their_line:
+            return (f" (README.zh-CN.md line {other.line + 1 + index} has '{their_line[:60]}' "
+                    f"where README.md has '{line[:60]}')")
+    return f" (README.zh-CN.md line {other.line}: {len(theirs)} lines instead of {len(ours)})"
 
 
 def _compare_sets(en: Doc, zh: Doc, attribute: str, label: str) -> list[str]:
