@@ -21,6 +21,7 @@ INLINE_CODE = re.compile(r"(`+)([^`][\s\S]*?)\1")
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HTML_SRC = re.compile(r"""<(?:img|a)\s[^>]*?(?:src|href)\s*=\s*["']([^"']+)["']""")
 ENV_VAR = re.compile(r"\bFLEET_[A-Z0-9_]*[A-Z0-9]")
+GLOSSARY_START, GLOSSARY_END = "<!-- glossary:start -->", "<!-- glossary:end -->"
 LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s")
 # An inline code span that starts with one of these words is a command an operator types.
 COMMAND_WORDS = (
@@ -50,6 +51,16 @@ class CodeBlock:
     section: str
 
 
+@dataclass(frozen=True)
+class Table:
+    """One pipe table: its shape (rows below the header, columns) and where it is."""
+
+    rows: int
+    columns: int
+    line: int
+    section: str
+
+
 @dataclass
 class Doc:
     """The parts of one README that the translation must keep."""
@@ -57,6 +68,7 @@ class Doc:
     path: Path
     headings: list[Heading] = field(default_factory=list)
     blocks: list[CodeBlock] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
     links: dict[str, int] = field(default_factory=dict)
     env_vars: dict[str, int] = field(default_factory=dict)
     commands: dict[str, int] = field(default_factory=dict)
@@ -136,13 +148,15 @@ def parse(path: Path) -> Doc:
     doc = Doc(path)
     lines = path.read_text(encoding="utf-8").splitlines()
     seen: dict[str, int] = {}
-    index, in_list = 0, False
+    index, in_list, in_glossary = 0, False, False
     paragraph: list[tuple[int, str]] = []
     while index < len(lines):
         text, number = lines[index], index + 1
         fence = FENCE.match(text)
         heading = HEADING.match(text)
-        if fence or heading or not text.strip() or _indented_block_starts(lines, index, in_list):
+        starts_table = text.startswith("|") and not in_glossary
+        if (fence or heading or starts_table or not text.strip()
+                or _indented_block_starts(lines, index, in_list)):
             _scan_prose(doc, paragraph)
             paragraph = []
         if fence:
@@ -151,6 +165,13 @@ def parse(path: Path) -> Doc:
         if _indented_block_starts(lines, index, in_list):
             index = _read_indented(doc, lines, index)
             continue
+        if text.startswith("|") and not in_glossary:
+            index = _read_table(doc, lines, index)
+            continue
+        if text.strip() == GLOSSARY_START:
+            in_glossary = True
+        elif text.strip() == GLOSSARY_END:
+            in_glossary = False
         if heading:
             doc.headings.append(_heading(heading, number, seen))
             _scan_prose(doc, [(number, text)])
@@ -190,4 +211,16 @@ def _read_indented(doc: Doc, lines: list[str], start: int) -> int:
     for name in ENV_VAR.findall("\n".join(body)):
         doc.env_vars.setdefault(name, start + 1)
     doc.blocks.append(CodeBlock("(indented)", "\n".join(body), start + 1, doc.section_at(start + 1)))
+    return index
+
+
+def _read_table(doc: Doc, lines: list[str], start: int) -> int:
+    """A pipe table: its rows are scanned as prose (links, code), its shape is kept."""
+    index = start
+    while index < len(lines) and lines[index].startswith("|"):
+        _scan_prose(doc, [(index + 1, lines[index])])
+        index += 1
+    separator = lines[start + 1] if start + 1 < index else lines[start]
+    columns = len([cell for cell in separator.strip().strip("|").split("|")])
+    doc.tables.append(Table(index - start - 2, columns, start + 1, doc.section_at(start + 1)))
     return index

@@ -113,6 +113,25 @@ def test_same_code_blocks_in_the_same_order(en: Doc, zh: Doc) -> None:
     _fail(problems, "code blocks")
 
 
+def test_same_tables_in_the_same_order(en: Doc, zh: Doc) -> None:
+    en_keys = [(t.rows, t.columns) for t in en.tables]
+    zh_keys = [(t.rows, t.columns) for t in zh.tables]
+    problems: list[str] = []
+    matcher = difflib.SequenceMatcher(a=en_keys, b=zh_keys, autojunk=False)
+    for op, a1, a2, b1, b2 in matcher.get_opcodes():
+        if op in ("delete", "replace"):
+            problems += [f"table at README.md line {t.line} (section '{t.section}', {t.rows} rows "
+                         f"× {t.columns} columns) has no table of that shape at that place in "
+                         f"README.zh-CN.md: translate it row for row, cell for cell"
+                         for t in en.tables[a1:a2]]
+        if op in ("insert", "replace"):
+            problems += [f"table at README.zh-CN.md line {t.line} (section '{t.section}', "
+                         f"{t.rows} rows × {t.columns} columns) matches no table of README.md at "
+                         f"that place: give it README.md's rows and columns"
+                         for t in zh.tables[b1:b2]]
+    _fail(problems, "tables")
+
+
 def _first_difference(block: CodeBlock, other: CodeBlock | None) -> str:
     """Where a changed block first differs: ' (README.zh-CN.md line 12 has …, not …)'."""
     if other is None:
