@@ -121,4 +121,5 @@ def screenshot(page: Any, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000, f"{path} is too small to show a page"
     return path
