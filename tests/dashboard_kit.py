@@ -80,14 +80,17 @@ class DashboardFleet:
 
 
 @contextlib.contextmanager
-def running_fleet(work: Path, device_ids: tuple[str, ...] = ("pc-01",), broker_kind: str = "mosquitto") -> Iterator[DashboardFleet]:
-    """Broker, controller and devices (all online when this yields); killed on exit."""
+def running_fleet(
+    work: Path, device_ids: tuple[str, ...] = ("pc-01",), broker_kind: str = "mosquitto", **controller_settings: Any
+) -> Iterator[DashboardFleet]:
+    """Broker, controller (with `controller_settings` as FLEET_* values) and devices, all online
+    when this yields; killed on exit."""
     processes: list[Process] = []
     try:
         broker = Broker(broker_kind, work)
         processes.append(broker.process)
         broker.start()
-        controller = Controller(broker, work, keepalive="5")
+        controller = Controller(broker, work, keepalive="5", **controller_settings)
         processes.append(controller.process)
         controller.start()
         fleet = DashboardFleet(broker, controller, work, processes=processes)
