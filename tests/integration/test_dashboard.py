@@ -61,7 +61,7 @@ def test_a_task_page_follows_progress_live_until_succeeded(fleet: DashboardFleet
 
     page = fleet.sign_in(browser, "operate")
     try:
-        task = fleet.controller.create_task("pc-01", "sleep", params={"seconds": 6, "steps": 6})
+        task = fleet.controller.create_task("pc-01", "sleep", params={"seconds": 3, "steps": 3})
         page.goto(f"{fleet.url}/tasks/{task['id']}")
         _mark_loaded(page)
         progress = page.locator("#task-progress")
