@@ -164,8 +164,11 @@ def test_fleet_watch_prints_reconnects_and_stops_on_ctrl_c(fleet: DashboardFleet
         _line_with(err, "connected to controller")
         task = fleet.controller.create_task("pc-01", "sleep", params={"seconds": 0.3, "steps": 2})
         _line_with(out, f"task   {task['id'][:12]} sleep on pc-01: succeeded")
-        # The controller goes away and comes back: watch says so and carries on by itself.
-        fleet.controller.process.kill()
+        # The controller stops and comes back: its open stream ends cleanly (no half-sent
+        # response in its log), and watch says so and carries on by itself.
+        fleet.controller.process.stop()
+        assert fleet.controller.process.popen is not None and fleet.controller.process.popen.returncode in (0, -15)
+        assert "without completing response" not in fleet.controller.process.output()
         _line_with(err, "stream lost")
         fleet.controller.start()
         _line_with(err, "connected to controller")
