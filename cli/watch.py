@@ -5,6 +5,7 @@ reconnects by itself (1, 2, 4 … 15 s apart); Ctrl-C ends it quietly."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from typing import Any, Optional
 
@@ -106,6 +107,9 @@ def watch(
     url = f"{api_url(config)}/api/v1/events/stream"
     read_timeout = READ_TIMEOUT_PINGS * config.live_ping_interval
     pause, left = 1.0, count
+    # Ctrl-C ends it even when started with SIGINT ignored (a background job of a script
+    # inherits that, and Python then never raises KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             try:
