@@ -18,7 +18,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import FleetSettings
 from controller.api.docs import add_docs
 from controller.api.guard import API_PREFIX, RequestGuard
-from controller.api.routes import accounts, broadcasts, devices, files, health, identities, signatures, tasks, tokens
+from controller.api.routes import (
+    accounts,
+    broadcasts,
+    devices,
+    files,
+    health,
+    identities,
+    signatures,
+    stats,
+    tasks,
+    tokens,
+)
 from controller.api.routes.health import package_version
 from controller.api.security import Read, VerifiedTokens
 from controller.db import create_db_engine, create_read_sessionmaker, create_sessionmaker, migrate, safe_url
@@ -128,7 +139,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(health.router)
-    for module in (devices, accounts, tasks, broadcasts, files):
+    for module in (devices, accounts, tasks, broadcasts, files, stats):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)
