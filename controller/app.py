@@ -113,6 +113,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.scheduler = scheduler
         app.state.metrics = FleetMetrics(app.state.read_sessions, lambda: mqtt, settings.metrics_cache_seconds)
         mqtt.on_task_finished(app.state.metrics.observe)
+        scheduler.finished_hooks.append(app.state.metrics.observe)
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
                      signer.key_id, public_key_text(signer.public_key))
