@@ -23,6 +23,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.instance import FLAP_LIMIT
 from schemas.events import FINAL_STATUSES
 from tests.databases import fresh_postgres
 from tests.harness import (
@@ -201,8 +202,8 @@ def test_metrics_scraped_and_parsed(fleet: Fleet) -> None:
     reader = httpx.Client(base_url=controller.api.base_url, timeout=10,
                           headers={"Authorization": f"Bearer {made.json()['token']}"})
 
-    metrics = _scrape(reader)
-    assert metrics[("fleet_devices", (("presence", "online"),))] == 1 + SIM_DEVICES
+    online = ("fleet_devices", (("presence", "online"),))
+    metrics = wait_for(lambda: (m := _scrape(reader))[online] == 1 + SIM_DEVICES and m, 30, 0.1, "all devices online")
     assert metrics[("fleet_mqtt_connected", ())] == 1
     assert metrics[("fleet_database_up", ())] == 1
     by_status_type = Counter((t["status"], t["type"]) for t in tasks)
@@ -217,25 +218,29 @@ def test_metrics_scraped_and_parsed(fleet: Fleet) -> None:
     assert metrics[("fleet_task_duration_seconds_sum", duration)] == pytest.approx(sum(ran), abs=0.001)
     assert metrics[("fleet_task_duration_seconds_bucket", tuple(sorted((*duration, ("le", "+Inf")))))] == len(ran)
 
+    dropped, invalid = ("fleet_throttled_messages_total", ()), ("fleet_invalid_messages_total", ())
     flooder = MqttProbe(fleet.broker, "fleet/stats-test/none")
     try:
         for _ in range(FLOOD):
             flooder.publish("devices/flooder/results", b"{not json")
-        throttled = wait_for(lambda: (m := _scrape(reader))[("fleet_throttled_messages_total", ())] >= FLOOD // 2
-                             and m, 20, 0.1, "the flood counted as throttled")
+        throttled = wait_for(lambda: (m := _scrape(reader))[dropped] >= metrics[dropped] + FLOOD // 2 and m, 20, 0.1,
+                             "the flood counted as throttled")
     finally:
         flooder.close()
     health = controller.api.get("/healthz").json()
-    assert throttled[("fleet_throttled_messages_total", ())] <= health["throttled_messages"]
-    assert throttled[("fleet_invalid_messages_total", ())] >= 1
+    assert throttled[dropped] <= health["throttled_messages"]
+    assert throttled[invalid] > metrics[invalid]
 
     before = _scrape(reader)
-    assert before[("fleet_mqtt_reconnects_total", ())] == 0
     fleet.broker.kill()
     wait_for(lambda: _scrape(reader)[("fleet_mqtt_connected", ())] == 0, 20, 0.1, "the controller noticing")
     fleet.broker.start()
-    after = wait_for(lambda: (m := _scrape(reader))[("fleet_mqtt_reconnects_total", ())] == 1
+    reconnects = before[("fleet_mqtt_reconnects_total", ())]
+    after = wait_for(lambda: (m := _scrape(reader))[("fleet_mqtt_reconnects_total", ())] == reconnects + 1
                      and m[("fleet_mqtt_connected", ())] == 1 and m, 30, 0.1, "a reconnect counted")
     assert after[("fleet_mqtt_disconnects_total", ())] == before[("fleet_mqtt_disconnects_total", ())] + 1
     healthz = controller.api.get("/healthz")
-    assert healthz.status_code == 200 and healthz.json()["status"] == "ok", healthz.text  # one drop is not flapping
+    if healthz.json()["mqtt_disconnects_recent"] < FLAP_LIMIT:  # one drop is not flapping
+        assert healthz.status_code == 200 and healthz.json()["status"] == "ok", healthz.text
+    else:  # repeated runs of this test (--count) restart the broker FLAP_LIMIT times a minute
+        assert healthz.status_code == 503 and healthz.json()["problem"] == "broker_flapping", healthz.text
