@@ -58,7 +58,11 @@ _PAYLOADS: dict[str, tuple[type[BaseModel], str]] = {
 class ControllerMqtt:
     """The controller's connection to the broker (persistent session, QoS 1 everywhere)."""
 
-    def __init__(self, settings: FleetSettings, sessions: sessionmaker[Session], signer: Signer | None = None) -> None:
+    def __init__(
+        self, settings: FleetSettings, sessions: sessionmaker[Session], signer: Signer | None = None,
+        committed: Callable[[list[object]], None] | None = None,
+    ) -> None:
+        """`committed`: called after each ingest batch was recorded (see `IngestWriter`)."""
         self._sessions = sessions
         self.max_payload_bytes = settings.max_payload_bytes
         self._throttle = DeviceThrottle(settings.device_message_rate, settings.device_message_burst)
@@ -100,7 +104,7 @@ class ControllerMqtt:
         self._link = LinkWatch()
         self._failures = ConnectFailureLog(addresses[0], settings.mqtt_ca_file, log)
         self._stopping = False
-        self._writer = IngestWriter(sessions, self._redispatch)
+        self._writer = IngestWriter(sessions, self._redispatch, committed=committed)
         self._connects = 0  # successful CONNECTs since start
 
     # ---- lifecycle -------------------------------------------------------------------------
