@@ -89,17 +89,17 @@ def _medians(session: Session, key: Any, where: list[ColumnElement[bool]]) -> di
     return {k: round(float(v), 3) for k, v in session.execute(query) if v is not None}
 
 
-def _groups(session: Session, grouping: str, where: list[ColumnElement[bool]]) -> list[GroupStats]:
+def _groups(session: Session, grouping: str, where: list[ColumnElement[bool]], medians: bool = True) -> list[GroupStats]:
     key = GROUPINGS[grouping]
     conditions = where if grouping in ("device", "type") else [*where, key.is_not(None)]
     finished = func.sum(case((Task.status.in_(_FINAL), 1), else_=0))
     succeeded = func.sum(case((Task.status == SUCCEEDED, 1), else_=0))
     query = (select(key, func.count(), finished, succeeded).where(*conditions).group_by(key)
              .order_by(func.count().desc(), key))
-    medians = _medians(session, key, conditions)
+    found = _medians(session, key, conditions) if medians else {}
     return [
         GroupStats(key=k, total=total, finished=int(done or 0), succeeded=int(ok or 0),
-                   success_rate=_rate(int(ok or 0), int(done or 0)), median_seconds=medians.get(k))
+                   success_rate=_rate(int(ok or 0), int(done or 0)), median_seconds=found.get(k))
         for k, total, done, ok in session.execute(query)
     ]
 
@@ -128,3 +128,26 @@ def compute(session: Session, window: Window, filters: StatsFilters) -> StatsOut
     )
 
 
+
+
+@dataclass(frozen=True)
+class SuccessRates:
+    """The overview's figures for one window: over all tasks, per platform and per device."""
+
+    window: Window
+    overall: GroupStats
+    per_platform: list[GroupStats]
+    per_device: list[GroupStats]
+
+
+def success_rates(session: Session, window: Window) -> SuccessRates:
+    """Success rates over `window` without medians (the dashboard's overview polls this: three
+    GROUP BYs over the stats index, no sorting of run times)."""
+    where = _conditions(window, StatsFilters())
+    finished = func.sum(case((Task.status.in_(_FINAL), 1), else_=0))
+    succeeded = func.sum(case((Task.status == SUCCEEDED, 1), else_=0))
+    total, done, ok = session.execute(select(func.count(), finished, succeeded).where(*where)).one()
+    overall = GroupStats(key="", total=total, finished=int(done or 0), succeeded=int(ok or 0),
+                         success_rate=_rate(int(ok or 0), int(done or 0)), median_seconds=None)
+    return SuccessRates(window, overall, _groups(session, "platform", where, medians=False),
+                        _groups(session, "device", where, medians=False))
