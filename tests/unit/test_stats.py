@@ -133,3 +133,27 @@ def test_metrics_needs_a_token_and_healthz_says_unhealthy_when_flapping(client: 
     assert health.status_code == 503, health.text
     assert health.json()["status"] == "unhealthy" and health.json()["problem"] == "broker_flapping"
     assert "client id" in health.json()["reason"]
+
+
+def test_migration_0011_fills_in_the_platform_of_older_tasks(tmp_path: Any) -> None:
+    from sqlalchemy import text
+
+    from controller.db import create_db_engine, migrate
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate(engine, "0010")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO devices (id, status, groups, created_at) VALUES ('pc-a', 'online', '[]', "
+                                "'2026-11-30 10:00:00')"))
+        for n, params in enumerate(['{"platform": "douyin", "to": "x"}', '{"message": "m"}', '{"platform": 7}']):
+            connection.execute(text(
+                "INSERT INTO tasks (id, device_id, type, params, status, origin, created_at, updated_at, dispatch_count, "
+                "attempt, max_retries, retry_backoff, resends) VALUES (:id, 'pc-a', 'chat', :params, 'queued', 'api', "
+                "'2026-11-30 10:00:00', '2026-11-30 10:00:00', 0, 1, 0, 5.0, 0)"), {"id": f"t{n}", "params": params})
+    migrate(engine)
+    with engine.connect() as connection:
+        found = dict(connection.execute(text("SELECT id, platform FROM tasks ORDER BY id")).all())
+        indexes = {row[1] for row in connection.execute(text("PRAGMA index_list('tasks')"))}
+    engine.dispose()
+    assert found == {"t0": "douyin", "t1": None, "t2": None}
+    assert {"ix_tasks_stats", "ix_tasks_platform"} <= indexes
