@@ -46,7 +46,11 @@ def resolve_window(window: str | None, since: datetime | None, until: datetime |
     if window is not None and window not in WINDOW_SECONDS:
         raise InvalidRequestError(f"'window' must be one of {', '.join(WINDOW_SECONDS)}, not {window!r}")
     end = until or now or utcnow()
-    start = since or end - timedelta(seconds=WINDOW_SECONDS[window or DEFAULT_WINDOW])
+    try:
+        start = since or end - timedelta(seconds=WINDOW_SECONDS[window or DEFAULT_WINDOW])
+    except OverflowError:
+        raise InvalidRequestError(f"'until' ({end.isoformat()}) is too early for a window before it; "
+                                  "give a later 'until', or 'since' instead of 'window'") from None
     if start >= end:
         raise InvalidRequestError(f"'since' ({start.isoformat()}) must be before 'until' ({end.isoformat()})")
     return Window(start, end)

@@ -75,6 +75,8 @@ def test_bad_windows_say_what_to_fix() -> None:
         stats.resolve_window(None, NOW, NOW - timedelta(seconds=1))
     with pytest.raises(InvalidRequestError, match="1h, 24h, 7d"):
         stats.resolve_window("2d", None, None)
+    with pytest.raises(InvalidRequestError, match="too early"):
+        stats.resolve_window("7d", None, datetime(1, 1, 2, tzinfo=timezone.utc))
     span = stats.resolve_window(None, None, None, now=NOW)
     assert span.until - span.since == timedelta(hours=24)
 
