@@ -205,7 +205,7 @@ def report(found: list[dict[str, Any]], args: argparse.Namespace) -> None:
         axis.scatter(positions, [mine[q]["cold"] for q in queries], marker="x", color="black", zorder=3,
                      label="cold" if i == 0 else None)
     axis.set_xticks([x + width * (len(databases) - 1) / 2 for x in range(len(queries))])
-    axis.set_xticklabels([q.replace("stats ", "") for q in queries], fontsize=8)
+    axis.set_xticklabels([q.replace("stats ", "").replace(", ", ",\n").replace(" (", "\n(") for q in queries], fontsize=8)
     axis.set_ylabel("seconds")
     axis.set_title(f"GET /api/v1/stats and /metrics counts, {args.rows:,} task rows")
     axis.legend()
