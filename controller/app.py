@@ -28,14 +28,17 @@ from controller.api.routes import (
     health,
     identities,
     signatures,
+    stats,
     tasks,
     tokens,
 )
 from controller.api.routes.health import package_version
+from controller.api.routes.metrics import metrics_router
 from controller.api.security import Read, VerifiedTokens
 from controller.db import create_db_engine, create_read_sessionmaker, create_sessionmaker, migrate, safe_url
 from controller.live import LiveBus
 from controller.live_feed import IngestFeed, watch_sessions
+from controller.metrics import FleetMetrics
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
 from controller.services import file_store, idempotency
@@ -115,6 +118,9 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.file_url_key = _file_url_key(settings, sessions)
         app.state.pruner = Pruner([idempotency.prune, file_store.prune_orphans])
         app.state.scheduler = scheduler
+        app.state.metrics = FleetMetrics(app.state.read_sessions, lambda: mqtt, settings.metrics_cache_seconds)
+        mqtt.on_task_finished(app.state.metrics.observe)
+        scheduler.finished_hooks.append(app.state.metrics.observe)
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
                      signer.key_id, public_key_text(signer.public_key))
@@ -146,7 +152,8 @@ def create_app(settings: FleetSettings) -> FastAPI:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(health.router)
-    for module in (devices, accounts, tasks, broadcasts, files):
+    app.include_router(metrics_router(settings.metrics_public))
+    for module in (devices, accounts, tasks, broadcasts, files, stats):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)

@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller import unborn
-from controller.services import adhoc, devices, event_batch, tasks, unreadable
+from controller.services import adhoc, devices, event_batch, finished, tasks, unreadable
 from schemas.common import utcnow
 from schemas.events import TaskEvent
 from schemas.status import DeviceStatus, Heartbeat
@@ -157,6 +157,8 @@ class IngestWriter:
         # tasks committed but never published before a controller or broker restart.
         self._seen: set[str] = set()
         self._unborn = unborn.UnbornSessions()
+        # Told, after each commit, the tasks it ended (the task duration histogram of /metrics).
+        self.finished_hooks: list[Callable[[list[finished.Finished]], None]] = []
 
     # ---- producer side (paho's network thread): never any SQL --------------------------------
 
@@ -261,6 +263,7 @@ class IngestWriter:
                 state.unmatched = devices.stage_heartbeats(session, state.held)
                 tasks.stage_acked(session, state.acked)
                 session.commit()
+                self._tell_finished(finished.take(session))
         except Exception as exc:
             log.warning("recording a batch of %d device messages failed (%s); recording them one by one",
                         len(batch), _first_line(exc))
@@ -277,6 +280,14 @@ class IngestWriter:
             self._follow_up(births)
         if self._committed is not None:
             self._committed([*(item.payload for item in batch), *held.values()])
+
+    def _tell_finished(self, ended: list[finished.Finished]) -> None:
+        """Hand the tasks a committed transaction ended to the hooks; a failing hook is logged, never raised."""
+        for hook in self.finished_hooks if ended else ():
+            try:
+                hook(ended)
+            except Exception:
+                log.exception("a hook failed on %d finished task(s)", len(ended))
 
     def _record_unborn(self, born: dict[str, Heartbeat]) -> list[str]:
         """Births of sessions heard only through their heartbeats (`controller.unborn`)."""
@@ -339,6 +350,7 @@ class IngestWriter:
                     devices.stage_heartbeats(session, alone.heartbeats)
                     tasks.stage_acked(session, alone.acked)
                     session.commit()
+                    self._tell_finished(finished.take(session))
                 break
             except (OperationalError, IntegrityError) as exc:
                 if attempt < WRITE_TRIES:

@@ -83,10 +83,12 @@ class LinkWatch:
         self._window, self._limit = window, limit
         self._lock = threading.Lock()
         self._drops: deque[float] = deque()
+        self.total = 0  # disconnects since start (the /metrics counter)
 
     def dropped(self) -> None:
         with self._lock:
             self._drops.append(time.monotonic())
+            self.total += 1
             self._trim()
 
     def recent(self) -> int:

@@ -86,13 +86,19 @@ class DeviceConnection(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_device_status", "device_id", "status"),)
+    __table_args__ = (
+        Index("ix_tasks_device_status", "device_id", "status"),
+        # GET /api/v1/stats reads a time window from this index alone (migration 0011).
+        Index("ix_tasks_stats", "created_at", "status", "type", "device_id", "platform", "account", "started_at",
+              "finished_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
     type: Mapped[str] = mapped_column(String(64), index=True)
     account: Mapped[str | None] = mapped_column(String(200))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    platform: Mapped[str | None] = mapped_column(String(64), index=True)  # params["platform"], for statistics
     status: Mapped[str] = mapped_column(String(16), index=True)
     origin: Mapped[str] = mapped_column(String(16))
     broadcast_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)

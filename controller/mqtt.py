@@ -31,6 +31,7 @@ from controller.ingest import RECONNECTED, Acked, Incoming, IngestStats, IngestW
 from controller.instance import LinkWatch, controller_client_id
 from controller.recent_ids import RecentIds
 from controller.services import task_control, unreadable
+from controller.services.finished import Finished
 from controller.throttle import DeviceThrottle, FloodLog, StatusGate
 from schemas.events import TaskEvent
 from schemas.signing import Signer
@@ -104,6 +105,7 @@ class ControllerMqtt:
         self._failures = ConnectFailureLog(addresses[0], settings.mqtt_ca_file, log)
         self._stopping = False
         self._writer = IngestWriter(sessions, self._redispatch, committed=committed)
+        self._connects = 0  # successful CONNECTs since start
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -144,6 +146,20 @@ class ControllerMqtt:
     def recent_disconnects(self) -> int:
         return self._link.recent()
 
+    @property
+    def disconnects(self) -> int:
+        """Times the broker link dropped since start (the controller's own stop not counted)."""
+        return self._link.total
+
+    @property
+    def reconnects(self) -> int:
+        """Times the controller connected to a broker again after its first connection."""
+        return max(0, self._connects - 1)
+
+    def on_task_finished(self, hook: Callable[[list[Finished]], None]) -> None:
+        """Call `hook` (in the ingest writer's thread) with the tasks each committed ingest batch ended."""
+        self._writer.finished_hooks.append(hook)
+
     def subscriptions(self) -> list[tuple[str, int]]:
         """What the controller subscribes to: everything, or with a shared subscription group
         its share of results, heartbeats and task topics (statuses still all: they are few,
@@ -180,6 +196,7 @@ class ControllerMqtt:
             log.warning("the MQTT broker at %s refused the connection: %s", self._failover.address, reason)
             return
         self._writer.put(RECONNECTED)
+        self._connects += 1
         self._failures.connected()
         self._failover.connected()
         self._subscriber.connected()

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller import lease
+from controller.services import finished
 from controller.services.publisher import Publisher
 from controller.services.sweeper import sweep
 
@@ -49,6 +50,8 @@ class Scheduler:
         self._held_until = 0.0  # time.monotonic() until which the lease is surely ours
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="task-sweeper", daemon=True)
+        # Told the tasks a sweep ended (expired, timed out): the task metrics of /metrics.
+        self.finished_hooks: list[Callable[[list[finished.Finished]], None]] = []
 
     @property
     def holds_lease(self) -> bool:
@@ -100,3 +103,6 @@ class Scheduler:
             sweep(session, self._publisher, timeout_grace=self._timeout_grace,
                   resend_after=None if behind else self._resend_after,
                   unacked_grace=None if behind else self._unacked_grace)
+            ended = finished.take(session)
+        for hook in self.finished_hooks if ended else ():
+            hook(ended)

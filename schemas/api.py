@@ -188,8 +188,15 @@ class ConnectionOut(BaseModel):
     reason: str | None
 
 
+HealthProblem = Literal["database", "broker_down", "broker_flapping"]
+
+
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded", "unhealthy"] = Field(description=(
+        "ok; degraded (HTTP 200): not connected to the broker right now, retrying by itself, the API still serves; "
+        "unhealthy (HTTP 503): the database does not answer, or the broker link keeps dropping"))
+    problem: HealthProblem | None = Field(None, description="what is wrong, when something is: database, "
+                                          "broker_down or broker_flapping (`reason` says how to fix it)")
     database: bool
     mqtt_connected: bool
     version: str

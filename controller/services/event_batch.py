@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from controller.models import Device, Task, TaskEventRecord
-from controller.services import accounts, lifecycle, tasks
+from controller.services import accounts, finished, lifecycle, tasks
 from controller.services.upsert import insert_ignore
 from controller.warn_once import warn_once
 from schemas.common import utcnow
@@ -191,6 +191,8 @@ def _write(session: Session, rows: dict[str, _Row], inserts: list[dict[str, Any]
     connection = session.connection()
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for task_id, row in rows.items():
+        if "finished_at" in row.dirty:
+            finished.note(session, row["type"], row["status"], row["started_at"], row["finished_at"])
         if row.dirty:
             names = tuple(sorted(row.dirty))
             groups.setdefault(names, []).append({"b_id": task_id, **{f"b_{n}": row[n] for n in names}})

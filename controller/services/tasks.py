@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from controller.models import Device, DeviceConnection, Task, TaskEventRecord
-from controller.services import accounts, lifecycle
+from controller.services import accounts, finished, lifecycle
 from controller.services.adhoc import foreign_task_id
 from controller.services.devices import insert_device
 from controller.services.errors import NotFoundError
@@ -209,6 +209,7 @@ def stage_event(session: Session, topic_device_id: str, event: TaskEvent) -> Tas
         _apply(task, event, new, error, now)
         if new.is_final:
             accounts.apply_outcome(session, task)
+            finished.note(session, task.type, new.value, task.started_at, now)
     else:
         log.debug("task %s: %s event of attempt %d not applied (status %s, attempt %d)",
                   task.id, event.event.value, event.attempt, current.value, task.attempt)
@@ -254,6 +255,7 @@ def add_controller_event(session: Session, task: Task, event: EventKind, message
     task.last_seq = seq
     if status.is_final:
         task.finished_at = now
+        finished.note(session, task.type, status.value, task.started_at, now)
     session.add(
         TaskEventRecord(task_id=task.id, event=event.value, attempt=task.attempt, seq=seq, at=now, received_at=now,
                         message=message)

@@ -230,8 +230,10 @@ def test_shared_client_id_is_reported(broker: Broker, tmp_path: Path, postgres_u
 
     def reported() -> dict[str, Any] | None:
         for controller in (a, b):
-            health = controller.api.get("/healthz").json()
-            if health["status"] == "degraded" and "client id" in (health["reason"] or ""):
+            response = controller.api.get("/healthz")
+            health = response.json()
+            if health["status"] == "unhealthy" and "client id" in (health["reason"] or ""):
+                assert response.status_code == 503 and health["problem"] == "broker_flapping", health
                 return health
         return None
 
