@@ -16,9 +16,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
+from controller.alerts.runner import AlertRunner
 from controller.api.docs import add_docs
 from controller.api.guard import API_PREFIX, RequestGuard
 from controller.api.routes import accounts, broadcasts, devices, files, health, identities, signatures, tasks, tokens
+from controller.api.routes import alerts as alert_routes
 from controller.api.routes.health import package_version
 from controller.api.security import Read, VerifiedTokens
 from controller.db import create_db_engine, create_read_sessionmaker, create_sessionmaker, migrate, safe_url
@@ -98,6 +100,8 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.file_url_key = _file_url_key(settings, sessions)
         app.state.pruner = Pruner([idempotency.prune, file_store.prune_orphans])
         app.state.scheduler = scheduler
+        holder = f"{mqtt.client_id}@{socket.gethostname()}"
+        app.state.alerts = AlertRunner(settings, sessions, holder) if settings.alert_rules else None
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
                      signer.key_id, public_key_text(signer.public_key))
@@ -107,9 +111,13 @@ def create_app(settings: FleetSettings) -> FastAPI:
                 ensure_bootstrap(session, settings.admin_token.get_secret_value())
         mqtt.start()
         scheduler.start()
+        if app.state.alerts is not None:
+            app.state.alerts.start()
         try:
             yield
         finally:
+            if app.state.alerts is not None:
+                app.state.alerts.stop()
             scheduler.stop()
             mqtt.stop()
             engine.dispose()
@@ -128,6 +136,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(health.router)
+    app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
     for module in (devices, accounts, tasks, broadcasts, files):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(tokens.router, prefix=API_PREFIX)
