@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, exists, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from config.settings_alerts import (
@@ -25,7 +26,6 @@ from config.settings_alerts import (
     TaskFailedRule,
 )
 from controller.models import Account, AlertDelivery, Device, DeviceConnection, Task
-from controller.services.upsert import insert_ignore
 from schemas.alerts import AlertEvent
 from schemas.common import new_id
 
@@ -167,7 +167,11 @@ def record(session: Session, rule_name: str, kind: str, found: Found, now: datet
     row = {"id": delivery_id, "rule": rule_name, "kind": kind, "subject": found.subject[:200],
            "occurrence": found.occurrence[:200], "summary": event.summary, "payload": event.model_dump(mode="json"),
            "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
-    return event if insert_ignore(session, AlertDelivery, row) == 1 else None
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    # RETURNING tells an insert from a skipped one on every driver (a rowcount may be -1).
+    inserted = session.execute(dialect.insert(AlertDelivery).values(row).on_conflict_do_nothing()
+                               .returning(AlertDelivery.id)).first()
+    return event if inserted is not None else None
 
 
 def detect(session: Session, rules: Sequence[AlertRule], now: datetime) -> list[AlertEvent]:
