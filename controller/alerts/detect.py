@@ -137,8 +137,9 @@ def account_login_expired(session: Session, rule: AccountLoginExpiredRule, now: 
     accounts = list(session.scalars(query))
     if not accounts:
         return []
-    seen = set(session.execute(select(AlertDelivery.subject, AlertDelivery.occurrence).where(
-        AlertDelivery.rule == rule.name, AlertDelivery.subject.in_([a.name for a in accounts]))).tuples())
+    seen = {(subject, occurrence) for subject, occurrence in session.execute(
+        select(AlertDelivery.subject, AlertDelivery.occurrence).where(
+            AlertDelivery.rule == rule.name, AlertDelivery.subject.in_([a.name for a in accounts])))}
     found: list[Found] = []
     for account in accounts:
         occurrence = account.status_task_id or f"at-{account.updated_at.isoformat()}"
