@@ -337,3 +337,20 @@ def test_rest_lists_alerts_and_queues_tests(tmp_path: Path) -> None:
         assert client.get("/api/v1/alerts", headers=viewer).status_code == 200
         assert client.post("/api/v1/alerts/test", json={"rule": "off"}, headers=viewer).status_code == 403
         assert client.get("/api/v1/alerts", headers={"Authorization": ""}).status_code == 401
+
+
+def test_the_readme_receiver_checks_signatures() -> None:
+    """The README's receiver snippet accepts what the controller signs and refuses the rest."""
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Alerts\n", 1)[1]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    code = "\n".join(line for line in code.splitlines() if not line.startswith("HTTPServer("))  # no listening
+    scope: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README)
+    secret, body = b"a-long-random-string-for-signatures", b'{"id":"d-1"}'
+    header = signature_header(secret, body)
+    assert scope["verified"](body, header)
+    assert not scope["verified"](body + b" ", header)
+    assert not scope["verified"](body, signature_header(secret, body, timestamp=1_000_000_000))
