@@ -101,7 +101,8 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.pruner = Pruner([idempotency.prune, file_store.prune_orphans])
         app.state.scheduler = scheduler
         holder = f"{mqtt.client_id}@{socket.gethostname()}"
-        app.state.alerts = AlertRunner(settings, sessions, holder) if settings.alert_rules else None
+        app.state.alerts = (AlertRunner(settings, sessions, holder, app.state.read_sessions)
+                            if settings.alert_rules else None)
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
                      signer.key_id, public_key_text(signer.public_key))

@@ -32,10 +32,12 @@ ALERTS = "alerts"  # the lease's name
 class AlertRunner:
     """Runs the alert loop in a daemon thread between `start` and `stop`."""
 
-    def __init__(self, settings: FleetSettings, sessions: sessionmaker[Session], holder: str) -> None:
+    def __init__(self, settings: FleetSettings, sessions: sessionmaker[Session], holder: str,
+                 read_sessions: sessionmaker[Session] | None = None) -> None:
         self._settings = settings
         self._rules: dict[str, AlertRule] = {rule.name: rule for rule in settings.alert_rules}
         self._sessions = sessions
+        self._read_sessions = read_sessions or sessions
         self._holder = holder
         self._lease_seconds = max(settings.sweep_lease, 3 * settings.alert_interval)
         self._inflight: set[asyncio.Task[None]] = set()
@@ -95,7 +97,7 @@ class AlertRunner:
     def _pass(self) -> list[outbox.Claimed]:
         """In a worker thread: renew the lease; if held, detect and claim due deliveries."""
         settings = self._settings
-        with self._sessions() as session:
+        with self._sessions() as session, self._read_sessions() as reader:
             won = lease.take(session, ALERTS, self._holder, self._lease_seconds)
             if won != self._held:
                 log.info("this controller (%s) %s the alert webhooks", self._holder, "sends" if won else "no longer sends")
@@ -103,7 +105,7 @@ class AlertRunner:
             if not won:
                 return []
             now = lease.database_now(session)
-            for event in detect(session, list(self._rules.values()), now):
+            for event in detect(session, list(self._rules.values()), now, reader):
                 log.info("alert %s (%s, rule %s): %s", event.id, event.kind, event.rule, event.summary)
                 hooks.publish(event)
             free = settings.alert_concurrency - len(self._inflight)
