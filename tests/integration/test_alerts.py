@@ -209,8 +209,10 @@ def test_hanging_receiver_slows_nothing(fleet: Fleet) -> None:
           f"measured within {measured_in:.1f} s of the hang")
     assert done["status"] == "succeeded"
     assert measured_in < TIMEOUT, "the measurement outlasted the hang; it proves nothing"
+    # Blocked behind the webhook, a request would wait seconds (the hang lasts TIMEOUT = 8 s);
+    # the slack absorbs the noise of a 2-core machine shared with other jobs (medians of 4–97 ms).
     for port, latency in during.items():
-        assert latency < 3 * before[port] + 0.05, (before, during)
+        assert latency < 3 * before[port] + 0.25, (before, during)
 
 
 def test_timed_out_task_raises_task_failed(fleet: Fleet) -> None:
@@ -253,6 +255,9 @@ def test_pending_delivery_survives_a_restart(fleet: Fleet) -> None:
         return [r for r in fleet.receiver.of("/down") if r.headers.get("x-fleet-delivery") == delivery]
 
     wait_for(attempts, 20, 0.05, "a first, failed attempt")
+    # Its outcome recorded (else the row stays claimed for FLEET_ALERT_TIMEOUT + 30 s after the kill).
+    wait_for(lambda: [x for x in _alerts(fleet.a, rule="down") if x["id"] == delivery and x["last_status"] == 503],
+             20, 0.05, "the failed attempt recorded")
     fleet.a.process.kill()
     fleet.b.process.kill()
     restarted_at = time.monotonic()
