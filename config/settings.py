@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 from typing_extensions import Annotated
 
+from config.settings_alerts import ALERT_SECRET_FIELDS, AlertSettings
 from config.settings_live import LiveSettings
 from config.settings_metrics import MetricsSettings
 from schemas.common import DEVICE_ID_PATTERN, GroupName
@@ -73,7 +74,7 @@ class SettingsError(ConfigError):
     """A setting is invalid; the message names it and says what is accepted."""
 
 
-class FleetSettings(MetricsSettings, LiveSettings, BaseSettings):
+class FleetSettings(AlertSettings, MetricsSettings, LiveSettings, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
@@ -327,7 +328,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     info = FleetSettings.model_fields.get(field)
     accepted = f" Accepted: {info.description}." if info is not None and info.description else ""
     given = error.get("input")
-    secret = field in ("mqtt_url", "admin_token", "api_token", "file_url_key", "task_signing_key")
+    secret = field in ("mqtt_url", "admin_token", "api_token", "file_url_key", "task_signing_key", *ALERT_SECRET_FIELDS)
     shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
     return f"{ENV_PREFIX}{field.upper()} ({field}): {error['msg']}{shown}.{accepted}"
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
 from controller import dashboard
+from controller.alerts.runner import AlertRunner
 from controller.api.docs import add_docs
 from controller.api.guard import API_PREFIX, RequestGuard
 from controller.api.routes import (
@@ -32,6 +33,7 @@ from controller.api.routes import (
     tasks,
     tokens,
 )
+from controller.api.routes import alerts as alert_routes
 from controller.api.routes.health import package_version
 from controller.api.routes.metrics import metrics_router
 from controller.api.security import Read, VerifiedTokens
@@ -121,6 +123,9 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.metrics = FleetMetrics(app.state.read_sessions, lambda: mqtt, settings.metrics_cache_seconds)
         mqtt.on_task_finished(app.state.metrics.observe)
         scheduler.finished_hooks.append(app.state.metrics.observe)
+        holder = f"{mqtt.client_id}@{socket.gethostname()}"
+        app.state.alerts = (AlertRunner(settings, sessions, holder, app.state.read_sessions)
+                            if settings.alert_rules else None)
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
                      signer.key_id, public_key_text(signer.public_key))
@@ -130,10 +135,14 @@ def create_app(settings: FleetSettings) -> FastAPI:
                 ensure_bootstrap(session, settings.admin_token.get_secret_value())
         mqtt.start()
         scheduler.start()
+        if app.state.alerts is not None:
+            app.state.alerts.start()
         try:
             yield
         finally:
             live.close()
+            if app.state.alerts is not None:
+                app.state.alerts.stop()
             scheduler.stop()
             mqtt.stop()
             engine.dispose()
@@ -153,6 +162,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(health.router)
     app.include_router(metrics_router(settings.metrics_public))
+    app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
     for module in (devices, accounts, tasks, broadcasts, files, stats):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(tokens.router, prefix=API_PREFIX)

@@ -111,7 +111,7 @@ class Task(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]  # of the current attempt
-    finished_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None] = mapped_column(index=True)  # index: migration 0012 (alerts)
     expires_at: Mapped[datetime | None]
     timeout: Mapped[float | None] = mapped_column(Float)
     dispatch_count: Mapped[int] = mapped_column(default=0)
@@ -289,3 +289,31 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime]
+
+
+class AlertDelivery(Base):
+    """An alert raised by a rule and its webhook delivery (the outbox: docs/architecture.md#alerts).
+    One row per (rule, subject, occurrence), whatever the number of controllers that saw the
+    condition; the row carries its attempts and when the next is due, so retries outlive a
+    restart. The rule's URL and secret are read from settings when sending, never stored."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        Index("uq_alert_deliveries_occurrence", "rule", "subject", "occurrence", unique=True),
+        Index("ix_alert_deliveries_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # also the X-Fleet-Delivery header
+    rule: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(200))
+    occurrence: Mapped[str] = mapped_column(String(200))  # which time the condition held (e.g. offline period)
+    summary: Mapped[str] = mapped_column(String(400))
+    payload: Mapped[dict[str, Any]]  # the AlertEvent body
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(String(400))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None]
