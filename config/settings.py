@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 from typing_extensions import Annotated
 
+from config.settings_live import LiveSettings
 from schemas.common import DEVICE_ID_PATTERN, GroupName
 from schemas.errors import ConfigError
 
@@ -71,7 +72,7 @@ class SettingsError(ConfigError):
     """A setting is invalid; the message names it and says what is accepted."""
 
 
-class FleetSettings(BaseSettings):
+class FleetSettings(LiveSettings, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",

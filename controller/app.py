@@ -16,12 +16,26 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
+from controller import dashboard
 from controller.api.docs import add_docs
 from controller.api.guard import API_PREFIX, RequestGuard
-from controller.api.routes import accounts, broadcasts, devices, files, health, identities, signatures, tasks, tokens
+from controller.api.routes import (
+    accounts,
+    broadcasts,
+    devices,
+    events,
+    files,
+    health,
+    identities,
+    signatures,
+    tasks,
+    tokens,
+)
 from controller.api.routes.health import package_version
 from controller.api.security import Read, VerifiedTokens
 from controller.db import create_db_engine, create_read_sessionmaker, create_sessionmaker, migrate, safe_url
+from controller.live import LiveBus
+from controller.live_feed import IngestFeed, watch_sessions
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
 from controller.services import file_store, idempotency
@@ -82,7 +96,9 @@ def create_app(settings: FleetSettings) -> FastAPI:
         engine = create_db_engine(settings.resolved_database_url)
         migrate(engine)
         sessions = create_sessionmaker(engine)
-        mqtt = ControllerMqtt(settings, sessions, signer)
+        live = LiveBus(settings.live_queue_size)  # the push stream's bus: docs/architecture.md#push-stream
+        watch_sessions(sessions, live)
+        mqtt = ControllerMqtt(settings, sessions, signer, committed=IngestFeed(sessions, live))
         scheduler = Scheduler(
             sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace,
             resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue, holder=f"{mqtt.client_id}@{socket.gethostname()}",
@@ -95,6 +111,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         app.state.api_write_gate = threading.Lock()  # see controller.api.deps.write_turn
         app.state.verified_tokens = VerifiedTokens()
         app.state.mqtt = mqtt
+        app.state.live = live
         app.state.file_url_key = _file_url_key(settings, sessions)
         app.state.pruner = Pruner([idempotency.prune, file_store.prune_orphans])
         app.state.scheduler = scheduler
@@ -110,6 +127,7 @@ def create_app(settings: FleetSettings) -> FastAPI:
         try:
             yield
         finally:
+            live.close()
             scheduler.stop()
             mqtt.stop()
             engine.dispose()
@@ -134,4 +152,6 @@ def create_app(settings: FleetSettings) -> FastAPI:
     app.include_router(identities.router, prefix=API_PREFIX)
     app.include_router(signatures.router, prefix=API_PREFIX)
     app.include_router(files.download_router, prefix=API_PREFIX)  # signed links, no token
+    app.include_router(events.router, prefix=API_PREFIX)  # read scope: a bearer token or the dashboard's cookie
+    dashboard.mount(app)  # the web dashboard at /
     return app

@@ -131,8 +131,12 @@ class IngestWriter:
         max_wait: float = MAX_WAIT,
         warn_at: int = WARN_AT,
         heartbeat_flush: float = HEARTBEAT_FLUSH,
+        committed: Callable[[list[object]], None] | None = None,
     ) -> None:
+        """`committed`, when given, is called (in the writer thread) with the payloads of each
+        batch once it was recorded: the live stream's feed (`controller.live_feed.IngestFeed`)."""
         self._sessions = sessions
+        self._committed = committed
         self._redispatch = redispatch
         self._max_batch, self._max_wait, self._warn_at = max_batch, max_wait, warn_at
         self._heartbeat_flush = heartbeat_flush
@@ -271,6 +275,8 @@ class IngestWriter:
         births = state.births + self._record_unborn(born)
         if births:
             self._follow_up(births)
+        if self._committed is not None:
+            self._committed([*(item.payload for item in batch), *held.values()])
 
     def _record_unborn(self, born: dict[str, Heartbeat]) -> list[str]:
         """Births of sessions heard only through their heartbeats (`controller.unborn`)."""

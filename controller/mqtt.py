@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -57,7 +57,11 @@ _PAYLOADS: dict[str, tuple[type[BaseModel], str]] = {
 class ControllerMqtt:
     """The controller's connection to the broker (persistent session, QoS 1 everywhere)."""
 
-    def __init__(self, settings: FleetSettings, sessions: sessionmaker[Session], signer: Signer | None = None) -> None:
+    def __init__(
+        self, settings: FleetSettings, sessions: sessionmaker[Session], signer: Signer | None = None,
+        committed: Callable[[list[object]], None] | None = None,
+    ) -> None:
+        """`committed`: called after each ingest batch was recorded (see `IngestWriter`)."""
         self._sessions = sessions
         self.max_payload_bytes = settings.max_payload_bytes
         self._throttle = DeviceThrottle(settings.device_message_rate, settings.device_message_burst)
@@ -99,7 +103,7 @@ class ControllerMqtt:
         self._link = LinkWatch()
         self._failures = ConnectFailureLog(addresses[0], settings.mqtt_ca_file, log)
         self._stopping = False
-        self._writer = IngestWriter(sessions, self._redispatch)
+        self._writer = IngestWriter(sessions, self._redispatch, committed=committed)
 
     # ---- lifecycle -------------------------------------------------------------------------
 

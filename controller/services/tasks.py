@@ -278,11 +278,21 @@ def list_tasks(
     status: TaskStatus | None = None,
     type: str | None = None,
     broadcast_id: str | None = None,
+    account: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Task], int]:
-    """A page of tasks, newest first, and the total number that match."""
+    """A page of tasks, newest first, and the total number that match (`created_after` and
+    `created_before` bound `created_at`: at or after, before)."""
     query = select(Task)
+    if account is not None:
+        query = query.where(Task.account == account)
+    if created_after is not None:
+        query = query.where(Task.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(Task.created_at < created_before)
     if device_id is not None:
         query = query.where(Task.device_id == device_id)
     if status is not None:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from controller.api.deps import PublisherDep, ReadSessionDep, SessionDep, write_turn
 from controller.api.idempotent import IdempotencyKeyHeader, prune_if_due, respond, ttl
 from controller.api.security import Operate
-from controller.services import idempotency, task_control, task_create
+from controller.services import idempotency, task_control, task_create, task_retry
 from controller.services import tasks as service
 from controller.services.publisher import Publisher
 from schemas.api import (
@@ -125,6 +125,21 @@ def cancel_task(session: SessionDep, publisher: PublisherDep, task_id: str) -> T
     """A task that has not started is canceled at once; a running one is told to stop and
     reports `canceled` itself."""
     return TaskOut.model_validate(task_control.cancel_task(session, task_id, publisher))
+
+
+@router.post(
+    "/{task_id}/retry",
+    dependencies=[Operate],
+    status_code=201,
+    summary="Run a finished task again, as a new task",
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody, "description": "the task has not finished"}},
+)
+def retry_task(request: Request, session: SessionDep, publisher: PublisherDep, task_id: str) -> TaskOut:
+    """A new task with the same type, params, device, account, timeout and retries as `task_id`
+    (which must have ended: succeeded, failed, rejected, timed out, canceled or expired); the
+    answer is the new task. An expiry is not copied."""
+    with write_turn(request, session):
+        return TaskOut.model_validate(task_retry.retry_task(session, task_id, publisher))
 
 
 @router.post(
