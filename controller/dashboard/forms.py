@@ -68,6 +68,11 @@ def translator(lang: str) -> Translate:
     return translations(lang).gettext
 
 
+def _plain(value: Any) -> Any:
+    """0.0 → 0: pydantic's limits of float fields, shown as a person writes them."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _message(error: Mapping[str, Any], field: str, _: Translate) -> str:
     kind = str(error.get("type", ""))
     context = dict(error.get("ctx") or {})
@@ -77,7 +82,7 @@ def _message(error: Mapping[str, Any], field: str, _: Translate) -> str:
     if template is None:
         return _("This value is not valid.")
     try:
-        return _(template) % {k: v for k, v in context.items()}
+        return _(template) % {k: _plain(v) for k, v in context.items()}
     except (KeyError, TypeError, ValueError):
         return _("This value is not valid.")
 
@@ -182,7 +187,7 @@ def upload_fields(form: Mapping[str, str], platform: str | None, _: Translate) -
     }
     when = parse_when(_text(form, "publish_at"), _, errors, "publish_at")
     if when is not None:
-        params["publish_at"] = when
+        params["publish_at"] = when.isoformat()  # params are JSON
     if not params["title"]:
         errors["title"] = _("Give the video a title.")
     if _text(form, "account") is None:

@@ -14,7 +14,7 @@ stored; the video and cover then stream into the file store (`controller.dashboa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -35,6 +35,7 @@ from schemas.api import AccountOut, TaskCreate
 from schemas.common import new_id
 
 router = APIRouter(include_in_schema=False)
+T = TypeVar("T")
 
 KINDS = ("login", "upload", "chat", "broadcast")
 DEVICE_CHOICES = 1000  # devices listed in the forms' pickers (any id can be typed)
@@ -104,12 +105,32 @@ def service_problem(exc: ServiceError, _: forms.Translate) -> dict[str, str]:
     return {forms.FORM: _("The controller refused it: %(reason)s") % {"reason": exc.detail}}
 
 
+def checked(session: Session, form: Mapping[str, str], build: Callable[[Mapping[str, str], str | None, forms.Translate], T],
+            _: forms.Translate) -> T:
+    """The form's task, or FormInvalid with every problem found: an unknown account or device,
+    and each field in the wrong form (not the platform an unknown account left empty)."""
+    try:
+        platform, unknown = account_platform(session, form, _), {}
+    except forms.FormInvalid as exc:
+        platform, unknown = None, exc.errors
+    try:
+        body = build(form, platform, _)
+    except forms.FormInvalid as exc:
+        problems = dict(exc.errors)
+        if "account" in unknown and not (form.get("platform") or "").strip():
+            problems.pop("platform", None)
+        raise forms.FormInvalid({**problems, **unknown}) from None
+    if unknown:
+        raise forms.FormInvalid(unknown)
+    return body
+
+
 def create_task(request: Request, session: Session, publisher: Publisher, form: Mapping[str, str],
                 build: Callable[[Mapping[str, str], str | None, forms.Translate], TaskCreate], kind: str) -> str:
     """Check the form, create its task (once per form_id); the new task's id, or FormInvalid."""
     _ = forms.translator(language_of(request))
     with write_turn(request, session):
-        body = build(form, account_platform(session, form, _), _)
+        body = checked(session, form, build, _)
         claim = idempotency.claim(f"dashboard /send/{kind}", form.get("form_id") or None, body)
         try:
             answer = task_create.create_task_once(session, body, publisher, claim, ttl(request))

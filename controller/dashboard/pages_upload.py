@@ -21,7 +21,7 @@ from controller.api.deps import PublisherDep, SessionDep, SettingsDep
 from controller.dashboard import forms
 from controller.dashboard.i18n import language_of
 from controller.dashboard.multipart_stream import FieldPart, FilePart, MultipartError, StreamingForm, drain
-from controller.dashboard.pages_send import account_platform, create_task, go, refused
+from controller.dashboard.pages_send import checked, create_task, go, refused
 from controller.dashboard.session import CSRF_FIELD, CSRF_HEADER, Viewer, csrf_value
 from controller.models import ApiToken, StoredFile
 from controller.services import files, tokens, uploads
@@ -50,8 +50,7 @@ def _same(sent: str | None, expected: str) -> bool:
 def _check_fields(request: Request, form: dict[str, str]) -> dict[str, Any]:
     _ = forms.translator(language_of(request))
     with request.app.state.read_sessions() as session:
-        platform = account_platform(session, form, _)
-    return forms.upload_fields(form, platform, _)
+        return checked(session, form, forms.upload_fields, _)
 
 
 def _forget(request: Request, settings: Any, stored: dict[str, StoredFile]) -> None:

@@ -101,6 +101,10 @@ def operator_page(fleet: Fleet, browser: Any) -> Iterator[Any]:
 
 
 def task_id_of(page: Any) -> str:
+    page.wait_for_load_state()
+    if "/tasks/" not in page.url:  # a refused form: say why
+        errors = page.locator(".field-error:not(:empty), .form-error, main").all_inner_texts() or page.content()[:2000]
+        raise AssertionError(f"the form was not accepted ({page.url}): {errors}")
     page.wait_for_url(re.compile(r".*/tasks/[^/]+$"))
     return page.url.rsplit("/", 1)[1]
 
@@ -125,7 +129,7 @@ def _qr_shown(page: Any) -> bytes:
     expect(image).to_be_visible()
     wait_for(lambda: page.evaluate("img => img.complete && img.naturalWidth > 0", image.element_handle()), 15,
              what="the QR image loaded")
-    answer = page.request.get(image.get_attribute("src"))
+    answer = page.request.get(page.evaluate("img => img.src", image.element_handle()))
     assert answer.status == 200 and answer.headers["content-type"] == "image/png"
     return answer.body()
 
@@ -263,7 +267,7 @@ def test_a_read_scope_token_sees_no_forms_and_its_posts_are_refused(fleet: Fleet
         page.context.close()
     client = fleet.dash.http("read")
     csrf = client.cookies["fleet_csrf"]
-    with client:
+    try:
         for path, data in [("/send/chat", {"account": "alice", "to": "carol", "message": "hi"}),
                            ("/send/login", {"account": "alice"}), ("/send/broadcast", {"type": "ping"}),
                            ("/accounts/bind", {"name": "x", "platform": "reference", "device_id": "pc-web"}),
@@ -273,4 +277,6 @@ def test_a_read_scope_token_sees_no_forms_and_its_posts_are_refused(fleet: Fleet
         upload = client.post("/send/upload", data={"csrf_token": csrf, "account": "alice", "title": "t"},
                              files={"video": ("v.mp4", b"x" * 1000, "video/mp4")})
         assert upload.status_code == 403
+    finally:
+        client.close()
     assert fleet.controller.api.get("/api/v1/accounts/alice").status_code == 200  # nothing was forgotten
