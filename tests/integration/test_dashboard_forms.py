@@ -28,7 +28,7 @@ import pytest
 import segno
 from playwright.sync_api import expect
 
-from tests.dashboard_kit import CHROMIUM, DashboardFleet, running_fleet, screenshot
+from tests.dashboard_kit import CHROMIUM, SCREENSHOTS, DashboardFleet, running_fleet, screenshot
 from tests.harness import Controller, Process, wait_for
 from tests.integration.test_reference_site import encodes, png_pixels, qr_modules
 from tests.ports import free_port, port_open
@@ -100,6 +100,14 @@ def operator_page(fleet: Fleet, browser: Any) -> Iterator[Any]:
     page.context.close()
 
 
+def panel_screenshot(page: Any, name: str) -> None:
+    """The QR panel as the operator sees it: the window scrolled to it (the page below it, the
+    timeline, can be long)."""
+    page.locator("#login-panel").scroll_into_view_if_needed()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
 def task_id_of(page: Any) -> str:
     page.wait_for_load_state()
     if "/tasks/" not in page.url:  # a refused form: say why
@@ -125,11 +133,11 @@ def test_chat_sent_from_the_form_ends_succeeded_on_screen(fleet: Fleet, alice: s
 
 def _qr_shown(page: Any) -> bytes:
     """The QR picture the panel shows, as the browser fetched it."""
-    image = page.locator("#login-qr")
-    expect(image).to_be_visible()
-    wait_for(lambda: page.evaluate("img => img.complete && img.naturalWidth > 0", image.element_handle()), 15,
-             what="the QR image loaded")
-    answer = page.request.get(page.evaluate("img => img.src", image.element_handle()))
+    expect(page.locator("#login-qr")).to_be_visible()
+    # By selector each time: the live part of the page may be swapped in anew meanwhile.
+    page.wait_for_function("() => { const i = document.querySelector('#login-qr');"
+                           " return i !== null && i.complete && i.naturalWidth > 0; }")
+    answer = page.request.get(page.eval_on_selector("#login-qr", "img => img.src"))
     assert answer.status == 200 and answer.headers["content-type"] == "image/png"
     return answer.body()
 
@@ -157,13 +165,13 @@ def test_qr_panel_shows_the_code_and_its_field_completes_a_qr_sms_login(fleet: F
     token = parse_qs(urlsplit(scan_url).query)["token"][0]
     # The picture on screen is a QR code of the site's own scan link for this login.
     assert encodes(qr_modules(png_pixels(picture)), f"{fleet.site_url}/_phone/scan?token={token}")
-    screenshot(page, "dashboard-qr-panel-en")
+    panel_screenshot(page, "dashboard-qr-panel-en")
     chinese = fleet.dash.sign_in(browser, "operate", locale="zh_CN")
     try:
         chinese.goto(f"{fleet.dash.url}/tasks/{task_id}")
         expect(chinese.locator("#login-panel h2")).to_have_text("扫描二维码")
         expect(chinese.locator("#login-qr")).to_be_visible()
-        screenshot(chinese, "dashboard-qr-panel-zh_CN")
+        panel_screenshot(chinese, "dashboard-qr-panel-zh_CN")
     finally:
         chinese.context.close()
 
@@ -172,6 +180,7 @@ def test_qr_panel_shows_the_code_and_its_field_completes_a_qr_sms_login(fleet: F
     assert re.findall(r'name="account" value="([^"]*)"', phone.text) == [html.escape(account)]
     assert fleet.site.post("/_phone/approve", data={"token": token, "account": account}).status_code == 200
     expect(page.locator("#login-code")).to_be_visible()
+    panel_screenshot(page, "dashboard-sms-code-en")
     code = fleet.site.get("/_phone/sms", params={"account": account}).json()["code"]
     wrong = "000000" if code != "000000" else "111111"
     page.fill("#login-code", wrong)
@@ -280,3 +289,38 @@ def test_a_read_scope_token_sees_no_forms_and_its_posts_are_refused(fleet: Fleet
     finally:
         client.close()
     assert fleet.controller.api.get("/api/v1/accounts/alice").status_code == 200  # nothing was forgotten
+
+
+def test_broadcast_form_explains_bad_json_then_sends(fleet: Fleet, operator_page: Any) -> None:
+    page = operator_page
+    page.goto(f"{fleet.dash.url}/send?kind=broadcast")
+    page.select_option("#broadcast-type", "echo")
+    page.fill("#broadcast-params", '{"message": ')
+    page.click("#send-broadcast-submit")
+    expect(page.locator("#broadcast-params-error")).to_contain_text("JSON")
+    expect(page.locator("#broadcast-type")).to_have_value("echo")
+    message = f"to every device {os.urandom(3).hex()}"
+    page.fill("#broadcast-params", f'{{"message": "{message}"}}')
+    page.click("#send-broadcast-submit")
+    page.wait_for_url(re.compile(r".*/broadcasts/[^/]+$"))
+    runs = page.locator("#broadcast-runs a")
+    expect(runs).to_have_count(1)
+    run = fleet.controller.wait_task(runs.inner_text(), timeout=30)
+    assert run["status"] == "succeeded" and run["result"]["message"] == message, run
+
+
+def test_an_upload_without_the_forms_csrf_value_stores_nothing(fleet: Fleet) -> None:
+    files_before = len(fleet.controller.api.get("/api/v1/files").json())
+    client = fleet.dash.http("operate")
+    try:
+        refused = client.post("/send/upload", data={"account": "alice", "title": "t"},
+                              files={"video": ("v.mp4", os.urandom(200_000), "video/mp4")})
+        assert refused.status_code == 403 and "CSRF" in refused.text
+        # With the value it gets as far as the form's own checks (no such account): shown, not stored.
+        unknown = client.post("/send/upload", data={"csrf_token": client.cookies["fleet_csrf"], "account": "nobody",
+                                                    "title": "t"},
+                              files={"video": ("v.mp4", os.urandom(200_000), "video/mp4")})
+        assert unknown.status_code == 422 and 'id="upload-account-error"' in unknown.text
+    finally:
+        client.close()
+    assert len(fleet.controller.api.get("/api/v1/files").json()) == files_before
