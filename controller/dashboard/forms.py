@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from controller.dashboard.i18n import N_, translations
 from schemas.api import AccountCreate, AccountUpdate, BroadcastCreate, TaskCreate
 from schemas.common import new_id
+from schemas.errors import ControllerError
 from schemas.tasks import BUILTIN_PARAMS, CONTROL_TYPES, ChatParams, LoginParams, UploadParams
 
 FORM = "_form"  # the key of an error about the whole form
@@ -56,7 +57,7 @@ _PATTERN_HINTS: dict[str, str] = {
 }
 
 
-class FormInvalid(Exception):
+class FormInvalid(ControllerError):
     """Fields of a form that cannot be accepted: `errors` maps field → translated message."""
 
     def __init__(self, errors: dict[str, str]) -> None:
@@ -145,6 +146,7 @@ def _task(form: Mapping[str, str], task_type: str, params: dict[str, Any], param
     """The TaskCreate for a browser task (it acts for an account), or FormInvalid."""
     if _text(form, "account") is None:
         errors.setdefault("account", _("Choose the account the task acts for."))
+    params = {k: v for k, v in params.items() if v is not None}  # left out: "required", not "not text"
     _validated(params_model, params, param_fields, _, errors)
     body = {"id": _text(form, "form_id") or new_id(), "type": task_type, "account": _text(form, "account"),
             "device_id": _text(form, "device_id"), "params": params}

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import python_multipart
 from python_multipart.multipart import parse_options_header
 
+from schemas.errors import ControllerError
 
-class MultipartError(ValueError):
+
+class MultipartError(ControllerError):
     """The request body is not a readable multipart form; the message says why."""
 
 
@@ -68,6 +70,7 @@ class StreamingForm:
         self._fields_left = max_fields
         self._max_field_bytes = max_field_bytes
         self._finished = False
+        self._complete = False  # the closing boundary was read
         self._parser = python_multipart.MultipartParser(boundary, {
             "on_part_begin": self._headers.clear,
             "on_header_field": lambda data, start, end: self._add_header_bytes(data[start:end], True),
@@ -76,8 +79,12 @@ class StreamingForm:
             "on_headers_finished": lambda: self._events.append((_BEGIN, list(self._headers))),
             "on_part_data": lambda data, start, end: self._events.append((_DATA, bytes(data[start:end]))),
             "on_part_end": lambda: self._events.append((_END, None)),
-            "on_end": lambda: self._events.append((_DONE, None)),
+            "on_end": self._end,
         })
+
+    def _end(self) -> None:
+        self._complete = True
+        self._events.append((_DONE, None))
 
     def _add_header_bytes(self, data: bytes, name: bool) -> None:
         if len(self._header_name) + len(self._header_value) + len(data) > 8192:
@@ -102,7 +109,9 @@ class StreamingForm:
                 try:
                     self._parser.finalize()
                 except python_multipart.exceptions.FormParserError:
-                    raise MultipartError("the form ended in the middle of a part; send it again") from None
+                    self._complete = False
+                if not self._complete:  # a file cut short must not be stored as if whole
+                    raise MultipartError("the form ended in the middle of a part; send it again")
                 continue
             try:
                 self._parser.write(chunk)

@@ -116,8 +116,7 @@ async def _read(request: Request, reader: _Reader, settings: Any) -> None:
     except MultipartError:
         reader.errors[forms.FORM] = reader._("The form arrived incomplete or damaged; send it again.")
     finally:
-        if reader.errors:
-            await drain(form)
+        await drain(form)  # whatever was refused: answer once the browser has sent it all
 
 
 def _task_params(request: Request, reader: _Reader) -> dict[str, Any]:
