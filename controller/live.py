@@ -66,6 +66,14 @@ class Subscription:
         except asyncio.QueueFull:
             self.dropped += 1
 
+    def close(self) -> None:
+        """End this subscription: `next` answers None once the queued events were read."""
+        self.closed = True
+        try:
+            self.queue.put_nowait(_CLOSE)
+        except asyncio.QueueFull:
+            pass  # the reader is busy with a full queue: it finds `closed` once that is read
+
     async def next(self) -> LiveEvent | None:
         """The next event: what was queued, then a `dropped` notice if any were left out; None
         once the bus closed."""
@@ -137,11 +145,7 @@ class LiveBus:
         with self._lock:
             subscribers, self._subscribers = list(self._subscribers), set()
         for subscription in subscribers:
-            subscription.closed = True
-            try:
-                subscription.queue.put_nowait(_CLOSE)
-            except asyncio.QueueFull:
-                pass
+            subscription.close()
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.util import identity_key
 
 from controller.ingest import Acked
 from controller.live import LiveBus
@@ -59,7 +60,8 @@ def _noted(session: Session) -> list[LiveEvent]:
         ):
             found.append(PresenceChange(device_id=obj.id, status=obj.status))
         elif isinstance(obj, TaskEventRecord) and obj in session.new:
-            task = obj.__dict__.get("task")  # never a lazy load in the middle of a flush
+            # never a lazy load in the middle of a flush: the task as the session holds it
+            task = obj.__dict__.get("task") or session.identity_map.get(identity_key(Task, obj.task_id))
             device_id = task.device_id if task is not None else ""
             found.append(TaskEventNotice(task_id=obj.task_id, device_id=device_id, event=EventKind(obj.event),
                                          attempt=obj.attempt, seq=obj.seq, progress=obj.progress,

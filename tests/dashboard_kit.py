@@ -80,14 +80,17 @@ class DashboardFleet:
 
 
 @contextlib.contextmanager
-def running_fleet(work: Path, device_ids: tuple[str, ...] = ("pc-01",), broker_kind: str = "mosquitto") -> Iterator[DashboardFleet]:
-    """Broker, controller and devices (all online when this yields); killed on exit."""
+def running_fleet(
+    work: Path, device_ids: tuple[str, ...] = ("pc-01",), broker_kind: str = "mosquitto", **controller_settings: Any
+) -> Iterator[DashboardFleet]:
+    """Broker, controller (with `controller_settings` as FLEET_* values) and devices, all online
+    when this yields; killed on exit."""
     processes: list[Process] = []
     try:
         broker = Broker(broker_kind, work)
         processes.append(broker.process)
         broker.start()
-        controller = Controller(broker, work, keepalive="5")
+        controller = Controller(broker, work, keepalive="5", **controller_settings)
         processes.append(controller.process)
         controller.start()
         fleet = DashboardFleet(broker, controller, work, processes=processes)
@@ -121,4 +124,5 @@ def screenshot(page: Any, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000, f"{path} is too small to show a page"
     return path

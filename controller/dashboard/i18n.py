@@ -16,7 +16,6 @@ import functools
 import gettext
 from pathlib import Path
 
-from babel import Locale, UnknownLocaleError
 from babel.core import negotiate_locale
 from babel.messages.pofile import read_po
 from starlette.requests import Request
@@ -108,11 +107,8 @@ def language_of(request: Request) -> str:
 
 
 def html_lang(lang: str) -> str:
-    """The value of <html lang=…> for a language code."""
-    try:
-        return str(Locale.parse(lang)).replace("_", "-")
-    except (ValueError, UnknownLocaleError):
-        return "en"
+    """The value of <html lang=…> for a language code (a BCP 47 tag)."""
+    return {"zh_CN": "zh-CN"}.get(lang, "en")
 
 
 def translate(lang: str, message: str) -> str:

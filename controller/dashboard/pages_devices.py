@@ -16,20 +16,27 @@ from controller.dashboard.session import Viewer
 from controller.services import accounts as account_service
 from controller.services import devices as device_service
 from controller.services import tasks as task_service
+from controller.services.errors import InvalidRequestError
 from schemas.api import AccountOut, ConnectionOut, DeviceOut, TaskOut
 
 router = APIRouter(include_in_schema=False)
 
 PAGE = 100
-StatusFilter = Annotated[Literal["online", "offline"] | None, Query()]
+StatusFilter = Annotated[str, Query(max_length=20)]
 Search = Annotated[str | None, Query(max_length=200)]
 Offset = Annotated[int, Query(ge=0, le=2**31)]
 
 
-def _rows(session: Session, status: str | None, q: str | None, offset: int) -> dict[str, Any]:
-    items, total = device_service.list_devices(
-        session, status=status, q=q or None, limit=PAGE, offset=offset  # type: ignore[arg-type]
-    )
+def _presence(value: str) -> Literal["online", "offline"] | None:
+    if value in ("online", "offline"):
+        return value  # type: ignore[return-value]
+    if value:
+        raise InvalidRequestError(f"status {value!r} is not a device status; use online or offline")
+    return None
+
+
+def _rows(session: Session, status: str, q: str | None, offset: int) -> dict[str, Any]:
+    items, total = device_service.list_devices(session, status=_presence(status), q=q or None, limit=PAGE, offset=offset)
     by_device: dict[str, list[str]] = defaultdict(list)
     for account in account_service.list_accounts(session):
         by_device[account.device_id].append(account.name)
@@ -47,7 +54,7 @@ def _rows(session: Session, status: str | None, q: str | None, offset: int) -> d
 @router.get("/devices", response_class=HTMLResponse)
 def devices_page(
     request: Request, _token: Viewer, session: ReadSessionDep,
-    status: StatusFilter = None, q: Search = None, offset: Offset = 0,
+    status: StatusFilter = "", q: Search = None, offset: Offset = 0,
 ) -> HTMLResponse:
     return render(request, "devices.html", _rows(session, status, q, offset))
 
@@ -55,7 +62,7 @@ def devices_page(
 @router.get("/devices/rows", response_class=HTMLResponse)
 def device_rows(
     request: Request, _token: Viewer, session: ReadSessionDep,
-    status: StatusFilter = None, q: Search = None, offset: Offset = 0,
+    status: StatusFilter = "", q: Search = None, offset: Offset = 0,
 ) -> HTMLResponse:
     """The table body alone, fetched again by htmx when a presence event arrives."""
     return render(request, "_device_rows.html", _rows(session, status, q, offset))

@@ -11,9 +11,11 @@ controller it is connected to recorded (docs/architecture.md#push-stream).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, HTTPException, Query, Request
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
@@ -24,6 +26,7 @@ from controller.services import tokens
 from schemas.live import LIVE_KINDS, Hello
 
 router = APIRouter(prefix="/events", tags=["events"])
+SHUTDOWN_GRACE = 2.0  # seconds an open stream has to end by itself when the controller stops
 _bearer_read = require("read")
 
 Csv = Annotated[list[str] | None, Query(max_length=2000)]
@@ -75,7 +78,14 @@ async def stream(
     subscription = bus.subscribe(chosen)
     hello = Hello(controller=str(getattr(request.app.state.mqtt, "client_id", "")))
 
+    shutdown = anyio.Event()  # set by sse-starlette when the server begins to stop
+
+    async def close_on_shutdown() -> None:
+        await shutdown.wait()
+        subscription.close()  # the stream then ends like any other, its response complete
+
     async def events() -> AsyncIterator[ServerSentEvent]:
+        watcher = asyncio.ensure_future(close_on_shutdown())
         try:
             yield ServerSentEvent(data=hello.model_dump_json(), event=hello.kind)
             while True:
@@ -84,9 +94,12 @@ async def stream(
                     return
                 yield ServerSentEvent(data=event.model_dump_json(), event=event.kind)
         finally:
+            watcher.cancel()
             bus.unsubscribe(subscription)
 
     ping = float(request.app.state.settings.live_ping_interval)
-    return EventSourceResponse(events(), ping=int(max(1, ping)), headers={"Cache-Control": "no-store",
-                                                                          "X-Accel-Buffering": "no"})
+    return EventSourceResponse(
+        events(), ping=int(max(1, ping)), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        shutdown_event=shutdown, shutdown_grace_period=SHUTDOWN_GRACE,
+    )
 
