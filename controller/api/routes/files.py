@@ -7,14 +7,13 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from config.settings import FleetSettings
 from controller.api.deps import ReadSessionDep, SessionDep, SettingsDep
 from controller.api.security import Operate
 from controller.models import StoredFile
-from controller.services import file_store
+from controller.services import file_store, uploads
 from controller.services import files as service
 from controller.services.errors import NotFoundError
 from schemas.api import ErrorBody, FileOut
@@ -82,20 +81,9 @@ async def upload_file(
 ) -> FileOut:
     """Streamed to disk (or the database) while its sha256 is computed. Put the answer's `url`,
     `size` and `sha256` into an upload task's params."""
-    sessions = request.app.state.sessions
-    if settings.file_store == "database":
-        saved = await file_store.save_stream(request.stream(), sessions, settings.max_upload_bytes)
-    else:
-        saved = await service.save_stream(request.stream(), settings.data_dir / "files", settings.max_upload_bytes)
     content_type = request.headers.get("content-type") or "application/octet-stream"
-
-    def record() -> StoredFile:
-        with sessions() as session:
-            if settings.file_store == "database":
-                file_store.check_whole(session, saved)
-            return service.record(session, saved, name, content_type[:200], settings.file_store)
-
-    return _out(request, await run_in_threadpool(record), settings)
+    stored = await uploads.store_upload(request.stream(), request.app.state.sessions, settings, name, content_type)
+    return _out(request, stored, settings)
 
 
 @router.get("", summary="List files")
