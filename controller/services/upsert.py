@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,8 +26,8 @@ def insert_ignore(session: Session, model: type[Base], rows: Mapping[str, Any] |
     The count comes from RETURNING, not the cursor's rowcount: psycopg reports -1 for these
     statements, which made every device look already known on PostgreSQL."""
     dialect = session.get_bind().dialect.name
-    statement = (postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)).on_conflict_do_nothing()
-    statement = statement.returning(*model.__table__.primary_key.columns)
+    insert = postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
+    statement = insert.on_conflict_do_nothing().returning(*inspect(model).primary_key)
     session.flush()  # pending ORM rows first, as session.execute would
     if isinstance(rows, Mapping):
         return len(session.connection().execute(statement, dict(rows)).all())
