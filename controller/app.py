@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
 from controller import dashboard
+from controller.alerts import hooks as alert_hooks
 from controller.alerts.runner import AlertRunner
 from controller.api.docs import add_docs
 from controller.api.guard import API_PREFIX, RequestGuard
@@ -126,6 +127,8 @@ def create_app(settings: FleetSettings) -> FastAPI:
         holder = f"{mqtt.client_id}@{socket.gethostname()}"
         app.state.alerts = (AlertRunner(settings, sessions, holder, app.state.read_sessions)
                             if settings.alert_rules else None)
+        if app.state.alerts is not None:
+            app.state.alerts.listeners.append(lambda event: live.publish([alert_hooks.to_live(event)]))
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
                      signer.key_id, public_key_text(signer.public_key))

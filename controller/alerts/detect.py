@@ -55,14 +55,19 @@ def _not_recorded(rule: str, subject: Any, occurrence: Any) -> Any:
 
 def device_offline(session: Session, rule: DeviceOfflineRule, now: datetime) -> list[Found]:
     """Offline devices whose latest connection row (their going offline) is older than the rule's minutes."""
-    latest = (select(func.max(DeviceConnection.id)).where(DeviceConnection.device_id == Device.id)
-              .correlate(Device).scalar_subquery())
+    # The latest connection row of each offline device first (a subquery per device, through the
+    # device_id index), then a join by primary key. With the max() in the join condition, a
+    # PostgreSQL that had ANALYZEd the tables ran it per connection row: 21 s for 10,000 devices.
+    latest = (select(Device.id.label("device_id"), Device.name.label("name"),
+                     select(func.max(DeviceConnection.id)).where(DeviceConnection.device_id == Device.id)
+                     .correlate(Device).scalar_subquery().label("last_id"))
+              .where(Device.status == "offline").subquery())
     cutoff = now - timedelta(minutes=rule.minutes)
     rows = session.execute(
-        select(Device.id, Device.name, DeviceConnection.id, DeviceConnection.at, DeviceConnection.reason)
-        .join(DeviceConnection, DeviceConnection.id == latest)
-        .where(Device.status == "offline", DeviceConnection.state == "offline", DeviceConnection.at <= cutoff,
-               _not_recorded(rule.name, Device.id, cast(DeviceConnection.id, String)))
+        select(latest.c.device_id, latest.c.name, DeviceConnection.id, DeviceConnection.at, DeviceConnection.reason)
+        .join(DeviceConnection, DeviceConnection.id == latest.c.last_id)
+        .where(DeviceConnection.state == "offline", DeviceConnection.at <= cutoff,
+               _not_recorded(rule.name, latest.c.device_id, cast(DeviceConnection.id, String)))
         .order_by(DeviceConnection.id).limit(BATCH)
     ).all()
     return [

@@ -35,6 +35,7 @@ class AlertRunner:
     def __init__(self, settings: FleetSettings, sessions: sessionmaker[Session], holder: str,
                  read_sessions: sessionmaker[Session] | None = None) -> None:
         self._settings = settings
+        self.listeners: list[hooks.Listener] = []  # told of each alert raised, after its commit
         self._rules: dict[str, AlertRule] = {rule.name: rule for rule in settings.alert_rules}
         self._sessions = sessions
         self._read_sessions = read_sessions or sessions
@@ -107,7 +108,7 @@ class AlertRunner:
             now = lease.database_now(session)
             for event in detect(session, list(self._rules.values()), now, reader):
                 log.info("alert %s (%s, rule %s): %s", event.id, event.kind, event.rule, event.summary)
-                hooks.publish(event)
+                hooks.publish(self.listeners, event)
             free = settings.alert_concurrency - len(self._inflight)
             return outbox.claim_due(session, now, free, settings.alert_timeout + outbox.CLAIM_MARGIN)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -20,13 +21,16 @@ from controller.models import Base
 def insert_ignore(session: Session, model: type[Base], rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
     """Insert `rows` (one mapping, or many as an executemany) in the caller's transaction,
     skipping each that collides with a row already there (or one another transaction is
-    inserting: PostgreSQL waits for it to end). Returns how many were inserted (for one row:
-    1 or 0; for many the driver's count, which may be -1 when unknown)."""
+    inserting: PostgreSQL waits for it to end). Returns how many were inserted.
+
+    The count comes from RETURNING, not the cursor's rowcount: psycopg reports -1 for these
+    statements, which made every device look already known on PostgreSQL."""
     dialect = session.get_bind().dialect.name
-    statement = (postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)).on_conflict_do_nothing()
+    insert = postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
+    statement = insert.on_conflict_do_nothing().returning(*inspect(model).primary_key)
     session.flush()  # pending ORM rows first, as session.execute would
     if isinstance(rows, Mapping):
-        return session.connection().execute(statement, dict(rows)).rowcount
+        return len(session.connection().execute(statement, dict(rows)).all())
     if not rows:
         return 0
-    return session.connection().execute(statement, [dict(row) for row in rows]).rowcount
+    return len(session.connection().execute(statement, [dict(row) for row in rows]).all())

@@ -231,17 +231,15 @@ def test_an_account_whose_login_lapses_raises_login_expired(sessions: sessionmak
 
 def test_listeners_hear_of_raised_alerts(sessions: sessionmaker[Session]) -> None:
     heard: list[AlertEvent] = []
-    hooks.listeners.append(heard.append)
-    hooks.listeners.append(lambda _event: 1 / 0)  # a broken listener stops nothing
-    try:
-        go_online(sessions, "pc-05", "boot-5")
-        with sessions() as session:
-            devices.apply_status(session, "pc-05", will("pc-05", "boot-5"))
-        for event in _detect(sessions, 2):
-            hooks.publish(event)
-    finally:
-        del hooks.listeners[-2:]
+    listeners: list[hooks.Listener] = [heard.append, lambda _event: 1 / 0]  # a broken listener stops nothing
+    go_online(sessions, "pc-05", "boot-5")
+    with sessions() as session:
+        devices.apply_status(session, "pc-05", will("pc-05", "boot-5"))
+    for event in _detect(sessions, 2):
+        hooks.publish(listeners, event)
     assert [e.subject for e in heard] == ["pc-05"]
+    notice = hooks.to_live(heard[0])
+    assert notice.kind == "alert" and notice.rule == "device_offline" and notice.device_id == "pc-05"
 
 
 # ---- outcomes ---------------------------------------------------------------------------

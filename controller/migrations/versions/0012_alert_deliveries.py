@@ -1,5 +1,6 @@
 """Alert webhooks (docs/architecture.md#alerts): the `alert_deliveries` outbox, one row per
-(rule, subject, occurrence), and an index on `tasks.finished_at` for the task_failed rule.
+(rule, subject, occurrence); indexes on `tasks.finished_at` (task_failed) and
+`device_connections (device_id, id)` (a device's latest connection, for device_offline).
 
 Revision ID: 0012
 Revises: 0010 (the merger chains it after 0011)
@@ -41,9 +42,11 @@ def upgrade() -> None:
     op.create_index("ix_alert_deliveries_due", "alert_deliveries", ["state", "next_attempt_at"], unique=False)
     op.create_index("ix_alert_deliveries_created_at", "alert_deliveries", ["created_at"], unique=False)
     op.create_index("ix_tasks_finished_at", "tasks", ["finished_at"], unique=False)
+    op.create_index("ix_device_connections_device_latest", "device_connections", ["device_id", "id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_device_connections_device_latest", table_name="device_connections")
     op.drop_index("ix_tasks_finished_at", table_name="tasks")
     op.drop_index("ix_alert_deliveries_created_at", table_name="alert_deliveries")
     op.drop_index("ix_alert_deliveries_due", table_name="alert_deliveries")
