@@ -117,3 +117,11 @@ def test_rest_retry_makes_a_new_task_and_refuses_an_unfinished_one(client: TestC
     refused = client.post(f"/api/v1/tasks/{body['id']}/retry")
     assert refused.status_code == 409 and "still queued" in refused.json()["detail"]
     assert client.post("/api/v1/tasks/nope/retry").status_code == 404
+
+
+def test_the_timeline_cuts_long_detail_values() -> None:
+    from controller.dashboard.render import _brief
+
+    shown = _brief({"waiting_for": "scan", "qr_png": "iVBOR" + "A" * 5000, "step": 2})
+    assert '"waiting_for": "scan"' in shown and '"step": 2' in shown
+    assert "(5005 chars)" in shown and len(shown) < 200
