@@ -7,12 +7,14 @@ import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
@@ -50,7 +52,7 @@ from controller.services.errors import ServiceError
 from controller.services.idempotency import Pruner
 from controller.services.tokens import ensure_bootstrap
 from controller.signing_key import load_signer
-from schemas.signing import public_key_text
+from schemas.signing import Signer, public_key_text
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,72 @@ def _file_url_key(settings: FleetSettings, sessions: sessionmaker[Session]) -> b
     return file_service.url_key(None, settings.data_dir)
 
 
+@dataclass
+class _Running:
+    """What the lifespan starts, and stops in the reverse order."""
+
+    live: LiveBus
+    mqtt: ControllerMqtt
+    scheduler: Scheduler
+    alerts: AlertRunner | None
+
+    def start(self) -> None:
+        self.mqtt.start()
+        self.scheduler.start()
+        if self.alerts is not None:
+            self.alerts.start()
+
+    def stop(self) -> None:
+        self.live.close()
+        if self.alerts is not None:
+            self.alerts.stop()
+        self.scheduler.stop()
+        self.mqtt.stop()
+
+
+def _build(app: FastAPI, settings: FleetSettings, signer: Signer | None, engine: Engine) -> _Running:
+    """The controller's parts, kept on `app.state` for the routes; nothing started yet."""
+    sessions = create_sessionmaker(engine)
+    live = LiveBus(settings.live_queue_size)  # the push stream's bus: docs/architecture.md#push-stream
+    watch_sessions(sessions, live)
+    mqtt = ControllerMqtt(settings, sessions, signer, committed=IngestFeed(sessions, live))
+    holder = f"{mqtt.client_id}@{socket.gethostname()}"
+    scheduler = Scheduler(
+        sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace,
+        resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue, holder=holder,
+        lease_seconds=settings.sweep_lease, connected=lambda: mqtt.connected, unacked_grace=settings.unacked_grace,
+    )
+    state = app.state
+    state.settings, state.engine, state.sessions = settings, engine, sessions
+    state.read_sessions = create_read_sessionmaker(sessions)
+    state.api_write_gate = threading.Lock()  # see controller.api.deps.write_turn
+    state.verified_tokens = VerifiedTokens()
+    state.mqtt, state.live, state.scheduler = mqtt, live, scheduler
+    state.file_url_key = _file_url_key(settings, sessions)
+    state.pruner = Pruner([idempotency.prune, file_store.prune_orphans])
+    state.metrics = FleetMetrics(state.read_sessions, lambda: mqtt, settings.metrics_cache_seconds)
+    mqtt.on_task_finished(state.metrics.observe)
+    scheduler.finished_hooks.append(state.metrics.observe)
+    state.alerts = AlertRunner(settings, sessions, holder, state.read_sessions) if settings.alert_rules else None
+    if state.alerts is not None:
+        state.alerts.listeners.append(lambda event: live.publish([alert_hooks.to_live(event)]))
+    return _Running(live, mqtt, scheduler, state.alerts)
+
+
+def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
+    app.include_router(health.router)
+    app.include_router(metrics_router(settings.metrics_public))
+    app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
+    for module in (devices, accounts, tasks, broadcasts, files, stats):
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
+    app.include_router(tokens.router, prefix=API_PREFIX)
+    app.include_router(identities.router, prefix=API_PREFIX)
+    app.include_router(signatures.router, prefix=API_PREFIX)
+    app.include_router(files.download_router, prefix=API_PREFIX)  # signed links, no token
+    app.include_router(events.router, prefix=API_PREFIX)  # read scope: a bearer token or the dashboard's cookie
+    dashboard.mount(app)  # the web dashboard at /
+
+
 def create_app(settings: FleetSettings) -> FastAPI:
     """The controller app. Its lifespan opens the database (creating missing tables) and
     starts the MQTT client, which keeps retrying while the broker is down."""
@@ -101,53 +169,19 @@ def create_app(settings: FleetSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_db_engine(settings.resolved_database_url)
         migrate(engine)
-        sessions = create_sessionmaker(engine)
-        live = LiveBus(settings.live_queue_size)  # the push stream's bus: docs/architecture.md#push-stream
-        watch_sessions(sessions, live)
-        mqtt = ControllerMqtt(settings, sessions, signer, committed=IngestFeed(sessions, live))
-        scheduler = Scheduler(
-            sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace,
-            resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue, holder=f"{mqtt.client_id}@{socket.gethostname()}",
-            lease_seconds=settings.sweep_lease, connected=lambda: mqtt.connected, unacked_grace=settings.unacked_grace,
-        )
-        app.state.settings = settings
-        app.state.engine = engine
-        app.state.sessions = sessions
-        app.state.read_sessions = create_read_sessionmaker(sessions)
-        app.state.api_write_gate = threading.Lock()  # see controller.api.deps.write_turn
-        app.state.verified_tokens = VerifiedTokens()
-        app.state.mqtt = mqtt
-        app.state.live = live
-        app.state.file_url_key = _file_url_key(settings, sessions)
-        app.state.pruner = Pruner([idempotency.prune, file_store.prune_orphans])
-        app.state.scheduler = scheduler
-        app.state.metrics = FleetMetrics(app.state.read_sessions, lambda: mqtt, settings.metrics_cache_seconds)
-        mqtt.on_task_finished(app.state.metrics.observe)
-        scheduler.finished_hooks.append(app.state.metrics.observe)
-        holder = f"{mqtt.client_id}@{socket.gethostname()}"
-        app.state.alerts = (AlertRunner(settings, sessions, holder, app.state.read_sessions)
-                            if settings.alert_rules else None)
-        if app.state.alerts is not None:
-            app.state.alerts.listeners.append(lambda event: live.publish([alert_hooks.to_live(event)]))
+        running = _build(app, settings, signer, engine)
         if signer is not None:
             log.info("tasks are signed with key %s; devices trust it with FLEET_TASK_SIGNING_PUBLIC_KEYS='[\"%s\"]'",
                      signer.key_id, public_key_text(signer.public_key))
         log.info("controller database: %s", safe_url(settings.resolved_database_url))
         if settings.admin_token is not None:
-            with sessions() as session:
+            with app.state.sessions() as session:
                 ensure_bootstrap(session, settings.admin_token.get_secret_value())
-        mqtt.start()
-        scheduler.start()
-        if app.state.alerts is not None:
-            app.state.alerts.start()
+        running.start()
         try:
             yield
         finally:
-            live.close()
-            if app.state.alerts is not None:
-                app.state.alerts.stop()
-            scheduler.stop()
-            mqtt.stop()
+            running.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -163,15 +197,5 @@ def create_app(settings: FleetSettings) -> FastAPI:
     app.add_middleware(RequestGuard, limit=settings.max_request_bytes)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.include_router(health.router)
-    app.include_router(metrics_router(settings.metrics_public))
-    app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
-    for module in (devices, accounts, tasks, broadcasts, files, stats):
-        app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
-    app.include_router(tokens.router, prefix=API_PREFIX)
-    app.include_router(identities.router, prefix=API_PREFIX)
-    app.include_router(signatures.router, prefix=API_PREFIX)
-    app.include_router(files.download_router, prefix=API_PREFIX)  # signed links, no token
-    app.include_router(events.router, prefix=API_PREFIX)  # read scope: a bearer token or the dashboard's cookie
-    dashboard.mount(app)  # the web dashboard at /
+    _include_routes(app, settings)
     return app

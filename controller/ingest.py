@@ -158,7 +158,7 @@ class IngestWriter:
         self._seen: set[str] = set()
         self._unborn = unborn.UnbornSessions()
         # Told, after each commit, the tasks it ended (the task duration histogram of /metrics).
-        self.finished_hooks: list[Callable[[list[finished.Finished]], None]] = []
+        self.finished_hooks: list[finished.Hook] = []
 
     # ---- producer side (paho's network thread): never any SQL --------------------------------
 
@@ -263,7 +263,7 @@ class IngestWriter:
                 state.unmatched = devices.stage_heartbeats(session, state.held)
                 tasks.stage_acked(session, state.acked)
                 session.commit()
-                self._tell_finished(finished.take(session))
+                finished.tell(self.finished_hooks, session)
         except Exception as exc:
             log.warning("recording a batch of %d device messages failed (%s); recording them one by one",
                         len(batch), _first_line(exc))
@@ -280,14 +280,6 @@ class IngestWriter:
             self._follow_up(births)
         if self._committed is not None:
             self._committed([*(item.payload for item in batch), *held.values()])
-
-    def _tell_finished(self, ended: list[finished.Finished]) -> None:
-        """Hand the tasks a committed transaction ended to the hooks; a failing hook is logged, never raised."""
-        for hook in self.finished_hooks if ended else ():
-            try:
-                hook(ended)
-            except Exception:
-                log.exception("a hook failed on %d finished task(s)", len(ended))
 
     def _record_unborn(self, born: dict[str, Heartbeat]) -> list[str]:
         """Births of sessions heard only through their heartbeats (`controller.unborn`)."""
@@ -350,7 +342,7 @@ class IngestWriter:
                     devices.stage_heartbeats(session, alone.heartbeats)
                     tasks.stage_acked(session, alone.acked)
                     session.commit()
-                    self._tell_finished(finished.take(session))
+                    finished.tell(self.finished_hooks, session)
                 break
             except (OperationalError, IntegrityError) as exc:
                 if attempt < WRITE_TRIES:

@@ -51,7 +51,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="task-sweeper", daemon=True)
         # Told the tasks a sweep ended (expired, timed out): the task metrics of /metrics.
-        self.finished_hooks: list[Callable[[list[finished.Finished]], None]] = []
+        self.finished_hooks: list[finished.Hook] = []
 
     @property
     def holds_lease(self) -> bool:
@@ -103,6 +103,4 @@ class Scheduler:
             sweep(session, self._publisher, timeout_grace=self._timeout_grace,
                   resend_after=None if behind else self._resend_after,
                   unacked_grace=None if behind else self._unacked_grace)
-            ended = finished.take(session)
-        for hook in self.finished_hooks if ended else ():
-            hook(ended)
+            finished.tell(self.finished_hooks, session)

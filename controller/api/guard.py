@@ -1,8 +1,9 @@
 """The REST front door, before any route reads a body: a request that can carry one (POST, PUT,
 PATCH, DELETE) must show a live API token first (401), and its body is counted as it arrives,
 chunked or not, so that one past FLEET_MAX_REQUEST_BYTES gets a 413 without ever being held in
-memory. File uploads (`/api/v1/files`) are streamed to disk and bounded by FLEET_MAX_UPLOAD_BYTES
-in the files service instead."""
+memory. File uploads (`/api/v1/files`, the dashboard's `/send/upload`) are streamed to disk and
+bounded by FLEET_MAX_UPLOAD_BYTES in the files service instead. The dashboard's other forms
+(cookie sign-in, checked by their routes) have their bodies counted the same way."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from schemas.errors import FleetError
 
 API_PREFIX = "/api/v1"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Dashboard pages whose bodies are streamed to the file store, bounded by FLEET_MAX_UPLOAD_BYTES.
+STREAMED_PAGES = frozenset({"/send/upload"})
 NO_TOKEN = "this endpoint needs an API token: send 'Authorization: Bearer <token>' (create one with `fleet token create`)"
 
 
@@ -47,17 +50,29 @@ class RequestGuard:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if not path.startswith(API_PREFIX):
+            # Dashboard forms sign in by cookie (checked by their routes) but are bounded alike.
+            if scope["method"] in BODY_METHODS and path not in STREAMED_PAGES:
+                await self._bounded(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         if scope["method"] in BODY_METHODS:
             refusal = await self._refusal(scope)
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
-        if scope["path"].startswith(f"{API_PREFIX}/files"):
+        if path.startswith(f"{API_PREFIX}/files"):
             await self.app(scope, receive, send)  # streamed to disk, bounded by FLEET_MAX_UPLOAD_BYTES
             return
+        await self._bounded(scope, receive, send)
+
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app unless the declared length is past the limit; count what arrives."""
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.limit:
             await _too_large(self.limit, int(length))(scope, receive, send)

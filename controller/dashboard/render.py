@@ -10,6 +10,7 @@ it as the `X-CSRF-Token` header from the <body>'s hx-headers) and `nav` (the nav
 from __future__ import annotations
 
 import functools
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,14 @@ def _bytes(value: int | None) -> str:
     return str(value)
 
 
+def _brief(details: dict[str, Any], longest: int = 120) -> str:
+    """A task event's details as JSON for the timeline, each long value (a QR code's base64
+    PNG runs to kilobytes) cut to its first characters."""
+    return json.dumps({key: value if not isinstance(value, str) or len(value) <= longest
+                       else f"{value[:24]}… ({len(value)} chars)" for key, value in details.items()},
+                      ensure_ascii=False)
+
+
 @functools.cache
 def environment(lang: str) -> Environment:
     """The template environment of `lang` (one per language, built once)."""
@@ -76,6 +85,7 @@ def environment(lang: str) -> Environment:
     env.filters["when"] = _when
     env.filters["iso"] = _iso
     env.filters["bytes"] = _bytes
+    env.filters["brief"] = _brief
     return env
 
 

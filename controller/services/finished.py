@@ -5,12 +5,15 @@ that rolled back, since its session and notes are dropped with it."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 _KEY = "fleet_finished_tasks"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,3 +34,17 @@ def take(session: Session) -> list[Finished]:
     """The notes of `session` so far (forgotten by it); call after its commit."""
     found: list[Finished] = session.info.pop(_KEY, [])
     return found
+
+
+Hook = Callable[[list[Finished]], None]
+
+
+def tell(hooks: Sequence[Hook], session: Session) -> None:
+    """Hand the tasks `session`'s committed transaction ended to `hooks`; a failing hook is
+    logged, never raised (the transaction is already committed)."""
+    ended = take(session)
+    for hook in hooks if ended else ():
+        try:
+            hook(ended)
+        except Exception:
+            log.exception("a hook failed on %d finished task(s)", len(ended))

@@ -78,7 +78,12 @@ def _medians(session: Session, key: Any, where: list[ColumnElement[bool]]) -> di
     ran = [*where, Task.status == SUCCEEDED, Task.started_at.is_not(None), Task.finished_at.is_not(None)]
     duration = _duration(session)
     if session.get_bind().dialect.name == "postgresql":
-        query = select(key, func.percentile_cont(0.5).within_group(duration)).where(*ran).group_by(key)
+        # Grouped by the key's bytes (COLLATE "C"), not the column: grouped by device_id, the
+        # planner walks the (device_id, status) index for its order and fetches every succeeded
+        # task's row from the table (4.2 s of the 7-day window's 8-9 s of medians at 1,000,000
+        # rows); this way it scans the table in parallel and sorts the run times (1.1-1.4 s).
+        by_bytes = key.collate("C")
+        query = select(by_bytes, func.percentile_cont(0.5).within_group(duration)).where(*ran).group_by(by_bytes)
         return {k: round(float(v), 3) for k, v in session.execute(query) if v is not None}
     # Durations computed once into a materialized CTE: inlined, SQLite evaluated them twice per
     # row (for the select list and the window's ORDER BY), which took half the time. The group

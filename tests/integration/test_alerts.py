@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, text
 from schemas.alerts import verify_signature
 from tests.databases import fresh_postgres
 from tests.harness import Broker, Controller, Device, Process, missing_service, wait_for
+from tests.stream_reader import Stream
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -135,10 +136,20 @@ def _rows(database_url: str, subject: str) -> int:
         engine.dispose()
 
 
+def _drain(stream: Stream) -> list[tuple[str, dict[str, Any]]]:
+    """Every event the stream has read so far."""
+    events = []
+    while not stream.events.empty():
+        events.append(stream.events.get_nowait())
+    return events
+
+
 def test_offline_alert_once_signed_with_two_controllers(fleet: Fleet) -> None:
     device_id = f"al-off-{time.monotonic_ns() % 10**9}"
     device = fleet.device(device_id)
     fleet.a.wait_device(device_id, "online", timeout=30)
+    # Whichever controller holds the alert lease raises it, and streams it as an `alert` event.
+    streams = [Stream(str(c.api.base_url), "kinds=alert", fleet.a.admin_token) for c in (fleet.a, fleet.b)]
     device.kill()
     fleet.a.wait_device(device_id, "offline", timeout=30)
 
@@ -156,6 +167,17 @@ def test_offline_alert_once_signed_with_two_controllers(fleet: Fleet) -> None:
         assert len(received()) == 1, "the alert was sent twice"
         time.sleep(0.1)
     assert _rows(fleet.database_url, device_id) == 1
+    streamed: list[dict[str, Any]] = []
+
+    def heard() -> list[dict[str, Any]]:
+        streamed.extend(data for stream in streams for kind, data in _drain(stream)
+                        if kind == "alert" and data["device_id"] == device_id)
+        return streamed
+
+    wait_for(heard, 10, what="the alert on the push stream")
+    for stream in streams:
+        stream.close()
+    assert [(d["rule"], d["message"]) for d in streamed] == [("device_offline", body["summary"])]
     mine = [row for row in _alerts(fleet.b, rule="offline") if row["subject"] == device_id]
     assert len(mine) == 1 and mine[0]["attempts"] == 1 and mine[0]["id"] == body["id"]
 

@@ -19,64 +19,15 @@ import pytest
 
 from tests.dashboard_kit import DashboardFleet, running_fleet
 from tests.harness import base_env, fleet_argv, wait_for
+from tests.stream_reader import WAIT, Stream
 
 pytestmark = pytest.mark.integration
-WAIT = 30.0  # seconds an event may take on a loaded machine (waits end as soon as it comes)
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardFleet]:
     with running_fleet(tmp_path_factory.mktemp("live"), ("pc-01",), live_ping_interval="1") as instance:
         yield instance
-
-
-class Stream:
-    """A stream read in a thread: its raw lines and its events (kind, data), each in a queue."""
-
-    def __init__(self, fleet: DashboardFleet, query: str, token: str) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-        self._client = httpx.Client(timeout=httpx.Timeout(10, read=60), headers={"Authorization": f"Bearer {token}"})
-        self._response = self._client.send(self._client.build_request("GET", f"{fleet.url}/api/v1/events/stream?{query}"),
-                                           stream=True)
-        assert self._response.status_code == 200, self._response.read()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-        assert self.next()[0] == "hello"  # subscribed: what happens from now on is streamed
-
-    def _read(self) -> None:
-        kind, data = "", ""
-        try:
-            for line in self._response.iter_lines():
-                self.lines.put(line)
-                if line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data += line[5:].strip()
-                elif not line and data:
-                    self.events.put((kind, json.loads(data)))
-                    kind, data = "", ""
-        except httpx.HTTPError:
-            pass
-
-    def next(self, timeout: float = WAIT) -> tuple[str, dict[str, Any]]:
-        try:
-            return self.events.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no stream event within {timeout} s") from None
-
-    def until(self, predicate: Any, timeout: float = WAIT) -> list[tuple[str, dict[str, Any]]]:
-        """Events up to and including the first one `predicate(kind, data)` accepts."""
-        seen = []
-        while True:
-            item = self.next(timeout)
-            seen.append(item)
-            if predicate(*item):
-                return seen
-
-    def close(self) -> None:
-        self._response.close()
-        self._client.close()
 
 
 def test_the_stream_needs_read_scope_and_known_kinds(fleet: DashboardFleet) -> None:
@@ -94,7 +45,7 @@ def test_the_stream_needs_read_scope_and_known_kinds(fleet: DashboardFleet) -> N
 
 def test_a_task_is_followed_from_queued_to_succeeded_and_filters_hold(fleet: DashboardFleet) -> None:
     task_id = f"live-{uuid.uuid4().hex[:12]}"
-    stream = Stream(fleet, f"task={task_id}", fleet.token("read"))
+    stream = Stream(fleet.url, f"task={task_id}", fleet.token("read"))
     try:
         other = fleet.controller.create_task("pc-01", "echo", params={"message": "not mine"})
         fleet.controller.create_task("pc-01", "sleep", id=task_id, params={"seconds": 0.6, "steps": 3})
@@ -110,7 +61,7 @@ def test_a_task_is_followed_from_queued_to_succeeded_and_filters_hold(fleet: Das
 
 
 def test_presence_is_streamed_and_pings_keep_an_idle_stream_open(fleet: DashboardFleet) -> None:
-    stream = Stream(fleet, "kinds=presence&device=pc-live", fleet.token("read"))
+    stream = Stream(fleet.url, "kinds=presence&device=pc-live", fleet.token("read"))
     try:
         wait_for(lambda: any(line.startswith(":") for line in list(stream.lines.queue)), 10, what="a keep-alive comment")
         device = fleet.start_device("pc-live")

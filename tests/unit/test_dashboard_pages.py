@@ -117,3 +117,18 @@ def test_rest_retry_makes_a_new_task_and_refuses_an_unfinished_one(client: TestC
     refused = client.post(f"/api/v1/tasks/{body['id']}/retry")
     assert refused.status_code == 409 and "still queued" in refused.json()["detail"]
     assert client.post("/api/v1/tasks/nope/retry").status_code == 404
+
+
+def test_the_timeline_cuts_long_detail_values() -> None:
+    from controller.dashboard.render import _brief
+
+    shown = _brief({"waiting_for": "scan", "qr_png": "iVBOR" + "A" * 5000, "step": 2})
+    assert '"waiting_for": "scan"' in shown and '"step": 2' in shown
+    assert "(5005 chars)" in shown and len(shown) < 200
+
+
+def test_a_form_body_past_the_request_limit_is_refused_unread(client: TestClient) -> None:
+    browser = _signed_in(client, _token(client, "operate"))
+    limit = client.app.state.settings.max_request_bytes  # type: ignore[attr-defined]
+    answer = browser.post("/accounts/bind", data={"name": "x" * (limit + 10), "device_id": "pc-01"})
+    assert answer.status_code == 413 and "FLEET_MAX_REQUEST_BYTES" in answer.json()["detail"]
