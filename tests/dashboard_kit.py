@@ -21,12 +21,10 @@ from typing import Any
 
 import httpx
 
-from tests.harness import Broker, Controller, Device, Process, missing_service
+from tests.harness import Broker, Controller, Device, Process
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 LOCALES = {"en": "en-US", "zh_CN": "zh-CN"}
 
 
@@ -102,21 +100,6 @@ def running_fleet(
     finally:
         for process in reversed(processes):
             process.kill()
-
-
-@contextlib.contextmanager
-def chromium() -> Iterator[Any]:
-    """Debian's Chromium, headless, through Playwright's sync API."""
-    if not CHROMIUM.exists():
-        missing_service("chromium is not installed (Debian: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def screenshot(page: Any, name: str) -> Path:
