@@ -31,6 +31,8 @@ from controller.api.routes import (
     files,
     health,
     identities,
+    pacing,
+    schedules,
     signatures,
     stats,
     tasks,
@@ -128,6 +130,7 @@ def _build(app: FastAPI, settings: FleetSettings, signer: Signer | None, engine:
         sessions, mqtt, interval=settings.sweep_interval, timeout_grace=settings.task_timeout_grace,
         resend_after=settings.task_resend_after, backlog=lambda: mqtt.ingest.queue, holder=holder,
         lease_seconds=settings.sweep_lease, connected=lambda: mqtt.connected, unacked_grace=settings.unacked_grace,
+        schedule_missed_window=settings.schedule_missed_window,
     )
     state = app.state
     state.settings, state.engine, state.sessions = settings, engine, sessions
@@ -150,7 +153,7 @@ def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
     app.include_router(health.router)
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
-    for module in (devices, accounts, tasks, broadcasts, files, stats):
+    for module in (devices, accounts, tasks, broadcasts, files, stats, schedules, pacing):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)

@@ -94,6 +94,8 @@ class Task(Base):
         # GET /api/v1/stats reads a time window from this index alone (migration 0011).
         Index("ix_tasks_stats", "created_at", "status", "type", "device_id", "platform", "account", "started_at",
               "finished_at"),
+        # The sweep's "queued tasks whose run_at came" (migration 0016): only queued rows are read.
+        Index("ix_tasks_due", "status", "run_at"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
@@ -133,6 +135,9 @@ class Task(Base):
     # sha256 of the create request of a task whose id the client chose, to tell its retry (same
     # body: the same task) from a clash (another body: 409); docs/architecture.md#idempotent-task-creation
     request_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Not published before this time (REST `run_at`, or pacing): the task waits `queued` and the
+    # sweeping controller publishes it when due (docs/architecture.md#schedules; migration 0016).
+    run_at: Mapped[datetime | None]
 
     events: Mapped[list[TaskEventRecord]] = relationship(
         back_populates="task", order_by="TaskEventRecord.id", cascade="all, delete-orphan"
@@ -320,3 +325,53 @@ class AlertDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(400))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     delivered_at: Mapped[datetime | None]
+
+
+class Schedule(Base):
+    """A recurring task or broadcast (docs/architecture.md#schedules): a cron expression read in
+    an IANA time zone, and what to create at each fire time (`action`, a validated
+    `schemas.schedules.ScheduleAction` as JSON). `next_run_at` is the slot due next; the
+    sweeping controller moves it on with a compare-and-set UPDATE, so a slot fires once."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (Index("ix_schedules_due", "enabled", "next_run_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    action: Mapped[dict[str, Any]]
+    enabled: Mapped[bool] = mapped_column(default=True)
+    next_run_at: Mapped[datetime | None]
+    last_run_at: Mapped[datetime | None]  # the slot that fired last
+    last_fired_at: Mapped[datetime | None]  # when it fired (a missed slot fires late)
+    last_result: Mapped[str | None] = mapped_column(String(ID_LENGTH))  # the task or broadcast id created
+    last_error: Mapped[str | None] = mapped_column(String(400))
+    skipped: Mapped[int] = mapped_column(default=0)  # missed slots never fired, in all
+    last_skip: Mapped[str | None] = mapped_column(String(400))  # what was skipped last, and why
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PacingRule(Base):
+    """At least `interval` seconds (plus up to `jitter`, at random) between the tasks of one
+    type of one account; account `*` is every account without a rule of its own."""
+
+    __tablename__ = "pacing_rules"
+
+    account: Mapped[str] = mapped_column(String(200), primary_key=True)
+    task_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    interval: Mapped[float] = mapped_column(Float)
+    jitter: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PacingSlot(Base):
+    """The `run_at` given to the latest paced task of (account, type): the next one goes at
+    least a rule's interval after it. Locked while a create computes its slot."""
+
+    __tablename__ = "pacing_slots"
+
+    account: Mapped[str] = mapped_column(String(200), primary_key=True)
+    task_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_run_at: Mapped[datetime]

@@ -1,4 +1,5 @@
-"""Runs the task sweeper (`controller.services.sweeper`) in a background thread of the controller.
+"""Runs the task sweeper (`controller.services.sweeper`) and fires due schedules
+(`controller.services.schedule_fire`) in a background thread of the controller.
 
 Of several controllers on one database only the holder of the `sweeper` lease sweeps
 (`controller.lease`, docs/architecture.md#several-controllers): it renews the lease every
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller import lease
-from controller.services import finished
+from controller.services import finished, schedule_fire
 from controller.services.publisher import Publisher
 from controller.services.sweeper import sweep
 
@@ -38,6 +39,7 @@ class Scheduler:
         self, sessions: sessionmaker[Session], publisher: Publisher, *, interval: float, timeout_grace: float,
         resend_after: float | None = None, backlog: Callable[[], int] = lambda: 0, holder: str = "controller",
         lease_seconds: float = 5.0, connected: Callable[[], bool] = lambda: True, unacked_grace: float | None = None,
+        schedule_missed_window: float = 3600.0,
     ) -> None:
         self._sessions = sessions
         self._publisher = publisher
@@ -46,6 +48,7 @@ class Scheduler:
         self._resend_after = resend_after
         self._unacked_grace = unacked_grace
         self._backlog = backlog
+        self._missed_window = schedule_missed_window
         self._holder, self._lease_seconds, self._connected = holder, lease_seconds, connected
         self._held_until = 0.0  # time.monotonic() until which the lease is surely ours
         self._stop = threading.Event()
@@ -104,3 +107,4 @@ class Scheduler:
                   resend_after=None if behind else self._resend_after,
                   unacked_grace=None if behind else self._unacked_grace)
             finished.tell(self.finished_hooks, session)
+            schedule_fire.fire_due(session, self._publisher, missed_window=self._missed_window)

@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import DeviceId, GroupName, StrictModel, TaskId, TaskType, UtcDatetime
 from schemas.events import MAX_ATTEMPTS, EventKind, TaskError, TaskStatus
@@ -18,8 +18,15 @@ from schemas.topics import BROADCAST_TASKS, device_tasks, group_tasks
 class TaskOptions(StrictModel):
     account: str | None = Field(None, min_length=1, max_length=200, description="account the task acts for")
     params: dict[str, Any] = Field(default_factory=dict, description="parameters of the task type")
+    run_at: UtcDatetime | None = Field(
+        None, validation_alias=AliasChoices("run_at", "not_before"),
+        description="record the task now but publish it only from this time on (it waits `queued`); a time in the "
+        "past means now. Pacing rules may move it later; the answer shows the run_at given",
+    )
     expires_at: UtcDatetime | None = Field(None, description="never start the task after this time")
-    ttl: float | None = Field(None, gt=0, le=30 * 86_400, description="seconds from now; sets expires_at")
+    ttl: float | None = Field(
+        None, gt=0, le=30 * 86_400, description="seconds from run_at (from now without one); sets expires_at"
+    )
     timeout: float | None = Field(None, gt=0, le=86_400, description="seconds the handler may run")
     retries: int = Field(
         0, ge=0, le=MAX_ATTEMPTS - 1, description="times a failed or timed-out task is run again (never a rejected one)"
@@ -121,6 +128,9 @@ class TaskOut(BaseModel):
     max_retries: int
     retry_backoff: float
     retry_at: UtcDatetime | None = Field(description="when the next attempt is queued, while a retry is pending")
+    run_at: UtcDatetime | None = Field(
+        None, description="not published before this time (the requested run_at, or the one pacing gave it)"
+    )
 
 
 class TaskDetail(TaskOut):

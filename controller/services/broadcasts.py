@@ -18,7 +18,7 @@ from controller.services import idempotency
 from controller.services.errors import InvalidRequestError, NotFoundError
 from controller.services.idempotency import Answer, Claim, Staged
 from controller.services.publisher import Publisher
-from controller.services.task_create import check_params, check_size, resolve_expiry
+from controller.services.task_create import check_params, check_size, requested_run_at, resolve_expiry
 from controller.services.task_rows import task_values
 from schemas.api import BroadcastCreate, BroadcastOut
 from schemas.common import new_id, utcnow
@@ -58,9 +58,11 @@ def _check_type(session: Session, body: BroadcastCreate) -> None:
         )
 
 
-def create_broadcast(session: Session, body: BroadcastCreate, publisher: Publisher) -> tuple[Broadcast, list[str]]:
+def create_broadcast(
+    session: Session, body: BroadcastCreate, publisher: Publisher, broadcast_id: str | None = None
+) -> tuple[Broadcast, list[str]]:
     """Commit the broadcast and one task per target device, then publish one envelope."""
-    broadcast, task_ids, publish = _stage(session, body, publisher)
+    broadcast, task_ids, publish = stage_broadcast(session, body, publisher, broadcast_id)
     session.commit()
     publish()
     return broadcast, task_ids
@@ -74,26 +76,34 @@ def create_broadcast_once(
     request's answer again."""
 
     def stage() -> Staged:
-        broadcast, _task_ids, publish = _stage(session, body, publisher)
+        broadcast, _task_ids, publish = stage_broadcast(session, body, publisher)
         return Answer(201, get_broadcast(session, broadcast.id).model_dump(mode="json")), publish
 
     return idempotency.create_once(session, claim, ttl, stage)
 
 
-def _stage(session: Session, body: BroadcastCreate, publisher: Publisher) -> tuple[Broadcast, list[str], Callable[[], None]]:
+def stage_broadcast(
+    session: Session, body: BroadcastCreate, publisher: Publisher, broadcast_id: str | None = None
+) -> tuple[Broadcast, list[str], Callable[[], None]]:
     """Add (and flush) the broadcast and one task per target device; the returned step
-    publishes its envelope once they are committed."""
+    publishes its envelope once they are committed.
+
+    With a `run_at` still to come the runs wait `queued` with that run_at and nothing is
+    published now: when it comes the sweeping controller sends each run on its device's own
+    topic (`sweeper.release_due`), and an offline device gets its run on its next birth. The
+    devices are the targets of the moment of the request."""
     _check_type(session, body)
     now = utcnow()
+    run_at = requested_run_at(body, now)
     broadcast = Broadcast(
-        id=new_id(),
+        id=broadcast_id or new_id(),
         type=body.type,
         account=body.account,
         params=body.params,
         group=body.group,
         include_offline=body.include_offline,
         created_at=now,
-        expires_at=resolve_expiry(body, now),
+        expires_at=resolve_expiry(body, now, run_at),
         timeout=body.timeout,
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
@@ -125,6 +135,7 @@ def _stage(session: Session, body: BroadcastCreate, publisher: Publisher) -> tup
             timeout=broadcast.timeout,
             max_retries=broadcast.max_retries,
             retry_backoff=broadcast.retry_backoff,
+            run_at=run_at,
         )
         for device in targets
     ]
@@ -135,6 +146,10 @@ def _stage(session: Session, body: BroadcastCreate, publisher: Publisher) -> tup
     session.flush()
 
     def publish() -> None:
+        if run_at is not None:
+            log.info("broadcast %s (%s): %d run(s) wait for %s", broadcast.id, broadcast.type, len(task_ids),
+                     run_at.isoformat(timespec="seconds"))
+            return
         topic = group_tasks(broadcast.group) if broadcast.group else BROADCAST_TASKS
         if not publisher.publish(topic, envelope, task_ids=online_ids):  # dispatched once the broker acks it
             log.warning("broadcast %s stays queued: the MQTT client is not connected", broadcast.id)

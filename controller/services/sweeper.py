@@ -15,7 +15,10 @@
   broker delivering every message (docs/architecture.md#promise-8-the-promises-hold-at-fleet-size);
 - unacked: a queued task of an online device whose message no broker acknowledged within
   `unacked_grace` seconds (its controller had no broker link, or died before the PUBACK) is
-  published, soon rather than after `resend_after` (docs/architecture.md#several-controllers).
+  published, soon rather than after `resend_after` (docs/architecture.md#several-controllers);
+- release: a queued task whose `run_at` came (REST `run_at`, pacing, a delayed broadcast's
+  runs) is published to its online device for the first time (docs/architecture.md#schedules);
+  until then no re-send or unacked publish touches it.
 
 Everything is read from SQL, so a restarted controller carries on where the last one stopped;
 rows are locked with SKIP LOCKED on PostgreSQL. Of several controllers on one database only the
@@ -57,6 +60,7 @@ class SweepResult:
     silent: int
     resent: int = 0
     unacked: int = 0
+    released: int = 0
 
 
 def _values(statuses: Iterable[TaskStatus]) -> list[str]:
@@ -154,6 +158,7 @@ def _claim_and_publish(
             Task.type != UNKNOWN_TYPE,
             func.coalesce(Task.heard_at, Task.created_at) <= now - timedelta(seconds=quiet_for),
             or_(Task.resend_at.is_(None), Task.resend_at <= now),
+            or_(Task.run_at.is_(None), Task.run_at <= now),
         )
         .order_by(Task.created_at, Task.id)
         .limit(BATCH)
@@ -195,15 +200,43 @@ def publish_unacked(session: Session, publisher: Publisher, now: datetime, grace
     return sent
 
 
+def release_due(session: Session, publisher: Publisher, now: datetime) -> int:
+    """Publish, for the first time, every queued task of an online device whose `run_at` came.
+    A released task is marked heard of now (it was never published, so nothing else set
+    `heard_at`), which is what tells a released task from a waiting one, and gives it the
+    usual grace before the unacked and re-send paths take over. Returns how many were sent."""
+    online = select(Device.id).where(Device.id == Task.device_id, Device.status == "online").exists()
+    due = session.scalars(
+        select(Task)
+        .where(Task.status == TaskStatus.QUEUED.value, Task.run_at <= now, Task.heard_at.is_(None), online)
+        .order_by(Task.run_at, Task.id)
+        .limit(BATCH)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for task in due:
+        task.heard_at = now
+    session.commit()
+    sent = 0
+    for task in due:
+        if not publish_task(task, publisher, now):
+            break  # not connected: the unacked and re-send paths send them later
+        sent += 1
+    if due:
+        lateness = (now - due[0].run_at).total_seconds() if due[0].run_at else 0.0
+        log.info("released %d task(s) whose run_at came (e.g. %s, %.1f s after its run_at)", sent, due[0].id, lateness)
+    return sent
+
+
 def sweep(
     session: Session, publisher: Publisher, *, timeout_grace: float, resend_after: float | None = None,
     now: datetime | None = None, unacked_grace: float | None = None,
 ) -> SweepResult:
-    """One pass of all six (no re-sends when `resend_after` is None, no publishing of unacked
+    """One pass of all seven (no re-sends when `resend_after` is None, no publishing of unacked
     tasks when `unacked_grace` is None); `now` is for tests."""
     now = now or utcnow()
     return SweepResult(
         expired=expire_overdue(session, now),
+        released=release_due(session, publisher, now),
         timed_out=time_out_silent(session, publisher, now, timeout_grace),
         retried=start_due_retries(session, publisher, now),
         silent=mark_silent(session, now),

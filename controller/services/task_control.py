@@ -108,7 +108,8 @@ def redispatch_unfinished(session: Session, device_id: str, publisher: Publisher
     the device answers with the recorded outcome if it finished while its results were lost
     (say, while the controller was down), and with its latest event if it still runs.
 
-    Pending tasks whose expiry passed become `expired` instead. The rows stay locked while they
+    Pending tasks whose expiry passed become `expired` instead; queued tasks whose `run_at` is
+    still to come are left for the sweeper to release then. The rows stay locked while they
     are published, so a concurrent cancel is sent after the task it cancels. Returns the ids sent.
     """
     unfinished = session.scalars(
@@ -121,6 +122,8 @@ def redispatch_unfinished(session: Session, device_id: str, publisher: Publisher
     sent: list[str] = []
     expired = 0
     for task in unfinished:
+        if task.run_at is not None and task.run_at > now and task.status == TaskStatus.QUEUED.value:
+            continue  # not yet: sweeper.release_due publishes it when its run_at comes
         pending = TaskStatus(task.status) in lifecycle.PENDING_STATUSES
         if pending and task.expires_at is not None and task.expires_at <= now:
             expired += 1

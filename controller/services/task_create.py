@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.models import Device, Task
-from controller.services import accounts, idempotency
+from controller.services import accounts, idempotency, pacing
 from controller.services.devices import device_not_found
 from controller.services.errors import InvalidRequestError, PayloadTooLargeError, ServiceError
 from controller.services.idempotency import Answer, Claim, Staged, TaskIdTakenError
@@ -69,13 +69,38 @@ def supported_types(device: Device) -> list[str]:
     return list((device.facts or {}).get("task_types") or [])
 
 
-def resolve_expiry(options: TaskOptions, now: datetime) -> datetime | None:
-    """`expires_at` from `ttl` or `expires_at`; an expiry in the past is refused."""
+MAX_RUN_AHEAD = timedelta(days=366)  # the latest run_at accepted
+
+
+def requested_run_at(options: TaskOptions, now: datetime) -> datetime | None:
+    """The run_at asked for, when it is still to come (one in the past means now)."""
+    if options.run_at is None or options.run_at <= now:
+        return None
+    if options.run_at > now + MAX_RUN_AHEAD:
+        raise InvalidRequestError("run_at is more than 366 days ahead; use a schedule (POST /api/v1/schedules) "
+                                  "for work that far away")
+    return options.run_at
+
+
+def resolve_expiry(options: TaskOptions, now: datetime, run_at: datetime | None = None) -> datetime | None:
+    """`expires_at` from `ttl` (counted from `run_at` when there is one, else from now) or
+    `expires_at`; an expiry that comes before the task may run is refused."""
+    start = run_at or now
     if options.ttl is not None:
-        return now + timedelta(seconds=options.ttl)
-    if options.expires_at is not None and options.expires_at <= now:
-        raise InvalidRequestError("expires_at is in the past; give a future time or a ttl in seconds")
+        return start + timedelta(seconds=options.ttl)
+    if options.expires_at is not None and options.expires_at <= start:
+        if run_at is None:
+            raise InvalidRequestError("expires_at is in the past; give a future time or a ttl in seconds")
+        raise InvalidRequestError(
+            f"expires_at is not after the task's run_at ({run_at.isoformat(timespec='seconds')}, from run_at or "
+            "pacing), so it could never run; give a later expires_at, or a ttl (counted from run_at)"
+        )
     return options.expires_at
+
+
+def waiting(task: Task, now: datetime | None = None) -> bool:
+    """Whether the task's run_at is still to come: it must not be published yet."""
+    return task.run_at is not None and task.run_at > (now or utcnow())
 
 
 # ---- envelopes and dispatch --------------------------------------------------------------
@@ -107,10 +132,12 @@ def check_size(envelope: TaskEnvelope, publisher: Publisher) -> None:
         )
 
 
-def publish_task(task: Task, publisher: Publisher) -> bool:
+def publish_task(task: Task, publisher: Publisher, now: datetime | None = None) -> bool:
     """Publish a committed task to its device; it becomes dispatched when the broker acknowledges
     the message (never waited for here). False when not connected: the task stays queued, and
     is sent on the device's next birth or by the sweeper's re-send."""
+    if waiting(task, now):
+        return True  # the sweeping controller publishes it when its run_at comes (sweeper.release_due)
     accepted = _publish(task, publisher)
     if not accepted:
         log.warning("task %s stays queued: the MQTT client is not connected; it is sent on the device's next birth", task.id)
@@ -139,6 +166,7 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
             f"task type {body.type!r} is not built in and device {device.id!r} does not support it; "
             f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}; types this device reports: {known}"
         )
+    wanted = requested_run_at(body, now)
     task = new_task(
         id=body.id or new_id(),
         device_id=device.id,
@@ -147,14 +175,36 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
         params=body.params,
         origin="api",
         created_at=now,
-        expires_at=resolve_expiry(body, now),
+        expires_at=resolve_expiry(body, now, wanted),
         timeout=body.timeout,
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
+        run_at=wanted,
     )
     if body.id is not None:
         task.request_sha256 = idempotency.fingerprint("task", body)
     check_size(envelope_for(task), publisher)
+    _pace(session, task, body, now)
+    return task
+
+
+def _pace(session: Session, task: Task, body: TaskCreate, now: datetime) -> None:
+    """Move the task's run_at later when a pacing rule of its account and type says so (last, as
+    it takes the account's slot in this transaction)."""
+    paced = pacing.paced_run_at(session, body.account, body.type, task.run_at or now)
+    if paced is None or paced <= (task.run_at or now):
+        return
+    task.run_at = paced
+    task.expires_at = resolve_expiry(body, now, paced)
+
+
+def stage_task(session: Session, body: TaskCreate, publisher: Publisher, task_id: str) -> Task:
+    """Add (and flush) the task of `body` under `task_id` in the caller's transaction, checked as
+    a REST create checks it (a schedule's firing: docs/architecture.md#schedules). Publish it with
+    `publish_task` once committed."""
+    task = _api_task(session, body.model_copy(update={"id": task_id}), publisher, utcnow())
+    session.add(task)
+    session.flush()
     return task
 
 
@@ -245,7 +295,8 @@ def _batch_rows(session: Session, bodies: Sequence[TaskCreate], publisher: Publi
 
 
 def _publish_batch(created: Sequence[Task], publisher: Publisher) -> None:
-    unsent = sum(not _publish(task, publisher) for task in created)
+    now = utcnow()
+    unsent = sum(not _publish(task, publisher) for task in created if not waiting(task, now))
     if unsent:
         log.warning("%d tasks of the batch stay queued: the MQTT client is not connected; each is sent on its "
                     "device's next birth", unsent)

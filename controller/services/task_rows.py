@@ -42,6 +42,7 @@ def task_values(
     max_retries: int = 0,
     retry_backoff: float = 5.0,
     attempt: int = 1,
+    run_at: datetime | None = None,
 ) -> dict[str, Any]:
     """A queued task row's column values; `origin` is api, broadcast or adhoc."""
     now = utcnow()
@@ -63,4 +64,5 @@ def task_values(
         max_retries=max_retries,
         retry_backoff=retry_backoff,
         attempt=attempt,
+        run_at=run_at,
     )
