@@ -41,6 +41,8 @@ def print_task(task: dict[str, Any]) -> None:
         console.print(event_line(event), highlight=False)
     if task.get("retry_at"):
         console.print(f"  next attempt at {task['retry_at']}", highlight=False)
+    if task.get("run_at") and task.get("status") == "queued":
+        console.print(f"  not published before {task['run_at']}", highlight=False)
     details = task.get("details") or {}
     if details.get("waiting_for"):
         console.print(f"  waiting for: {details['waiting_for']}", highlight=False)

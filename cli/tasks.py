@@ -18,6 +18,8 @@ from schemas.api import TASK_BATCH_LIMIT
 from schemas.tasks import BUILTIN_PARAMS, CONTROL_TYPES
 
 SIGNING_SETTING = "FLEET_TASK_SIGNING_PRIVATE_KEY_FILE"
+RUN_AT_HELP = ("publish it only from this time on, ISO 8601 with a zone, e.g. 2026-12-01T09:00:00+08:00 "
+               "(it waits queued until then)")
 KEY_HELP = ("the request's Idempotency-Key (a new UUID per run when absent): a run repeated with the same key and "
             "the same task within a day creates nothing new")
 
@@ -73,8 +75,9 @@ def task_send(
     param: list[str] = typer.Option([], "--param", "-p", help="a parameter as key=value (value may be JSON); repeatable"),
     params_json: Optional[str] = typer.Option(None, "--params", help="all parameters as one JSON object"),
     account: Optional[str] = typer.Option(None, help="account the task acts for"),
-    ttl: Optional[float] = typer.Option(None, help="seconds before an unstarted task expires"),
+    ttl: Optional[float] = typer.Option(None, help="seconds before an unstarted task expires (from --run-at if given)"),
     timeout: Optional[float] = typer.Option(None, help="seconds the task may run"),
+    run_at: Optional[str] = typer.Option(None, "--run-at", metavar="TIME", help=RUN_AT_HELP),
     retries: Optional[int] = typer.Option(None, min=0, help="times a failed or timed-out task is run again"),
     retry_backoff: Optional[float] = typer.Option(None, min=0, help="seconds before the first retry (doubled each time)"),
     wait: bool = typer.Option(False, "--wait", help="show live progress until the task is final, then its timeline"),
@@ -89,7 +92,8 @@ def task_send(
     so the task is created once."""
     body: dict[str, Any] = {"device_id": None if device_id == "-" else device_id, "type": task_type,
                             "params": parse_params(param, params_json)}
-    options = {"account": account, "ttl": ttl, "timeout": timeout, "retries": retries, "retry_backoff": retry_backoff}
+    options = {"account": account, "ttl": ttl, "timeout": timeout, "retries": retries, "retry_backoff": retry_backoff,
+               "run_at": run_at}
     body |= {k: v for k, v in options.items() if v is not None}
     if task_id is not None:
         body["id"] = task_id
@@ -213,6 +217,7 @@ def broadcast(
     params_json: Optional[str] = typer.Option(None, "--params", help="all parameters as one JSON object"),
     group: Optional[str] = typer.Option(None, help="only devices in this group"),
     include_offline: bool = typer.Option(False, "--include-offline", help="offline devices run it when they return"),
+    run_at: Optional[str] = typer.Option(None, "--run-at", metavar="TIME", help=RUN_AT_HELP),
     idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key", metavar="KEY", help=KEY_HELP),
 ) -> None:
     """Send a task to every device (or every device of a group)."""
@@ -220,5 +225,7 @@ def broadcast(
                             "include_offline": include_offline}
     if group:
         body["group"] = group
+    if run_at:
+        body["run_at"] = run_at
     result = api("POST", "/api/v1/broadcasts", json=body, idempotency_key=idempotency_key or new_idempotency_key())
     console.print(f"broadcast [bold]{result['id']}[/bold] to {len(result['task_ids'])} device(s)")

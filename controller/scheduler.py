@@ -22,12 +22,14 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller import lease
-from controller.services import finished, schedule_fire
+from controller.services import finished, schedule_fire, sweeper
 from controller.services.publisher import Publisher
 from controller.services.sweeper import sweep
+from schemas.common import utcnow
 
 log = logging.getLogger(__name__)
 
+MIN_WAIT = 0.005  # seconds: the shortest wait between two passes when something is due
 BACKLOG_HOLD = 1000  # queued device messages past which re-sends wait for the writer to catch up
 
 
@@ -70,10 +72,13 @@ class Scheduler:
             self._give_up("stopping")
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        wait = self._interval
+        while not self._stop.wait(wait):
+            wait = self._interval
             try:
                 if self._turn():
                     self._sweep()
+                    wait = self._until_next_due()
             except Exception:
                 log.exception("task sweep failed; retrying in %.1f s", self._interval)
 
@@ -90,6 +95,16 @@ class Scheduler:
             log.info("this controller (%s) runs the sweeps now", self._holder)
         self._held_until = started + self._lease_seconds if won else 0.0
         return won
+
+    def _until_next_due(self) -> float:
+        """Seconds until the next run_at or schedule slot when that comes before the next pass,
+        so waiting tasks go out and schedules fire on time, not up to an interval late."""
+        now = utcnow()
+        with self._sessions() as session:
+            due = [t for t in (sweeper.next_release(session, now), schedule_fire.next_slot(session)) if t is not None]
+        if not due:
+            return self._interval
+        return min(self._interval, max(MIN_WAIT, (min(due) - now).total_seconds()))
 
     def _give_up(self, why: str) -> None:
         self._held_until = 0.0

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -126,6 +126,12 @@ def fire_one(session: Session, publisher: Publisher, schedule_id: str, now: date
     log.info("schedule %s (%s) fired for %s (%.2f s late): %s", schedule_id, schedule.name, latest.isoformat(),
              (now - latest).total_seconds(), made)
     return True
+
+
+def next_slot(session: Session) -> datetime | None:
+    """The earliest slot due of an enabled schedule."""
+    value = session.scalar(select(func.min(Schedule.next_run_at)).where(Schedule.enabled.is_(True)))
+    return value if isinstance(value, datetime) else None
 
 
 def fire_due(session: Session, publisher: Publisher, *, missed_window: float, now: datetime | None = None) -> int:

@@ -227,6 +227,15 @@ def release_due(session: Session, publisher: Publisher, now: datetime) -> int:
     return sent
 
 
+def next_release(session: Session, now: datetime) -> datetime | None:
+    """The earliest run_at still to come of a queued task (index ix_tasks_due), so the sweeping
+    controller can wake for it rather than up to a sweep interval late."""
+    value = session.scalar(
+        select(func.min(Task.run_at)).where(Task.status == TaskStatus.QUEUED.value, Task.run_at > now)
+    )
+    return value if isinstance(value, datetime) else None
+
+
 def sweep(
     session: Session, publisher: Publisher, *, timeout_grace: float, resend_after: float | None = None,
     now: datetime | None = None, unacked_grace: float | None = None,
