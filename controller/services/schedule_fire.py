@@ -31,7 +31,7 @@ from controller.models import Schedule
 from controller.services import broadcasts, task_create
 from controller.services.errors import ServiceError
 from controller.services.publisher import Publisher
-from controller.services.schedules import count_between, latest_at_or_before, next_after
+from controller.services.schedules import COUNT_CAP, count_between, latest_at_or_before, next_after
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import utcnow
 from schemas.validation import describe_validation_error
@@ -67,15 +67,14 @@ def _create(session: Session, publisher: Publisher, action: dict[str, Any], made
 
 def _skip_note(schedule: Schedule, due: datetime, latest: datetime, fires: bool, window: float) -> tuple[int, str | None]:
     """How many missed slots are skipped, and what to say about it."""
+    missed = count_between(schedule.cron, schedule.timezone, due, latest) + (0 if fires else 1)
+    many = f"{missed}{' or more' if missed >= COUNT_CAP else ''} missed slot(s) from {due.isoformat()}"
+    if not missed:
+        return 0, None
     if fires:
-        missed = count_between(schedule.cron, schedule.timezone, due, latest)
-        if not missed:
-            return 0, None
-        return missed, (f"{missed} missed slot(s) from {due.isoformat()} skipped; only the latest, "
-                        f"{latest.isoformat()}, fired")
-    missed = count_between(schedule.cron, schedule.timezone, due, latest) + 1
-    return missed, (f"{missed} missed slot(s) from {due.isoformat()} to {latest.isoformat()} skipped: older than "
-                    f"FLEET_SCHEDULE_MISSED_WINDOW ({window:g} s)")
+        return missed, f"{many} skipped; only the latest, {latest.isoformat()}, fired"
+    return missed, (f"{many} to {latest.isoformat()} skipped: older than FLEET_SCHEDULE_MISSED_WINDOW "
+                    f"({window:g} s)")
 
 
 def fire_one(session: Session, publisher: Publisher, schedule_id: str, now: datetime, window: float) -> bool:

@@ -79,15 +79,21 @@ def fire_times(expression: str, zone: str, first: datetime, count: int) -> list[
     return times
 
 
-def count_between(expression: str, zone: str, start: datetime, end: datetime, cap: int = 10_000) -> int:
-    """Fire times in [start, end), counted up to `cap`."""
-    count, moment = 0, start
-    while moment < end and count < cap:
-        count += 1
-        following = next_after(expression, zone, moment)
-        if following is None:
+COUNT_CAP = 1000  # missed slots counted one by one at most (0.1 ms each); past it, "1000 or more"
+
+
+def count_between(expression: str, zone: str, start: datetime, end: datetime, cap: int = COUNT_CAP) -> int:
+    """Fire times in [start, end), counted up to `cap` (one iterator: about 0.1 ms a time)."""
+    times = croniter(expression, (start - EPSILON).astimezone(ZoneInfo(zone)))
+    count = 0
+    while count < cap:
+        try:
+            moment = times.get_next(datetime)
+        except CroniterBadDateError:
             break
-        moment = following
+        if moment >= end:
+            break
+        count += 1
     return count
 
 
