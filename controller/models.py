@@ -375,3 +375,4 @@ class PacingSlot(Base):
     account: Mapped[str] = mapped_column(String(200), primary_key=True)
     task_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_run_at: Mapped[datetime]
+    last_sent_at: Mapped[datetime | None]  # when the latest paced task was published (release spacing)

@@ -8,6 +8,10 @@ task's run_at + interval + U(0, jitter))`, and waits `queued` until then like an
 writes are serialised by `BEGIN IMMEDIATE`) in the transaction that inserts the task, so two
 creates at once, on one controller or two, never get the same slot. A slot is used even if its
 task is later canceled: the rule spaces creations, not outcomes.
+
+The release keeps the spacing on the wire too (`hold_back`): a paced task is published no
+sooner than `interval` after the account's previous paced task of the type was, so one
+released late (a busy controller) does not bring the next one closer to it.
 """
 
 from __future__ import annotations
@@ -39,7 +43,17 @@ def rule_for(session: Session, account: str, task_type: str) -> PacingRule | Non
     return rules.get(account) or rules.get(ALL_ACCOUNTS)
 
 
-def paced_run_at(session: Session, account: str | None, task_type: str, wanted: datetime) -> datetime | None:
+def _slot(session: Session, account: str, task_type: str) -> PacingSlot:
+    """The (account, type) slot row, created if missing, locked for this transaction."""
+    insert_ignore(session, PacingSlot, {"account": account, "task_type": task_type, "last_run_at": NEVER})
+    return session.scalars(
+        select(PacingSlot).where(PacingSlot.account == account, PacingSlot.task_type == task_type).with_for_update()
+    ).one()
+
+
+def paced_run_at(
+    session: Session, account: str | None, task_type: str, wanted: datetime, now: datetime
+) -> datetime | None:
     """The run_at a new task of `account` and `task_type` gets under a pacing rule (None when no
     rule applies), its slot taken in the caller's transaction: at `wanted` (the requested
     run_at, or now) or later, never closer than the rule allows to the previous paced task."""
@@ -48,17 +62,36 @@ def paced_run_at(session: Session, account: str | None, task_type: str, wanted: 
     rule = rule_for(session, account, task_type)
     if rule is None:
         return None
-    insert_ignore(session, PacingSlot, {"account": account, "task_type": task_type, "last_run_at": NEVER})
-    slot = session.scalars(
-        select(PacingSlot).where(PacingSlot.account == account, PacingSlot.task_type == task_type).with_for_update()
-    ).one()
+    slot = _slot(session, account, task_type)
     gap = rule.interval + (random.uniform(0, rule.jitter) if rule.jitter else 0.0)
     run_at = max(wanted, slot.last_run_at + timedelta(seconds=gap))
     slot.last_run_at = run_at
+    if run_at <= now:
+        slot.last_sent_at = now  # published by the create itself
     if run_at > wanted:
         log.info("%s task of account %s paced to %s (rule %s: %g s + up to %g s)", task_type, account,
                  run_at.isoformat(timespec="seconds"), rule.account, rule.interval, rule.jitter)
     return run_at
+
+
+def hold_back(session: Session, account: str | None, task_type: str, now: datetime,
+              rules: dict[tuple[str, str], PacingRule | None]) -> datetime | None:
+    """At a paced task's release: the time it must wait for when the account's previous paced
+    task of the type was published less than the interval ago, else None (and the slot notes
+    it is published now). `rules` caches the rules looked up in one pass."""
+    if account is None:
+        return None
+    key = (account, task_type)
+    if key not in rules:
+        rules[key] = rule_for(session, account, task_type)
+    rule = rules[key]
+    if rule is None:
+        return None
+    slot = _slot(session, account, task_type)
+    if slot.last_sent_at is not None and slot.last_sent_at + timedelta(seconds=rule.interval) > now:
+        return slot.last_sent_at + timedelta(seconds=rule.interval)
+    slot.last_sent_at = now
+    return None
 
 
 def _out(rule: PacingRule, last: datetime | None) -> PacingRuleOut:

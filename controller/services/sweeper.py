@@ -35,8 +35,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from controller.models import Device, Task
-from controller.services import lifecycle
+from controller.models import Device, PacingRule, Task
+from controller.services import lifecycle, pacing
 from controller.services.devices import mark_silent
 from controller.services.publisher import Publisher
 from controller.services.task_control import send_cancel
@@ -213,17 +213,25 @@ def release_due(session: Session, publisher: Publisher, now: datetime) -> int:
         .limit(BATCH)
         .with_for_update(skip_locked=True)
     ).all()
+    rules: dict[tuple[str, str], PacingRule | None] = {}
+    released: list[Task] = []
     for task in due:
+        later = pacing.hold_back(session, task.account, task.type, now, rules)
+        if later is not None:
+            task.run_at = later  # its account's previous paced task went out late: keep the interval on the wire
+            continue
         task.heard_at = now
+        released.append(task)
     session.commit()
     sent = 0
-    for task in due:
+    for task in released:
         if not publish_task(task, publisher, now):
             break  # not connected: the unacked and re-send paths send them later
         sent += 1
-    if due:
-        lateness = (now - due[0].run_at).total_seconds() if due[0].run_at else 0.0
-        log.info("released %d task(s) whose run_at came (e.g. %s, %.1f s after its run_at)", sent, due[0].id, lateness)
+    if released:
+        first = released[0]
+        lateness = (now - first.run_at).total_seconds() if first.run_at else 0.0
+        log.info("released %d task(s) whose run_at came (e.g. %s, %.3f s after its run_at)", sent, first.id, lateness)
     return sent
 
 

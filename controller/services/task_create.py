@@ -191,7 +191,7 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
 def _pace(session: Session, task: Task, body: TaskCreate, now: datetime) -> None:
     """Move the task's run_at later when a pacing rule of its account and type says so (last, as
     it takes the account's slot in this transaction)."""
-    paced = pacing.paced_run_at(session, body.account, body.type, task.run_at or now)
+    paced = pacing.paced_run_at(session, body.account, body.type, task.run_at or now, now)
     if paced is None or paced <= (task.run_at or now):
         return
     task.run_at = paced

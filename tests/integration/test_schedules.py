@@ -7,8 +7,9 @@ message on the device's topic (the test's own eyes on the wire). One fleet per m
 - pacing: 4 tasks of one account created at once through both controllers reach the device
   at least the interval apart (measured arrivals and starts);
 - a per-2-seconds cron schedule fires every slot exactly once with two controllers, goes on
-  when the lease holder is SIGKILLed, and, with every controller killed for several slots,
-  fires the latest missed slot ONCE when one comes back (the others counted as skipped).
+  when the lease holder is SIGKILLed, and, with the other killed too for several slots, fires
+  the latest missed slot ONCE when one comes back (the others counted as skipped). The cron
+  test runs last: it leaves one controller.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ SETTINGS = dict(keepalive="5", sweep_interval="0.5", sweep_lease="2", task_timeo
                 reconnect_min_delay="0.2", reconnect_max_delay="1", schedule_missed_window="30")
 
 
-WIRE_NOISE = 0.1  # seconds two releases may differ in lateness on this busy 2-core machine
-START_NOISE = 0.25  # ... and two starts on the device, which adds its own delay to each
+WIRE_NOISE = 0.02  # seconds: the broker's and the probe's own delays between the publish and the arrival
+START_NOISE = 0.25  # seconds two starts on the device may differ in delay after arrival (busy 2-core machine)
 
 
 class TimedProbe(MqttProbe):
@@ -158,8 +159,8 @@ def test_pacing_spreads_one_accounts_tasks(fleet: Fleet) -> None:
     gaps = {name: [round((y - x).total_seconds(), 3) for x, y in zip(times, times[1:])]
             for name, times in (("run_at", slots), ("on the wire", arrivals), ("started", starts))}
     print(f"pacing {interval} s + up to {jitter} s, gaps: {gaps}")
-    # The controller's promise is the run_at gaps; each task goes out within milliseconds of its
-    # run_at (the sweeping controller wakes for it), and the device starts it after its own delay.
+    # run_at gaps are the rule's; the release keeps the interval on the wire (a late one holds the
+    # next back); the device starts each after its own delay.
     assert all(interval <= gap <= interval + jitter + 0.01 for gap in gaps["run_at"]), gaps
     assert all(gap >= interval - WIRE_NOISE for gap in gaps["on the wire"]), gaps
     assert all(gap >= interval - START_NOISE for gap in gaps["started"]), gaps
@@ -198,33 +199,31 @@ def test_a_cron_schedule_fires_each_slot_once_across_kills_and_two_controllers(f
     holder, other = _holder(fleet)
     holder.process.kill()
     seen = len(_runs(other, sid))
-    wait_for(lambda: len(_runs(other, sid)) >= seen + 3, 20, what="3 more slots after the holder was SIGKILLed")
-    holder.start()
-    # Every controller down for about 7 s (3-4 slots), then one back: the latest missed slot fires once.
+    wait_for(lambda: len(_runs(other, sid)) >= seen + 2, 20, what="2 more slots after the holder was SIGKILLed")
+    # Now the other one too: no controller for 4 s plus a restart (2+ slots), then one back: the
+    # latest missed slot fires once, the others are counted as skipped.
     before = other.api.get(f"/api/v1/schedules/{sid}").json()
-    fleet.a.process.kill()
-    fleet.b.process.kill()
+    other.process.kill()
     down_at = datetime.now(timezone.utc)
-    wait_for(lambda: datetime.now(timezone.utc) >= down_at + timedelta(seconds=7), 10, interval=0.2,
-             what="7 s with no controller")
-    fleet.a.start()
-    after = wait_for(lambda: (s := fleet.a.api.get(f"/api/v1/schedules/{sid}").json())["skipped"] > before["skipped"]
+    wait_for(lambda: datetime.now(timezone.utc) >= down_at + timedelta(seconds=4), 10, interval=0.2,
+             what="4 s with no controller")
+    holder.start()
+    after = wait_for(lambda: (s := holder.api.get(f"/api/v1/schedules/{sid}").json())["skipped"] > before["skipped"]
                      and s, 20, what="the missed slots handled")
     back = datetime.now(timezone.utc)
-    wait_for(lambda: _at(fleet.a.api.get(f"/api/v1/schedules/{sid}").json()["last_run_at"]) > back, 10,
+    wait_for(lambda: _at(holder.api.get(f"/api/v1/schedules/{sid}").json()["last_run_at"]) > back, 10,
              what="one more slot after the return")
-    fleet.b.start()
-    runs = _runs(fleet.a, sid)
+    runs = _runs(holder, sid)
     slots = [_slot(run) for run in runs]
     during = [s for s in slots if down_at < s <= back]
     print(f"\ncron every 2 s: {len(runs)} runs; skipped {after['skipped'] - before['skipped']} missed slot(s), "
           f"fired {len(during)} for the outage; last skip: {after['last_skip']}")
     assert len(during) == 1, (during, after)
-    assert after["skipped"] - before["skipped"] >= 2
+    assert after["skipped"] - before["skipped"] >= 1
     gaps = [(y - x).total_seconds() for x, y in zip(slots, slots[1:])]
     assert all(gap % 2 == 0 and gap > 0 for gap in gaps), gaps  # every run a distinct slot, none twice
     expected_missing = sum(int(gap // 2) - 1 for gap in gaps)
     assert expected_missing <= after["skipped"], (gaps, after["skipped"])  # a gap is a slot skipped, never lost silently
-    finals = [fleet.a.wait_task(run, timeout=30)["status"] for run in runs]
+    finals = [holder.wait_task(run, timeout=30)["status"] for run in runs]
     assert set(finals) == {"succeeded"}, finals
-    assert fleet.a.api.delete(f"/api/v1/schedules/{sid}").status_code == 204
+    assert holder.api.delete(f"/api/v1/schedules/{sid}").status_code == 204

@@ -231,3 +231,22 @@ def test_rest_shapes(client: TestClient) -> None:
     assert rule.status_code == 200 and rule.json()["interval"] == 30
     assert client.delete("/api/v1/pacing", headers=headers, params={"account": "a/b", "type": "chat"}).status_code == 204
     assert client.delete("/api/v1/pacing", headers=headers, params={"account": "a/b", "type": "chat"}).status_code == 404
+
+
+def test_a_paced_task_is_held_back_when_the_previous_one_went_out_late(
+    sessions: sessionmaker[Session], publisher: FakePublisher
+) -> None:
+    go_online(sessions, "pc-01")
+    with sessions() as session:
+        pacing.set_rule(session, PacingRuleIn(account="alice", type="ping", interval=10))
+        first = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping", account="alice"), publisher)
+        second = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping", account="alice"), publisher)
+        third = task_create.create_task(session, TaskCreate(device_id="pc-01", type="ping", account="alice"), publisher)
+        assert first.run_at is None and second.run_at is not None and third.run_at is not None
+        late = second.run_at + timedelta(seconds=4)  # the sweeping controller was 4 s late for the second
+        assert sweeper.release_due(session, publisher, late) == 1
+        assert sweeper.release_due(session, publisher, third.run_at) == 0, "only 6 s after the second went out"
+        held = session.get(Task, third.id)
+        assert held is not None and held.run_at == late + timedelta(seconds=10)
+        assert sweeper.release_due(session, publisher, late + timedelta(seconds=10)) == 1
+    assert _sent_ids(publisher) == [first.id, second.id, third.id]

@@ -59,6 +59,7 @@ def upgrade() -> None:
         sa.Column("account", sa.String(length=200), nullable=False),
         sa.Column("task_type", sa.String(length=64), nullable=False),
         sa.Column("last_run_at", UtcDateTime(timezone=True), nullable=False),
+        sa.Column("last_sent_at", UtcDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("account", "task_type"),
     )
 
