@@ -70,7 +70,7 @@ def api(method: str, path: str, *, timeout: float = 30, idempotency_key: str | N
         break
     if response.status_code >= 400:
         fail(f"{response.status_code}: {_detail(response)}", code=1)
-    return response.json()
+    return response.json() if response.content else None  # a 204 has no body
 
 
 def _note_retry(what: str, pause: float) -> None:
