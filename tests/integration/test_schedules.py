@@ -118,7 +118,7 @@ def test_a_run_at_task_is_not_sent_before_its_time(fleet: Fleet) -> None:
     late = (arrived - run_at).total_seconds()
     started = (_at(done["started_at"]) - run_at).total_seconds()
     print(f"\nrun_at task: on the wire {late:+.3f} s after run_at, started {started:+.3f} s after it")
-    assert 0 <= late < 1.5 and started >= 0
+    assert 0 <= late < 3 and started >= 0  # late: milliseconds when idle, up to 1.3 s seen on this shared machine
 
 
 def test_a_delayed_broadcast_sends_each_run_when_due(fleet: Fleet) -> None:
