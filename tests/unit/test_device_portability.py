@@ -1,9 +1,10 @@
 """Every module of the device daemon (and the `config`, `schemas` and `broker.connection` code it
 loads) imports on Windows and macOS: each is imported in a fresh interpreter that pretends to
-be `win32` or `darwin` (`sys.platform`; `os.name` stays, or pathlib could not make a path here), with the POSIX-only modules (fcntl, pwd, grp, termios, resource) made
-unimportable and the POSIX-only calls (os.fork, os.getuid, signal.SIGHUP, …) removed. The
-standard library and third-party packages are imported first, as they really are: only our
-own import-time code runs under the pretence."""
+be `win32` or `darwin` (`sys.platform`; `os.name` stays, or pathlib could not make a path
+here), with the POSIX-only modules (fcntl, pwd, grp, termios, resource) made unimportable and
+the POSIX-only calls (os.fork, os.getuid, signal.SIGHUP, …) removed. The standard library and
+third-party packages are imported first, as they really are: only our own import-time code
+runs under the pretence."""
 
 from __future__ import annotations
 
