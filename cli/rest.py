@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cli.local import api_url, local_token, settings
 from cli.output import err_console, fail
 from config.settings import ENV_PREFIX
+from config.tls import CaFileError, client_verify, untrusted_certificate
 from schemas.api import IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_PATTERN
 
 if TYPE_CHECKING:  # imported per request: `fleet device` (a long-lived daemon) never needs httpx
@@ -53,12 +54,20 @@ def api(method: str, path: str, *, timeout: float = 30, idempotency_key: str | N
             fail(f"--idempotency-key {idempotency_key!r} is not a key: use 1 to 255 printable ASCII characters "
                  "without spaces, e.g. a UUID", code=2)
         headers[IDEMPOTENCY_KEY_HEADER] = idempotency_key
+    try:
+        verify = client_verify(config.api_ca_file)
+    except CaFileError as exc:
+        fail(str(exc), code=2)
     attempts = ATTEMPTS if idempotency_key is not None else 1
     for attempt in range(1, attempts + 1):
         pause = FIRST_PAUSE * 2 ** (attempt - 1)
         try:
-            response = httpx.request(method, f"{base}{path}", timeout=timeout, headers=headers, **kwargs)
+            response = httpx.request(method, f"{base}{path}", timeout=timeout, headers=headers,
+                                     verify=verify, **kwargs)
         except httpx.HTTPError as exc:
+            untrusted = untrusted_certificate(exc, base)
+            if untrusted is not None:
+                fail(untrusted, code=1)  # trying again cannot help
             if attempt < attempts:
                 _note_retry(f"the controller at {base} failed ({exc.__class__.__name__})", pause)
                 continue

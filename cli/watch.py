@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import time
 from typing import Any, Optional
 
@@ -13,6 +14,7 @@ import typer
 
 from cli.local import api_url, local_token, settings
 from cli.output import console, err_console, fail, load_cell
+from config.tls import CaFileError, client_verify, untrusted_certificate
 from schemas.live import LIVE_KINDS
 
 MAX_PAUSE = 15.0
@@ -60,14 +62,15 @@ def _params(kinds: list[str], devices: list[str], tasks: list[str]) -> dict[str,
 
 
 def _follow(url: str, headers: dict[str, str], params: dict[str, str], read_timeout: float, as_json: bool,
-            count: int | None) -> int:
+            count: int | None, verify: ssl.SSLContext | bool) -> int:
     """Print events until the stream ends; returns how many were printed. Raises httpx errors."""
     import httpx
     from httpx_sse import connect_sse
 
     printed = 0
     timeout = httpx.Timeout(10.0, read=read_timeout)
-    with httpx.Client(timeout=timeout, headers=headers) as client, connect_sse(client, "GET", url, params=params) as source:
+    client = httpx.Client(timeout=timeout, headers=headers, verify=verify)
+    with client, connect_sse(client, "GET", url, params=params) as source:
         if source.response.status_code in (401, 403, 404, 422):
             source.response.read()
             try:
@@ -107,13 +110,17 @@ def watch(
     url = f"{api_url(config)}/api/v1/events/stream"
     read_timeout = READ_TIMEOUT_PINGS * config.live_ping_interval
     pause, left = 1.0, count
+    try:
+        verify = client_verify(config.api_ca_file)
+    except CaFileError as exc:
+        fail(str(exc), code=2)
     # Ctrl-C ends it even when started with SIGINT ignored (a background job of a script
     # inherits that, and Python then never raises KeyboardInterrupt).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             try:
-                shown = _follow(url, headers, params, read_timeout, as_json, left)
+                shown = _follow(url, headers, params, read_timeout, as_json, left, verify)
                 pause = 1.0
                 if left is not None:
                     left -= shown
@@ -121,6 +128,9 @@ def watch(
                         return
                 reason = "the controller ended the stream"
             except (httpx.HTTPError, ValueError) as exc:
+                untrusted = untrusted_certificate(exc, url)
+                if untrusted is not None:
+                    fail(untrusted, code=1)  # reconnecting cannot help
                 reason = str(exc) or type(exc).__name__
             err_console.print(f"stream lost ({reason}); reconnecting in {pause:.0f} s", highlight=False)
             time.sleep(pause)

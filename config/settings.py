@@ -24,6 +24,7 @@ from pydantic_settings import (
 from typing_extensions import Annotated
 
 from config.settings_alerts import ALERT_SECRET_FIELDS, AlertSettings
+from config.settings_api_tls import ApiTlsSettings
 from config.settings_live import LiveSettings
 from config.settings_metrics import MetricsSettings
 from config.settings_schedules import ScheduleSettings
@@ -75,7 +76,7 @@ class SettingsError(ConfigError):
     """A setting is invalid; the message names it and says what is accepted."""
 
 
-class FleetSettings(AlertSettings, MetricsSettings, LiveSettings, ScheduleSettings, BaseSettings):
+class FleetSettings(AlertSettings, MetricsSettings, LiveSettings, ScheduleSettings, ApiTlsSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
@@ -321,7 +322,8 @@ class FleetSettings(AlertSettings, MetricsSettings, LiveSettings, ScheduleSettin
     @property
     def resolved_api_url(self) -> str:
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
-        return (self.api_url or f"http://{host}:{self.api_port}").rstrip("/")
+        scheme = "https" if self.api_certfile is not None else "http"
+        return (self.api_url or f"{scheme}://{host}:{self.api_port}").rstrip("/")
 
 
 def _describe(error: Mapping[str, Any]) -> str:

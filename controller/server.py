@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
 
@@ -96,6 +97,21 @@ def _check_signing_key(settings: FleetSettings) -> None:
         raise ControllerStartupError(str(exc)) from None
 
 
+def _check_tls(settings: FleetSettings) -> None:
+    """Load the API's certificate and key once here, so an unreadable or mismatched pair is one
+    clear line naming the settings, not uvicorn's traceback."""
+    if settings.api_certfile is None or settings.api_keyfile is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.api_certfile, settings.api_keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise ControllerStartupError(
+            f"cannot serve HTTPS with FLEET_API_CERTFILE={settings.api_certfile} and FLEET_API_KEYFILE="
+            f"{settings.api_keyfile}: {reason}; give a readable PEM certificate (chain) and its own private key"
+        ) from None
+
+
 async def _exit_when_set(server: uvicorn.Server, stop: asyncio.Event) -> None:
     await stop.wait()
     server.should_exit = True
@@ -111,6 +127,7 @@ async def serve(settings: FleetSettings, stop: asyncio.Event | None = None, read
     """
     await asyncio.to_thread(_check_database, settings)
     _check_signing_key(settings)
+    _check_tls(settings)
     sock = _bind(settings.api_host, settings.api_port)
     config = uvicorn.Config(
         create_app(settings),
@@ -119,10 +136,13 @@ async def serve(settings: FleetSettings, stop: asyncio.Event | None = None, read
         log_level=settings.log_level.lower(),
         lifespan="on",
         access_log=settings.log_level == "DEBUG",
+        ssl_certfile=settings.api_certfile,
+        ssl_keyfile=settings.api_keyfile,
     )
     server = _Server(config, handle_signals=stop is None, ready=ready)
     watcher = asyncio.create_task(_exit_when_set(server, stop)) if stop is not None else None
-    log.info("REST API on http://%s:%d (OpenAPI docs at /docs)", settings.api_host, settings.api_port)
+    scheme = "https" if settings.api_certfile is not None else "http"
+    log.info("REST API on %s://%s:%d (OpenAPI docs at /docs)", scheme, settings.api_host, settings.api_port)
     try:
         await server.serve(sockets=[sock])
     except SystemExit:

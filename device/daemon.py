@@ -241,7 +241,7 @@ def browser_environment(settings: FleetSettings) -> BrowserEnvironment:
         locator_dir=settings.locator_dir,
         artifacts_dir=settings.data_dir / "artifacts",
         platforms=load_platforms(),
-        media_policy=UrlPolicy(settings.public_base_url, tuple(settings.upload_allowed_hosts)),
+        media_policy=UrlPolicy(settings.public_base_url, tuple(settings.upload_allowed_hosts), settings.api_ca_file),
     )
 
 

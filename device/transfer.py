@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from config.tls import CaFileError, client_verify, untrusted_certificate
 from device.handlers.base import TaskFailure
 from device.url_policy import UrlPolicy
 from schemas.errors import WireErrorCode
@@ -58,9 +59,17 @@ async def fetch(
         return final
     part = final.with_suffix(".part")
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=60), follow_redirects=False) as client:
+        verify = client_verify(policy.ca_file)
+    except CaFileError as exc:
+        raise TaskFailure(WireErrorCode.DOWNLOAD_FAILED, str(exc)) from None
+    try:
+        client = httpx.AsyncClient(timeout=httpx.Timeout(30, read=60), follow_redirects=False, verify=verify)
+        async with client:
             await _download(client, url, part, size, progress, policy)
     except httpx.HTTPError as exc:
+        untrusted = untrusted_certificate(exc, url.split("?")[0])  # never the link's signature
+        if untrusted is not None:
+            raise TaskFailure(WireErrorCode.DOWNLOAD_FAILED, untrusted) from None
         raise TaskFailure(WireErrorCode.DOWNLOAD_FAILED, f"downloading the media failed ({type(exc).__name__}); "
                           "it resumes where it stopped when the task is run again") from None
     if size is not None and part.stat().st_size != size:

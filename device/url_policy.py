@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # httpx is imported when a URL is checked: an idle daemon never loads it
@@ -25,6 +26,7 @@ class UrlPolicy:
 
     controller_url: str
     allowed_hosts: tuple[str, ...] = ()
+    ca_file: Path | None = None  # FLEET_API_CA_FILE: the CA of the controller's HTTPS certificate
 
     def problem(self, url: str) -> str | None:
         """Why `url` may not be fetched, or None when it may."""

@@ -24,6 +24,7 @@ import pytest
 
 from broker.connection import broker_addresses, create_client
 from broker.mosquitto import TlsFiles, mosquitto_conf
+from config.tls import client_verify
 from device.simulator import SimulatedFleet
 from schemas.events import FINAL_STATUSES
 from tests.ports import PORT_ATTEMPTS, free_port, listens
@@ -199,10 +200,11 @@ class Controller:
 
     def __init__(
         self, broker: Broker, work: Path, database_url: str | None = None, mqtt_url: str | None = None,
-        admin_token: str | None = None, own_client_id: bool = True, **settings: Any
+        admin_token: str | None = None, own_client_id: bool = True, api_ca: Path | None = None, **settings: Any
     ) -> None:
         """`admin_token`: the one of another controller on the same database (it keeps one);
-        `own_client_id` False leaves FLEET_CONTROLLER_CLIENT_ID unset (the controller's default)."""
+        `own_client_id` False leaves FLEET_CONTROLLER_CLIENT_ID unset (the controller's default);
+        with `api_certfile` and `api_keyfile` in `settings` it serves HTTPS, which `api` checks with `api_ca`."""
         self.broker = broker
         self.data_dir = work / "controller"
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
@@ -212,14 +214,16 @@ class Controller:
                               data_dir=str(self.data_dir), admin_token=self.admin_token, **settings)
         self.started = False
         self.process = Process("controller", fleet_argv("controller"), work)
-        self.api = httpx.Client(timeout=10, headers={"Authorization": f"Bearer {self.admin_token}"})
+        self.scheme = "https" if "api_certfile" in settings else "http"
+        self.api = httpx.Client(timeout=10, headers={"Authorization": f"Bearer {self.admin_token}"},
+                                verify=client_verify(api_ca))
         self._use_port(free_port())
 
     def _use_port(self, port: int) -> None:
         self.port = port
         client_id = {"controller_client_id": f"controller-{port}"} if self._own_client_id else {}
         self.process.env = base_env(api_port=str(port), **client_id, **self._settings)
-        self.api.base_url = httpx.URL(f"http://127.0.0.1:{port}")
+        self.api.base_url = httpx.URL(f"{self.scheme}://127.0.0.1:{port}")
 
     def start(self) -> None:
         """Start it and wait until it is healthy; on a restart it keeps its port."""

@@ -90,7 +90,7 @@ def test_fleet_broker_listens_on_tcp_and_websocket_and_says_where(tls: bool, tmp
     port, ws_port = free_port(), free_port()
     files = {}
     if tls:
-        from tests.integration.test_tls import make_certificates
+        from tests.certificates import make_certificates
 
         certificates = make_certificates(tmp_path)
         files = {"broker_certfile": str(certificates.certfile), "broker_keyfile": str(certificates.keyfile)}
