@@ -76,7 +76,7 @@ class SettingsError(ConfigError):
     """A setting is invalid; the message names it and says what is accepted."""
 
 
-class FleetSettings(AlertSettings, MetricsSettings, LiveSettings, ScheduleSettings, ApiTlsSettings):
+class FleetSettings(AlertSettings, MetricsSettings, LiveSettings, ScheduleSettings, ApiTlsSettings, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
