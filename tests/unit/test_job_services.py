@@ -1,0 +1,127 @@
+"""Jobs in the controller's services on a real SQLite database (the MQTT publish side stood in
+for): the rollout pass creates runs at the rollout's pace, never twice, aborts and cancels what
+has not started, and a continuous job picks up devices that join its target."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.models import Task
+from controller.services import devices, job_engine, jobs, tasks
+from controller.services.errors import ConflictError, InvalidRequestError
+from schemas.common import utcnow
+from schemas.events import EventKind
+from schemas.jobs import JobCreate
+from tests.services_kit import FakePublisher, event, go_online, will
+
+
+def _create(sessions: sessionmaker[Session], publisher: FakePublisher, **body: object) -> str:
+    with sessions() as session:
+        job = jobs.stage_job(session, JobCreate.model_validate({"type": "echo", **body}), publisher)
+        session.commit()
+        return job.id
+
+
+def _pass(sessions: sessionmaker[Session], publisher: FakePublisher, at: float, t0: object) -> job_engine.PassResult:
+    with sessions() as session:
+        return job_engine.run_pass(session, publisher, t0 + timedelta(seconds=at), pass_interval=0.25,  # type: ignore[operator]
+                                   max_runs=100)
+
+
+def _runs(sessions: sessionmaker[Session], job_id: str) -> dict[str, str]:
+    with sessions() as session:
+        return {t.device_id: t.status for t in session.scalars(select(Task).where(Task.job_id == job_id))}
+
+
+def test_rate_rollout_creates_runs_at_its_pace_once_each_and_finishes(
+    sessions: sessionmaker[Session], publisher: FakePublisher
+) -> None:
+    for device_id in ("pc-01", "pc-02", "pc-03"):
+        go_online(sessions, device_id)
+    with sessions() as session:
+        devices.apply_status(session, "pc-03", will("pc-03", "s1"))
+    job_id = _create(sessions, publisher, target={"device_ids": ["pc-01", "pc-02", "pc-03"]},
+                     rollout={"kind": "rate", "per_minute": 60})
+    t0 = utcnow()
+    assert [r.id for r in _pass(sessions, publisher, 0, t0).created] == [f"{job_id}:pc-01"]
+    assert _pass(sessions, publisher, 0.5, t0).created == []  # too early for the next
+    assert _pass(sessions, publisher, 0.5, t0).created == []
+    assert [r.id for r in _pass(sessions, publisher, 1.0, t0).created] == [f"{job_id}:pc-02"]
+    assert [r.id for r in _pass(sessions, publisher, 2.0, t0).created] == [f"{job_id}:pc-03"]
+    assert [topic for topic, _ in publisher.sent] == ["devices/pc-01/tasks", "devices/pc-02/tasks"]  # pc-03 offline
+    with sessions() as session:
+        out = jobs.get_job(session, job_id)
+    assert out.status == "running" and out.progress is not None
+    assert (out.progress.runs, out.progress.pending_targets, out.progress.by_status) == (3, 0, {"queued": 3})
+
+    with sessions() as session:
+        for device_id in ("pc-01", "pc-02", "pc-03"):
+            tasks.record_event(session, device_id, event(f"{job_id}:{device_id}", device_id, EventKind.SUCCEEDED, 1))
+    assert _pass(sessions, publisher, 3.0, t0).ended == [job_id]
+    with sessions() as session:
+        out = jobs.get_job(session, job_id)
+    assert out.status == "succeeded" and out.progress is not None and out.progress.success_rate == 1.0
+
+
+def test_abort_rule_stops_the_job_and_cancels_runs_that_had_not_started(
+    sessions: sessionmaker[Session], publisher: FakePublisher
+) -> None:
+    go_online(sessions, "pc-01")
+    go_online(sessions, "pc-02")
+    go_online(sessions, "pc-09")
+    with sessions() as session:
+        devices.apply_status(session, "pc-01", will("pc-01", "s1"))  # its run stays queued
+    job_id = _create(sessions, publisher, target={"all": True}, abort=[{"on": "failed", "count": 1}])
+    t0 = utcnow()
+    assert len(_pass(sessions, publisher, 0, t0).created) == 3
+    with sessions() as session:
+        tasks.record_event(session, "pc-02", event(f"{job_id}:pc-02", "pc-02", EventKind.STARTED, 0))
+        tasks.record_event(session, "pc-09", event(f"{job_id}:pc-09", "pc-09", EventKind.FAILED, 1,
+                                                   error={"code": "boom", "message": "no"}))
+    assert _pass(sessions, publisher, 1, t0).ended == [job_id]
+    assert _runs(sessions, job_id) == {"pc-01": "canceled", "pc-02": "running", "pc-09": "failed"}
+    with sessions() as session:
+        out = jobs.get_job(session, job_id)
+        assert out.status == "aborted" and out.abort_reason is not None and "1 of 1 ended runs failed" in out.abort_reason
+        with pytest.raises(ConflictError, match="aborted"):
+            jobs.cancel_job(session, job_id, publisher)
+
+
+def test_continuous_job_runs_on_devices_that_join_and_pause_cancel(
+    sessions: sessionmaker[Session], publisher: FakePublisher
+) -> None:
+    go_online(sessions, "pc-01", groups=["eu"])
+    job_id = _create(sessions, publisher, target={"groups": ["eu"]}, mode="continuous")
+    t0 = utcnow()
+    _pass(sessions, publisher, 0, t0)
+    go_online(sessions, "pc-02", groups=["eu"])
+    go_online(sessions, "pc-03", groups=["us"])
+    assert [r.device_id for r in _pass(sessions, publisher, 1, t0).created] == ["pc-02"]
+    with sessions() as session:
+        assert jobs.pause_job(session, job_id).status == "paused"
+    go_online(sessions, "pc-04", groups=["eu"])
+    assert _pass(sessions, publisher, 2, t0).created == []  # paused
+    with sessions() as session:
+        assert jobs.resume_job(session, job_id).status == "running"
+    assert [r.device_id for r in _pass(sessions, publisher, 3, t0).created] == ["pc-04"]
+    with sessions() as session:
+        out = jobs.cancel_job(session, job_id, publisher)
+    assert out.status == "canceled"
+    assert set(_runs(sessions, job_id).values()) == {"canceled"}
+
+
+def test_bad_jobs_are_refused_with_a_reason(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
+    with pytest.raises(InvalidRequestError, match="not both"):
+        _create(sessions, publisher, account="a1", target={"accounts": ["a1"]})
+    with pytest.raises(InvalidRequestError, match="not built in"):
+        _create(sessions, publisher, type="nope", target={"all": True})
+    with pytest.raises(ValueError, match="name the devices"):
+        JobCreate.model_validate({"type": "echo", "target": {}})
+    job_id = _create(sessions, publisher, target={"all": True}, run_at=(utcnow() + timedelta(hours=1)).isoformat())
+    assert _pass(sessions, publisher, 0, utcnow()).created == []
+    with sessions() as session:
+        assert jobs.get_job(session, job_id).status == "scheduled"
