@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from cli import accounts, devices, env, files, identities, processes, simulate, stats, tasks, tokens, up, watch
+from cli import accounts, devices, env, files, identities, jobs, processes, simulate, stats, tasks, tokens, up, watch
 
 app = typer.Typer(help="Command a fleet of PCs over MQTT.", no_args_is_help=True, add_completion=False)
 app.command("up")(up.up)
@@ -19,6 +19,7 @@ app.command("simulate")(simulate.simulate)
 app.command("devices")(devices.list_devices)
 app.add_typer(tasks.app, name="task")
 app.command("broadcast")(tasks.broadcast)
+app.add_typer(jobs.app, name="job")
 app.add_typer(accounts.app, name="account")
 app.add_typer(files.app, name="file")
 app.add_typer(tokens.app, name="token")
