@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -125,3 +126,21 @@ def test_bad_jobs_are_refused_with_a_reason(sessions: sessionmaker[Session], pub
     assert _pass(sessions, publisher, 0, utcnow()).created == []
     with sessions() as session:
         assert jobs.get_job(session, job_id).status == "scheduled"
+
+
+def test_the_jobs_routes_answer_repeats_once_and_say_what_is_wrong(client: TestClient) -> None:
+    body = {"type": "ping", "target": {"all": True}, "rollout": {"kind": "batches", "size": 5, "pause": 60}}
+    first = client.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "job-key-1"})
+    again = client.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "job-key-1"})
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.json()["id"] == first.json()["id"] and again.headers.get("Idempotent-Replayed") == "true"
+    assert client.get("/api/v1/jobs").json()["total"] == 1
+    job_id = first.json()["id"]
+    shown = client.get(f"/api/v1/jobs/{job_id}").json()
+    assert shown["progress"]["runs"] == 0 and shown["rollout"]["size"] == 5
+    assert client.get("/api/v1/jobs/nope").status_code == 404
+    refused = client.post(f"/api/v1/jobs/{job_id}/resume")
+    assert refused.status_code == 409 and "only a job that is paused" in refused.json()["detail"]
+    bad = client.post("/api/v1/jobs", json={**body, "rollout": {"kind": "rate", "per_minute": 0}})
+    assert bad.status_code == 422 and "per_minute" in bad.text
+    assert client.post(f"/api/v1/jobs/{job_id}/cancel").json()["status"] == "canceled"
