@@ -17,7 +17,7 @@ from controller.services.errors import ConflictError, InvalidRequestError
 from schemas.common import utcnow
 from schemas.events import EventKind
 from schemas.jobs import JobCreate
-from tests.services_kit import FakePublisher, event, go_online, will
+from tests.services_kit import ADMIN_TOKEN, FakePublisher, event, go_online, will
 
 
 def _create(sessions: sessionmaker[Session], publisher: FakePublisher, **body: object) -> str:
@@ -144,3 +144,23 @@ def test_the_jobs_routes_answer_repeats_once_and_say_what_is_wrong(client: TestC
     bad = client.post("/api/v1/jobs", json={**body, "rollout": {"kind": "rate", "per_minute": 0}})
     assert bad.status_code == 422 and "per_minute" in bad.text
     assert client.post(f"/api/v1/jobs/{job_id}/cancel").json()["status"] == "canceled"
+
+
+def test_the_jobs_pages_show_progress_and_pause_resume_cancel(client: TestClient) -> None:
+    from tests.unit.test_dashboard_pages import _signed_in
+
+    job = client.post("/api/v1/jobs", json={"type": "ping", "target": {"all": True}, "name": "nightly ping"}).json()
+    browser = _signed_in(client, ADMIN_TOKEN)
+    listed = browser.get("/jobs")
+    assert listed.status_code == 200 and "nightly ping" in listed.text and f"/jobs/{job['id']}" in listed.text
+    assert browser.get("/jobs?status=bogus").status_code == 422
+    browser.cookies.set("fleet_lang", "zh_CN")
+    page = browser.get(f"/jobs/{job['id']}")
+    assert page.status_code == 200 and "已计划" in page.text and 'id="pause-job"' in page.text
+    csrf = browser.cookies["fleet_csrf"]
+    assert browser.post(f"/jobs/{job['id']}/pause", data={"csrf_token": csrf}).status_code == 303
+    assert 'id="resume-job"' in browser.get(f"/jobs/{job['id']}").text
+    assert browser.post(f"/jobs/{job['id']}/resume", data={"csrf_token": csrf}).status_code == 303
+    assert browser.post(f"/jobs/{job['id']}/cancel", data={"csrf_token": csrf}).status_code == 303
+    assert client.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "canceled"
+    assert browser.get("/jobs/nope").status_code == 404
