@@ -7,7 +7,22 @@ from typing import Any, Optional
 
 import typer
 
-from cli import accounts, devices, env, files, identities, jobs, processes, simulate, stats, tasks, tokens, up, watch
+from cli import (
+    accounts,
+    devices,
+    env,
+    files,
+    identities,
+    jobs,
+    processes,
+    simulate,
+    stats,
+    targets,
+    tasks,
+    tokens,
+    up,
+    watch,
+)
 
 app = typer.Typer(help="Command a fleet of PCs over MQTT.", no_args_is_help=True, add_completion=False)
 app.command("up")(up.up)
@@ -17,6 +32,7 @@ app.command("env")(env.env)
 app.add_typer(devices.app, name="device")
 app.command("simulate")(simulate.simulate)
 app.command("devices")(devices.list_devices)
+app.add_typer(targets.app, name="target")
 app.add_typer(tasks.app, name="task")
 app.command("broadcast")(tasks.broadcast)
 app.add_typer(jobs.app, name="job")

@@ -38,6 +38,7 @@ from controller.models import Device, Job, JobTarget, Task
 from controller.services import lifecycle, rollout, task_control
 from controller.services.errors import ServiceError
 from controller.services.publisher import Publisher
+from controller.services.targets import select_devices
 from controller.services.task_create import publish_task
 from controller.services.task_rows import task_values
 from controller.services.upsert import inserted_keys
@@ -46,10 +47,6 @@ from schemas.targets import Target
 
 log = logging.getLogger(__name__)
 
-try:  # the lead's resolver once it is on main; until then the temporary one
-    from controller.services.targets import select_devices  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - removed on merge
-    from controller.services.job_resolve import select_devices
 
 ACTIVE = ("scheduled", "running", "paused")
 RUN_ID_MAX = 128

@@ -18,6 +18,7 @@ from controller.services.broadcasts import check_type
 from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError
 from controller.services.idempotency import Answer, Claim, Staged
 from controller.services.publisher import Publisher
+from controller.services.targets import select_devices
 from controller.services.task_create import check_size
 from schemas.common import new_id, utcnow
 from schemas.events import TaskStatus
@@ -36,7 +37,7 @@ def _check(session: Session, body: JobCreate, publisher: Publisher, now: datetim
     if body.run_at is not None and body.expires_at is not None and body.expires_at <= body.run_at:
         raise InvalidRequestError("expires_at is before run_at: the job would never run; move one of them")
     check_type(session, body.type, body.params)
-    job_engine.select_devices(session, body.target)  # a wrong tag expression is refused now, not at start
+    select_devices(session, body.target)  # a wrong tag expression is refused now, not at start
     sample = TaskEnvelope(id="j" * job_engine.RUN_ID_MAX, type=body.type, account=body.account, params=body.params,
                           created_at=now, expires_at=body.expires_at, timeout=body.timeout)
     check_size(sample, publisher)

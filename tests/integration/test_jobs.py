@@ -1,7 +1,7 @@
 """Jobs (`/api/v1/jobs`, docs/architecture.md#jobs) on one real fleet per module: a Mosquitto
 broker, a controller (rollout passes every 0.25 s) and `fleet simulate` devices in groups.
 
-A job reaches exactly the devices its target selects; a 60/min rollout creates its runs at
+A job over a tag expression reaches exactly the devices it selects; a 60/min rollout creates its runs at
 least a second apart; an abort rule stops a failing job and cancels its run that had not
 started; a continuous job runs on a device that joins its group after it started; pause holds
 the rollout, resume continues it, cancel cancels what has not started; and the CLI drives it.
@@ -92,22 +92,39 @@ def _wait_status(controller: Controller, job_id: str, statuses: set[str], timeou
                     f"job {job_id} {sorted(statuses)}")
 
 
-def test_a_job_reaches_exactly_the_devices_of_its_target(fleet: Fleet) -> None:
+REGIONS = ["sh", "bj", "gz"]
+MATCHING = [f"rate-{n:04d}" for n in range(RATE_DEVICES) if REGIONS[n % 3] in ("sh", "bj")]
+EXPRESSION = "platform=douyin and region in (sh, bj)"
+
+
+def _tag(controller: Controller) -> None:
+    """rate devices: douyin in sh, bj, gz in turn; bad devices: kuaishou in sh."""
+    for n in range(RATE_DEVICES):
+        answer = controller.api.put(f"/api/v1/devices/rate-{n:04d}/tags",
+                                    json={"tags": {"platform": "douyin", "region": REGIONS[n % 3]}})
+        assert answer.status_code == 200, answer.text
+    for n in range(3):
+        answer = controller.api.put(f"/api/v1/devices/bad-{n:04d}/tags", json={"tags": {"platform": "kuaishou", "region": "sh"}})
+        assert answer.status_code == 200, answer.text
+
+
+def test_a_job_over_a_tag_expression_reaches_exactly_the_matching_devices(fleet: Fleet) -> None:
     controller = fleet.controller
-    job = _create(controller, target={"groups": ["rate"]}, name="everyone in rate")
+    _tag(controller)
+    job = _create(controller, target={"tags": EXPRESSION}, name="douyin in sh and bj")
     assert job["status"] == "scheduled" and job["mode"] == "snapshot"
     done = _wait_status(controller, job["id"], FINAL)
     runs = _runs(controller, job["id"])
     assert done["status"] == "succeeded", done
-    assert sorted(run["device_id"] for run in runs) == [f"rate-{n:04d}" for n in range(RATE_DEVICES)]
-    assert {run["id"] for run in runs} == {f"{job['id']}:rate-{n:04d}" for n in range(RATE_DEVICES)}
+    assert sorted(run["device_id"] for run in runs) == MATCHING
+    assert {run["id"] for run in runs} == {f"{job['id']}:{device}" for device in MATCHING}
     assert all(run["status"] == "succeeded" and run["origin"] == "job" and run["job_id"] == job["id"] for run in runs)
     progress = done["progress"]
-    assert (progress["runs"], progress["pending_targets"], progress["success_rate"]) == (RATE_DEVICES, 0, 1.0)
+    assert (progress["runs"], progress["pending_targets"], progress["success_rate"]) == (len(MATCHING), 0, 1.0)
     listed = controller.api.get("/api/v1/jobs", params={"status": "succeeded"}).json()
     assert job["id"] in [item["id"] for item in listed["items"]]
-    again = controller.api.post("/api/v1/jobs", json={"type": "echo", "target": {"tags": "x="}})
-    assert again.status_code == 422 and "tag" in again.text  # a wrong target says what is wrong
+    wrong = controller.api.post("/api/v1/jobs", json={"type": "echo", "target": {"tags": "platform="}})
+    assert wrong.status_code == 422 and "platform" in wrong.text  # a wrong expression says where
 
 
 def test_a_60_per_minute_rollout_creates_runs_a_second_apart(fleet: Fleet) -> None:
@@ -198,6 +215,10 @@ def test_the_fleet_job_commands(fleet: Fleet) -> None:
     assert "aborted" in shown and "2 of 2 ended runs" in shown
     assert created["id"] in fleet_job("list")
     assert "bad-0000" in fleet_job("runs", created["id"])
+    _tag(controller)  # as the first test does; idempotent
+    preview = fleet_job("create", "echo", "--target-tags", EXPRESSION, "--dry-run")
+    assert [line for line in preview.splitlines() if line.startswith("rate-")] == MATCHING
+    assert f"{len(MATCHING)} device(s)" in preview
     refused = subprocess.run(fleet_argv("job", "create", "echo", "--all", "--rate", "fast"), env=env,
                              capture_output=True, text=True, timeout=60, cwd=fleet.work)
     assert refused.returncode != 0 and "--rate" in refused.stdout + refused.stderr
