@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.models import Task
+from controller.models import Job, Task
 from controller.services import devices, job_engine, jobs, tasks
 from controller.services.errors import ConflictError, InvalidRequestError
 from schemas.common import utcnow
@@ -164,3 +164,28 @@ def test_the_jobs_pages_show_progress_and_pause_resume_cancel(client: TestClient
     assert browser.post(f"/jobs/{job['id']}/cancel", data={"csrf_token": csrf}).status_code == 303
     assert client.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "canceled"
     assert browser.get("/jobs/nope").status_code == 404
+
+
+def test_a_stale_pass_creates_nothing_twice(sessions: sessionmaker[Session], publisher: FakePublisher) -> None:
+    """Two controllers (or a pass from before a lease hand-over): the one that read the job before
+    the other moved it fails its compare-and-set and leaves no run, no mark and no publish."""
+    for device_id in ("pc-01", "pc-02", "pc-03"):
+        go_online(sessions, device_id)
+    job_id = _create(sessions, publisher, target={"all": True}, rollout={"kind": "rate", "per_minute": 60})
+    t0 = utcnow()
+    _pass(sessions, publisher, 0, t0)  # starts it: pc-01's run
+    with sessions() as stale_session:
+        stale = stale_session.get(Job, job_id)
+        assert stale is not None and stale.runs_created == 1
+        stale_session.expunge(stale)  # what the slow controller read
+    assert [r.device_id for r in _pass(sessions, publisher, 1, t0).created] == ["pc-02"]  # the other one moved on
+    sent = len(publisher.sent)
+    with sessions() as stale_session:
+        made = job_engine._create_runs(stale_session, publisher, stale, t0 + timedelta(seconds=1), 0.25, 100, 0,
+                                       False, job_engine.PassResult([], []))
+    assert made is None and len(publisher.sent) == sent  # it would have made pc-03's run: rolled back
+    with sessions() as session:
+        runs = list(session.scalars(select(Task.id).where(Task.job_id == job_id)))
+        job = session.get(Job, job_id)
+        assert job is not None and (job.runs_created, job.version) == (2, 2)
+    assert sorted(runs) == [f"{job_id}:pc-01", f"{job_id}:pc-02"]
