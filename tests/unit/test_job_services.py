@@ -4,6 +4,7 @@ has not started, and a continuous job picks up devices that join its target."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 import pytest
@@ -12,8 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.models import Job, Task
-from controller.services import devices, job_engine, jobs, tasks
+from controller.services import accounts, devices, job_engine, jobs, tasks
 from controller.services.errors import ConflictError, InvalidRequestError
+from schemas.api import AccountCreate
 from schemas.common import utcnow
 from schemas.events import EventKind
 from schemas.jobs import JobCreate
@@ -189,3 +191,20 @@ def test_a_stale_pass_creates_nothing_twice(sessions: sessionmaker[Session], pub
         job = session.get(Job, job_id)
         assert job is not None and (job.runs_created, job.version) == (2, 2)
     assert sorted(runs) == [f"{job_id}:pc-01", f"{job_id}:pc-02"]
+
+
+def test_a_job_over_accounts_makes_one_run_per_account_acting_for_it(
+    sessions: sessionmaker[Session], publisher: FakePublisher
+) -> None:
+    go_online(sessions, "pc-01")
+    go_online(sessions, "pc-02")
+    with sessions() as session:
+        for name, device_id in (("shop.a", "pc-01"), ("李雷@douyin", "pc-01"), ("shop.c", "pc-02"), ("other", "pc-02")):
+            accounts.create_account(session, AccountCreate(name=name, platform="douyin", device_id=device_id))
+    job_id = _create(sessions, publisher, target={"accounts": ["shop.a", "李雷@douyin", "shop.c"]})
+    created = _pass(sessions, publisher, 0, utcnow()).created
+    hashed = f"{job_id}:pc-01:{hashlib.sha256('李雷@douyin'.encode()).hexdigest()[:16]}"
+    assert sorted((run.id, run.account) for run in created) == sorted([
+        (f"{job_id}:pc-01:shop.a", "shop.a"), (hashed, "李雷@douyin"), (f"{job_id}:pc-02:shop.c", "shop.c"),
+    ])
+    assert {envelope.account for _topic, envelope in publisher.sent} == {"shop.a", "李雷@douyin", "shop.c"}
