@@ -132,11 +132,13 @@ def add_targets(session: Session, job: Job, now: datetime) -> int:
     return len(inserted_keys(session, JobTarget, rows)) if rows else 0
 
 
-def _cas(session: Session, job: Job, **values: Any) -> bool:
-    """Change the job only if no other pass changed it since it was read; False: it did."""
+def _cas(session: Session, job: Job, version: int | None = None, **values: Any) -> bool:
+    """Change the job only if no other pass or operator changed it since it was read (at
+    `version`, else the job's) and it is still scheduled or running; False: it was changed."""
+    read = job.version if version is None else version
     result = session.execute(
-        update(Job).where(Job.id == job.id, Job.version == job.version)
-        .values(version=job.version + 1, updated_at=values.pop("updated_at"), **values)
+        update(Job).where(Job.id == job.id, Job.version == read, Job.status.in_(("scheduled", "running")))
+        .values(version=read + 1, updated_at=values.pop("updated_at"), **values)
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))
@@ -258,13 +260,18 @@ def _maybe_finish(session: Session, job: Job, now: datetime, ended: dict[str, in
 
 
 def _abort(session: Session, publisher: Publisher, job: Job, now: datetime, reason: str, result: PassResult) -> None:
-    if not _cas(session, job, status="aborted", abort_reason=reason, finished_at=now, updated_at=now):
+    """Cancel the runs that have not started, then mark the job aborted: whoever sees `aborted`
+    sees them canceled. A pass cut short in between aborts on the next one (the rule still
+    holds: canceled runs do not count in abort rules)."""
+    version = job.version  # as read: a rollback makes the session read it again
+    session.rollback()
+    cancel_not_started(session, publisher, job.id)
+    if not _cas(session, job, version, status="aborted", abort_reason=reason, finished_at=now, updated_at=now):
         session.rollback()
         return
     session.commit()
     log.warning("job %s aborted: %s", job.id, reason)
     result.ended.append(job.id)
-    cancel_not_started(session, publisher, job.id)
 
 
 def cancel_not_started(session: Session, publisher: Publisher, job_id: str) -> list[str]:

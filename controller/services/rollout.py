@@ -21,6 +21,7 @@ from schemas.jobs import AbortRule, BatchRollout, ExponentialRollout, RateRollou
 FAILED = ("failed", "rejected")
 TIMED_OUT = ("timed_out",)
 ENDED = ("succeeded", "failed", "rejected", "timed_out", "canceled", "expired")
+RAN = ("succeeded", "failed", "rejected", "timed_out", "expired")  # what abort rules count: not canceled runs
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,9 @@ def counted(rule: AbortRule, by_status: Mapping[str, int]) -> int:
 
 def abort_reason(rules: list[AbortRule], by_status: Mapping[str, int]) -> str | None:
     """Why the job must stop (the first rule that holds), or None. `by_status` counts ended runs
-    (a run waiting for its retry does not count yet)."""
-    ended = sum(by_status.get(status, 0) for status in ENDED)
+    (a run waiting for its retry does not count yet); canceled runs say nothing about the
+    rollout's health and are left out."""
+    ended = sum(by_status.get(status, 0) for status in RAN)
     for rule in rules:
         if ended < rule.min_runs:
             continue

@@ -90,6 +90,7 @@ def test_abort_rules_by_count_percent_and_minimum_runs() -> None:
     timed_out = AbortRule(on="timed_out", count=1)
     assert rollout.abort_reason([timed_out], {"failed": 9}) is None
     assert rollout.abort_reason([by_count, timed_out], {"timed_out": 1}) is not None
+    assert rollout.abort_reason([percent], {"timed_out": 1, "succeeded": 4, "canceled": 20}) is not None  # not counted
     with pytest.raises(ValueError, match="threshold"):
         AbortRule(on="failed")
 
