@@ -48,12 +48,14 @@ def test_job_services_and_racing_passes_on_postgresql(postgres_url: str) -> None
 
         for _round in range(3):  # the same moment, three times: one batch only
             racers = [threading.Thread(target=controller) for _ in range(2)]
-            [racer.start() for racer in racers]
-            [racer.join(30) for racer in racers]
+            for racer in racers:
+                racer.start()
+            for racer in racers:
+                racer.join(30)
         with sessions() as session:
             runs = session.scalar(select(func.count()).where(Task.job_id == job.id))
             stored = session.get(Job, job.id)
-        sent = [envelope.id for _topic, envelope in publisher.sent if envelope.id.startswith(job.id)]
+        sent = [envelope.id for _topic, envelope in publisher.sent if (envelope.id or "").startswith(job.id)]
         assert runs == 10 and len(sent) == 10 and len(set(sent)) == 10, (runs, sent)
         assert stored is not None and stored.runs_created == 10 and stored.next_run_at is not None
         assert stored.next_run_at - now == timedelta(seconds=60)

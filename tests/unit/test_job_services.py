@@ -5,13 +5,14 @@ has not started, and a continuous job picks up devices that join its target."""
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.job_runner import JobRunner
 from controller.models import Job, Task
 from controller.services import accounts, devices, job_engine, jobs, tasks
 from controller.services.errors import ConflictError, InvalidRequestError
@@ -29,10 +30,9 @@ def _create(sessions: sessionmaker[Session], publisher: FakePublisher, **body: o
         return job.id
 
 
-def _pass(sessions: sessionmaker[Session], publisher: FakePublisher, at: float, t0: object) -> job_engine.PassResult:
+def _pass(sessions: sessionmaker[Session], publisher: FakePublisher, at: float, t0: datetime) -> job_engine.PassResult:
     with sessions() as session:
-        return job_engine.run_pass(session, publisher, t0 + timedelta(seconds=at), pass_interval=0.25,  # type: ignore[operator]
-                                   max_runs=100)
+        return job_engine.run_pass(session, publisher, t0 + timedelta(seconds=at), pass_interval=0.25, max_runs=100)
 
 
 def _runs(sessions: sessionmaker[Session], job_id: str) -> dict[str, str]:
@@ -208,3 +208,21 @@ def test_a_job_over_accounts_makes_one_run_per_account_acting_for_it(
         (f"{job_id}:pc-01:shop.a", "shop.a"), (hashed, "李雷@douyin"), (f"{job_id}:pc-02:shop.c", "shop.c"),
     ])
     assert {envelope.account for _topic, envelope in publisher.sent} == {"shop.a", "李雷@douyin", "shop.c"}
+
+
+def test_the_runner_tells_the_push_stream_of_the_runs_it_creates(
+    sessions: sessionmaker[Session], publisher: FakePublisher
+) -> None:
+    """Runs are inserted in bulk, out of the session hooks' sight: the runner publishes them."""
+    told: list[object] = []
+
+    class Bus:
+        def publish(self, events: list[object]) -> None:
+            told.extend(events)
+
+    go_online(sessions, "pc-01")
+    job_id = _create(sessions, publisher, target={"device_ids": ["pc-01"]})
+    runner = JobRunner(sessions, publisher, interval=0.25, max_runs=10, holder="test", lease_seconds=5,
+                       live=Bus())  # type: ignore[arg-type]
+    runner._pass()
+    assert [(e.task_id, e.device_id, e.status.value) for e in told] == [(f"{job_id}:pc-01", "pc-01", "queued")]  # type: ignore[attr-defined]
