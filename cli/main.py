@@ -13,6 +13,7 @@ from cli import (
     env,
     files,
     identities,
+    jobs,
     processes,
     schedules,
     simulate,
@@ -35,6 +36,7 @@ app.command("devices")(devices.list_devices)
 app.add_typer(targets.app, name="target")
 app.add_typer(tasks.app, name="task")
 app.command("broadcast")(tasks.broadcast)
+app.add_typer(jobs.app, name="job")
 app.add_typer(accounts.app, name="account")
 app.add_typer(files.app, name="file")
 app.add_typer(tokens.app, name="token")

@@ -31,6 +31,7 @@ from controller.api.routes import (
     files,
     health,
     identities,
+    jobs,
     pacing,
     schedules,
     signatures,
@@ -44,6 +45,7 @@ from controller.api.routes.health import package_version
 from controller.api.routes.metrics import metrics_router
 from controller.api.security import Read, VerifiedTokens
 from controller.db import create_db_engine, create_read_sessionmaker, create_sessionmaker, migrate, safe_url
+from controller.job_runner import JobRunner
 from controller.live import LiveBus
 from controller.live_feed import IngestFeed, watch_sessions
 from controller.metrics import FleetMetrics
@@ -67,6 +69,8 @@ stores every task in SQL before it publishes it, and records what devices report
 * **tasks** go to one device: queued → dispatched → accepted → running → succeeded | failed |
   rejected | timed_out | canceled | expired. A task for an offline device runs when it returns.
 * **broadcasts** send one task to every device, or to the members of a group.
+* **jobs** run one task over a target of devices, with a rollout rate, abort rules, and
+  (continuous jobs) on devices that join the target later.
 """
 
 
@@ -105,10 +109,12 @@ class _Running:
     mqtt: ControllerMqtt
     scheduler: Scheduler
     alerts: AlertRunner | None
+    jobs: JobRunner
 
     def start(self) -> None:
         self.mqtt.start()
         self.scheduler.start()
+        self.jobs.start()
         if self.alerts is not None:
             self.alerts.start()
 
@@ -116,6 +122,7 @@ class _Running:
         self.live.close()
         if self.alerts is not None:
             self.alerts.stop()
+        self.jobs.stop()
         self.scheduler.stop()
         self.mqtt.stop()
 
@@ -147,14 +154,19 @@ def _build(app: FastAPI, settings: FleetSettings, signer: Signer | None, engine:
     state.alerts = AlertRunner(settings, sessions, holder, state.read_sessions) if settings.alert_rules else None
     if state.alerts is not None:
         state.alerts.listeners.append(lambda event: live.publish([alert_hooks.to_live(event)]))
-    return _Running(live, mqtt, scheduler, state.alerts)
+    state.jobs = JobRunner(  # docs/architecture.md#jobs
+        sessions, mqtt, interval=settings.job_interval, max_runs=settings.job_max_runs_per_pass, holder=holder,
+        lease_seconds=settings.sweep_lease, connected=lambda: mqtt.connected, live=live,
+    )
+    state.jobs.finished_hooks.append(state.metrics.observe)
+    return _Running(live, mqtt, scheduler, state.alerts, state.jobs)
 
 
 def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
     app.include_router(health.router)
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
-    for module in (devices, accounts, tasks, broadcasts, files, stats, targets, schedules, pacing):
+    for module in (devices, accounts, tasks, broadcasts, jobs, files, stats, targets, schedules, pacing):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)

@@ -108,6 +108,7 @@ class Task(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     origin: Mapped[str] = mapped_column(String(16))
     broadcast_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)  # a job's run (migration 0015)
     progress: Mapped[int | None]
     message: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None]
@@ -377,3 +378,49 @@ class PacingSlot(Base):
     task_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_run_at: Mapped[datetime]
     last_sent_at: Mapped[datetime | None]  # when the latest paced task was published (release spacing)
+class Job(Base):
+    """One task definition run over a target, with a rollout, abort rules and a mode
+    (docs/architecture.md#jobs). Its runs are `Task` rows with `job_id`; where the rollout stands
+    (`runs_created`, `next_run_at`) lives here, changed only by compare-and-set on `version`."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str | None] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    target: Mapped[dict[str, Any]]
+    rollout: Mapped[dict[str, Any] | None]
+    abort_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    abort_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    run_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    ttl: Mapped[float | None] = mapped_column(Float)
+    timeout: Mapped[float | None] = mapped_column(Float)
+    max_retries: Mapped[int] = mapped_column(default=0)
+    retry_backoff: Mapped[float] = mapped_column(Float, default=5.0)
+    next_run_at: Mapped[datetime | None]
+    runs_created: Mapped[int] = mapped_column(default=0)
+    version: Mapped[int] = mapped_column(default=0)
+
+
+class JobTarget(Base):
+    """A device (and account, for a job over accounts; else '') a job addresses, and whether its
+    run was created yet: the job's pending targets are the rows without `run_created_at`."""
+
+    __tablename__ = "job_targets"
+    __table_args__ = (Index("ix_job_targets_pending", "job_id", "run_created_at"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account: Mapped[str] = mapped_column(String(200), primary_key=True, default="")
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+    run_created_at: Mapped[datetime | None]

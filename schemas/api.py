@@ -109,8 +109,9 @@ class TaskOut(BaseModel):
     account: str | None
     params: dict[str, Any]
     status: TaskStatus
-    origin: Literal["api", "adhoc", "broadcast"]
+    origin: Literal["api", "adhoc", "broadcast", "job"]
     broadcast_id: str | None
+    job_id: str | None = Field(None, description="the job this task is a run of")
     progress: int | None
     message: str | None
     result: dict[str, Any] | None

@@ -30,6 +30,7 @@ NAV: list[tuple[str, str]] = [
     ("/", N_("Overview")),
     ("/devices", N_("Devices")),
     ("/tasks", N_("Tasks")),
+    ("/jobs", N_("Jobs")),
     ("/accounts", N_("Accounts")),
     ("/send", N_("Send")),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Row, func, insert, select
 from sqlalchemy.orm import Session
@@ -46,13 +47,17 @@ def _targets(session: Session, body: BroadcastCreate) -> list[Row[str, str, list
 
 
 def _check_type(session: Session, body: BroadcastCreate) -> None:
-    """A broadcast's type must be built in (with valid params) or reported by some device."""
-    if check_params(body.type, body.params):
+    check_type(session, body.type, body.params)
+
+
+def check_type(session: Session, task_type: str, params: dict[str, Any]) -> None:
+    """A broadcast's (or job's) type must be built in (with valid params) or reported by some device."""
+    if check_params(task_type, params):
         return
     reported = {t for device in session.scalars(select(Device)) for t in (device.facts or {}).get("task_types") or []}
-    if body.type not in reported:
+    if task_type not in reported:
         raise InvalidRequestError(
-            f"task type {body.type!r} is not built in and no known device supports it; "
+            f"task type {task_type!r} is not built in and no known device supports it; "
             f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}"
             + (f"; types devices report: {', '.join(sorted(reported))}" if reported else "")
         )

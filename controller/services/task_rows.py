@@ -36,6 +36,7 @@ def task_values(
     params: dict[str, Any] | None = None,
     account: str | None = None,
     broadcast_id: str | None = None,
+    job_id: str | None = None,
     created_at: datetime | None = None,
     expires_at: datetime | None = None,
     timeout: float | None = None,
@@ -44,7 +45,7 @@ def task_values(
     attempt: int = 1,
     run_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """A queued task row's column values; `origin` is api, broadcast or adhoc."""
+    """A queued task row's column values; `origin` is api, broadcast, job or adhoc."""
     now = utcnow()
     return dict(
         id=id,
@@ -56,6 +57,7 @@ def task_values(
         status=TaskStatus.QUEUED.value,
         origin=origin,
         broadcast_id=broadcast_id,
+        job_id=job_id,
         created_at=created_at or now,
         updated_at=now,
         expires_at=expires_at,

@@ -25,12 +25,19 @@ def insert_ignore(session: Session, model: type[Base], rows: Mapping[str, Any] |
 
     The count comes from RETURNING, not the cursor's rowcount: psycopg reports -1 for these
     statements, which made every device look already known on PostgreSQL."""
+    return len(inserted_keys(session, model, rows))
+
+
+def inserted_keys(session: Session, model: type[Base], rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+                  ) -> list[tuple[Any, ...]]:
+    """`insert_ignore` answering the primary keys of the rows it inserted (a job's runs: only
+    those are published)."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
     statement = insert.on_conflict_do_nothing().returning(*inspect(model).primary_key)
     session.flush()  # pending ORM rows first, as session.execute would
     if isinstance(rows, Mapping):
-        return len(session.connection().execute(statement, dict(rows)).all())
+        return [tuple(row) for row in session.connection().execute(statement, dict(rows)).all()]
     if not rows:
-        return 0
-    return len(session.connection().execute(statement, [dict(row) for row in rows]).all())
+        return []
+    return [tuple(row) for row in session.connection().execute(statement, [dict(row) for row in rows]).all()]

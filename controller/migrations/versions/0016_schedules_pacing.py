@@ -4,7 +4,7 @@ next slot); `pacing_rules` and `pacing_slots` (the minimum interval between an a
 of a type, and the latest slot given).
 
 Revision ID: 0016
-Revises: 0013 (the merger chains it after 0015)
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from alembic import op
 from controller.models import UtcDateTime
 
 revision = "0016"
-down_revision = "0013"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
