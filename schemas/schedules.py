@@ -1,8 +1,8 @@
 """REST bodies of schedules (`/api/v1/schedules`) and pacing rules (`/api/v1/pacing`).
 
 A schedule's `action` says what each fire time creates, as a one-key object: `{"task": {...}}`
-(a `TaskCreate` body) or `{"broadcast": {...}}` (a `BroadcastCreate` body). The union is
-discriminated by that key (`_action_kind`), so a further kind (a job) is one more tagged arm.
+(a `TaskCreate` body), `{"broadcast": {...}}` (a `BroadcastCreate` body) or `{"job": {...}}` (a
+`JobCreate` body). The union is discriminated by that key (`_action_kind`).
 The cron expression itself is checked by the controller (with croniter), the time zone here.
 """
 
@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, field
 
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import StrictModel, TaskType, UtcDatetime
+from schemas.jobs import JobCreate
 
 SCHEDULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 ALL_ACCOUNTS = "*"  # a pacing rule for every account without a rule of its own
@@ -30,7 +31,7 @@ def _known_zone(name: str) -> str:
 
 TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_zone)]
 
-def _no_timing(options: TaskCreate | BroadcastCreate) -> None:
+def _no_timing(options: TaskCreate | BroadcastCreate | JobCreate) -> None:
     if options.run_at is not None:
         raise ValueError("a scheduled action runs at its cron times; leave run_at out")
     if options.expires_at is not None:
@@ -60,7 +61,19 @@ class BroadcastAction(StrictModel):
         _no_timing(broadcast)
         return broadcast
 
-ACTION_KINDS = ("task", "broadcast")
+class JobAction(StrictModel):
+    """Create one job at each fire time (its id: `<schedule id>-<slot>`), rolled out as it says."""
+
+    job: JobCreate
+
+    @field_validator("job")
+    @classmethod
+    def _job(cls, job: JobCreate) -> JobCreate:
+        _no_timing(job)
+        return job
+
+
+ACTION_KINDS = ("task", "broadcast", "job")
 
 def _action_kind(value: Any) -> str | None:
     """The arm of a `ScheduleAction`: its one key (None, an error naming the kinds, otherwise)."""
@@ -72,9 +85,9 @@ def _action_kind(value: Any) -> str | None:
     return None
 
 ScheduleAction = Annotated[
-    Annotated[TaskAction, Tag("task")] | Annotated[BroadcastAction, Tag("broadcast")],
+    Annotated[TaskAction, Tag("task")] | Annotated[BroadcastAction, Tag("broadcast")] | Annotated[JobAction, Tag("job")],
     Discriminator(_action_kind, custom_error_type="action_kind",
-                  custom_error_message='give exactly one of {"task": {...}} or {"broadcast": {...}}'),
+                  custom_error_message='give exactly one of {"task": {...}}, {"broadcast": {...}} or {"job": {...}}'),
 ]
 
 class ScheduleCreate(StrictModel):

@@ -35,7 +35,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from controller.models import Device, Job, JobTarget, Task
-from controller.services import lifecycle, rollout, task_control
+from controller.services import lifecycle, pacing, rollout, task_control
 from controller.services.errors import ServiceError
 from controller.services.publisher import Publisher
 from controller.services.targets import select_devices
@@ -190,7 +190,7 @@ def _create_runs(session: Session, publisher: Publisher, job: Job, now: datetime
     step = rollout.step(plan, created=job.runs_created, next_at=job.next_run_at, now=now, wanted=wanted,
                         unfinished=unfinished, slack=rollout.slack_for(plan, pass_interval))
     targets = _pending(session, job, step.count) if step.count else []
-    rows = [_run_values(job, target, now) for target in targets]
+    rows = [_run_values(session, job, target, now) for target in targets]
     inserted = {key[0] for key in inserted_keys(session, Task, rows)} if rows else set()
     if targets:
         session.execute(
@@ -216,12 +216,17 @@ def _create_runs(session: Session, publisher: Publisher, job: Job, now: datetime
     return runs
 
 
-def _run_values(job: Job, target: JobTarget, now: datetime) -> dict[str, Any]:
-    expires = now + timedelta(seconds=job.ttl) if job.ttl is not None else job.expires_at
+def _run_values(session: Session, job: Job, target: JobTarget, now: datetime) -> dict[str, Any]:
+    """A run's task row; an account's pacing rule may hold it back (docs/architecture.md#schedules)."""
+    account = target.account or job.account
+    paced = pacing.paced_run_at(session, account, job.type, now, now)
+    run_at = paced if paced is not None and paced > now else None
+    start = run_at or now
+    expires = start + timedelta(seconds=job.ttl) if job.ttl is not None else job.expires_at
     return task_values(
-        id=target.run_id, device_id=target.device_id, type=job.type, account=target.account or job.account,
-        params=job.params, origin="job", job_id=job.id, created_at=now, expires_at=expires, timeout=job.timeout,
-        max_retries=job.max_retries, retry_backoff=job.retry_backoff,
+        id=target.run_id, device_id=target.device_id, type=job.type, account=account, params=job.params,
+        origin="job", job_id=job.id, created_at=now, expires_at=expires, timeout=job.timeout,
+        max_retries=job.max_retries, retry_backoff=job.retry_backoff, run_at=run_at,
     )
 
 

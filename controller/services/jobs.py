@@ -43,12 +43,13 @@ def _check(session: Session, body: JobCreate, publisher: Publisher, now: datetim
     check_size(sample, publisher)
 
 
-def stage_job(session: Session, body: JobCreate, publisher: Publisher) -> Job:
-    """Add (and flush) a checked job; the rollout pass starts it (at `run_at`, or at once)."""
+def stage_job(session: Session, body: JobCreate, publisher: Publisher, job_id: str | None = None) -> Job:
+    """Add (and flush) a checked job; the rollout pass starts it (at `run_at`, or at once).
+    `job_id`: a schedule's `<schedule id>-<slot>`, else a fresh id."""
     now = utcnow()
     _check(session, body, publisher, now)
     job = Job(
-        id=new_id(), name=body.name, type=body.type, account=body.account, params=body.params,
+        id=job_id or new_id(), name=body.name, type=body.type, account=body.account, params=body.params,
         target=body.target.model_dump(mode="json", exclude_none=True),
         rollout=body.rollout.model_dump(mode="json") if body.rollout else None,
         abort_rules=[rule.model_dump(mode="json") for rule in body.abort], mode=body.mode, status="scheduled",

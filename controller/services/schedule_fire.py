@@ -28,12 +28,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controller.models import Schedule
-from controller.services import broadcasts, task_create
+from controller.services import broadcasts, jobs, task_create
 from controller.services.errors import ServiceError
 from controller.services.publisher import Publisher
 from controller.services.schedules import COUNT_CAP, count_between, latest_at_or_before, next_after
 from schemas.api import BroadcastCreate, TaskCreate
 from schemas.common import utcnow
+from schemas.jobs import JobCreate
 from schemas.validation import describe_validation_error
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ def _create(session: Session, publisher: Publisher, action: dict[str, Any], made
         _broadcast, _ids, publish = broadcasts.stage_broadcast(session, BroadcastCreate.model_validate(body),
                                                                publisher, made_id)
         return publish
+    if kind == "job":
+        jobs.stage_job(session, JobCreate.model_validate(body), publisher, made_id)
+        return lambda: None  # the rollout pass sends its runs
     raise ServiceError(f"unknown action kind {kind!r}")
 
 

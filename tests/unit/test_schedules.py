@@ -7,12 +7,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.models import Schedule, Task
+from controller.models import Job, Schedule, Task
 from controller.services import (
+    accounts,
     broadcasts,
     devices,
+    job_engine,
     pacing,
     schedule_fire,
     schedules,
@@ -21,7 +24,7 @@ from controller.services import (
     task_create,
 )
 from controller.services.errors import ConflictError, InvalidRequestError
-from schemas.api import BroadcastCreate, TaskCreate
+from schemas.api import AccountCreate, BroadcastCreate, TaskCreate
 from schemas.common import utcnow
 from schemas.schedules import PacingRuleIn, ScheduleCreate
 from tests.services_kit import ADMIN_TOKEN, FakePublisher, go_online, will
@@ -217,7 +220,7 @@ def test_rest_shapes(client: TestClient) -> None:
         "name": "x", "cron": "0 9 * * *", "timezone": "Mars/Base", "action": {"task": {"device_id": "a", "type": "ping"}}})
     assert bad.status_code == 422 and "IANA" in bad.text
     bad = client.post("/api/v1/schedules", headers=headers, json={
-        "name": "x", "cron": "0 9 * * *", "timezone": "UTC", "action": {"job": {}}})
+        "name": "x", "cron": "0 9 * * *", "timezone": "UTC", "action": {"workflow": {}}})
     assert bad.status_code == 422 and "give exactly one of" in bad.json()["detail"][0]["msg"]
     made = client.post("/api/v1/schedules", headers=headers, json={
         "name": "daily", "cron": "0 9 * * 1-5", "timezone": "Asia/Shanghai", "action": {"broadcast": {"type": "ping"}}})
@@ -250,3 +253,34 @@ def test_a_paced_task_is_held_back_when_the_previous_one_went_out_late(
         assert held is not None and held.run_at == late + timedelta(seconds=10)
         assert sweeper.release_due(session, publisher, late + timedelta(seconds=10)) == 1
     assert _sent_ids(publisher) == [first.id, second.id, third.id]
+
+
+def test_a_scheduled_job_is_created_once_per_slot_and_its_paced_runs_wait(
+    sessions: sessionmaker[Session], publisher: FakePublisher
+) -> None:
+    """A `{"job": …}` action makes a job named `<schedule>-<slot>`; the runs of a job over
+    accounts honour the accounts' pacing rule like any task (held back by `run_at`)."""
+    for device_id in ("pc-01", "pc-02"):
+        go_online(sessions, device_id)
+    with sessions() as session:
+        for name, device_id in (("shop-a", "pc-01"), ("shop-b", "pc-01"), ("shop-c", "pc-02")):
+            accounts.create_account(session, AccountCreate(name=name, platform="douyin", device_id=device_id))
+        pacing.set_rule(session, PacingRuleIn(account="*", type="echo", interval=30))
+        schedule = _schedule(session, job={"type": "echo", "params": {"message": "hi"},
+                                           "target": {"accounts": ["shop-a", "shop-b", "shop-c"]}})
+        first = schedule.next_run_at
+        assert first is not None
+        runs: dict[str, list[tuple[str | None, datetime | None, str]]] = {}
+        for slot in (first, first + timedelta(seconds=10)):
+            assert schedule_fire.fire_due(session, publisher, missed_window=60, now=slot) == 1
+            assert schedule_fire.fire_due(session, publisher, missed_window=60, now=slot) == 0, "once per slot"
+            job = session.get(Job, schedule_fire.fire_id(schedule.id, slot))
+            assert job is not None and job.status == "scheduled"
+            job_engine.run_pass(session, publisher, slot, pass_interval=1, max_runs=100)
+            query = select(Task.account, Task.run_at, Task.id).where(Task.job_id == job.id).order_by(Task.account)
+            runs[job.id] = [(account, run_at, task_id) for account, run_at, task_id in session.execute(query)]
+    earlier, later = runs.values()
+    assert [run[0] for run in earlier] == [run[0] for run in later] == ["shop-a", "shop-b", "shop-c"]
+    assert all(run[1] is None for run in earlier), "an account's first paced task is not held back"
+    assert all(run[1] == first + timedelta(seconds=30) for run in later), "30 s after the account's previous task"
+    assert set(_sent_ids(publisher)) == {run[2] for run in earlier}, "the held-back runs wait for their run_at"
