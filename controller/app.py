@@ -46,7 +46,7 @@ from controller.live_feed import IngestFeed, watch_sessions
 from controller.metrics import FleetMetrics
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
-from controller.services import file_store, idempotency
+from controller.services import file_store, idempotency, task_defaults
 from controller.services import files as file_service
 from controller.services.errors import ServiceError
 from controller.services.idempotency import Pruner
@@ -120,6 +120,7 @@ class _Running:
 def _build(app: FastAPI, settings: FleetSettings, signer: Signer | None, engine: Engine) -> _Running:
     """The controller's parts, kept on `app.state` for the routes; nothing started yet."""
     sessions = create_sessionmaker(engine)
+    task_defaults.use(settings.task_defaults)  # docs/architecture.md#housekeeping
     live = LiveBus(settings.live_queue_size)  # the push stream's bus: docs/architecture.md#push-stream
     watch_sessions(sessions, live)
     mqtt = ControllerMqtt(settings, sessions, signer, committed=IngestFeed(sessions, live))

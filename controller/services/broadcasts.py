@@ -18,7 +18,7 @@ from controller.services import idempotency
 from controller.services.errors import InvalidRequestError, NotFoundError
 from controller.services.idempotency import Answer, Claim, Staged
 from controller.services.publisher import Publisher
-from controller.services.task_create import check_params, check_size, resolve_expiry
+from controller.services.task_create import check_params, check_size, resolve_limits
 from controller.services.task_rows import task_values
 from schemas.api import BroadcastCreate, BroadcastOut
 from schemas.common import new_id, utcnow
@@ -85,6 +85,7 @@ def _stage(session: Session, body: BroadcastCreate, publisher: Publisher) -> tup
     publishes its envelope once they are committed."""
     _check_type(session, body)
     now = utcnow()
+    limits = resolve_limits(body, now)
     broadcast = Broadcast(
         id=new_id(),
         type=body.type,
@@ -93,8 +94,8 @@ def _stage(session: Session, body: BroadcastCreate, publisher: Publisher) -> tup
         group=body.group,
         include_offline=body.include_offline,
         created_at=now,
-        expires_at=resolve_expiry(body, now),
-        timeout=body.timeout,
+        expires_at=limits.expires_at,
+        timeout=limits.timeout,
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
     )

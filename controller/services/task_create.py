@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,7 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.models import Device, Task
-from controller.services import accounts, idempotency
+from config.settings_housekeeping import ANY_TYPE
+from controller.services import accounts, idempotency, task_defaults
 from controller.services.devices import device_not_found
 from controller.services.errors import InvalidRequestError, PayloadTooLargeError, ServiceError
 from controller.services.idempotency import Answer, Claim, Staged, TaskIdTakenError
@@ -69,13 +70,16 @@ def supported_types(device: Device) -> list[str]:
     return list((device.facts or {}).get("task_types") or [])
 
 
-def resolve_expiry(options: TaskOptions, now: datetime) -> datetime | None:
-    """`expires_at` from `ttl` or `expires_at`; an expiry in the past is refused."""
-    if options.ttl is not None:
-        return now + timedelta(seconds=options.ttl)
-    if options.expires_at is not None and options.expires_at <= now:
-        raise InvalidRequestError("expires_at is in the past; give a future time or a ttl in seconds")
-    return options.expires_at
+def resolve_limits(options: TaskOptions, now: datetime) -> task_defaults.Limits:
+    """(expires_at, timeout) of a requested task: the request's `ttl`/`expires_at` and `timeout`,
+    else the defaults of its type (FLEET_TASK_DEFAULTS); an expiry in the past is refused."""
+    task_type = getattr(options, "type", None) or ANY_TYPE
+    return task_defaults.resolve(task_type, now, ttl=options.ttl, expires_at=options.expires_at, timeout=options.timeout)
+
+
+def resolve_expiry(options: TaskOptions, now: datetime) -> datetime:
+    """`expires_at` from `ttl` or `expires_at`, else the type's default ttl (see `resolve_limits`)."""
+    return resolve_limits(options, now).expires_at
 
 
 # ---- envelopes and dispatch --------------------------------------------------------------
@@ -139,6 +143,7 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
             f"task type {body.type!r} is not built in and device {device.id!r} does not support it; "
             f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}; types this device reports: {known}"
         )
+    limits = resolve_limits(body, now)
     task = new_task(
         id=body.id or new_id(),
         device_id=device.id,
@@ -147,8 +152,8 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
         params=body.params,
         origin="api",
         created_at=now,
-        expires_at=resolve_expiry(body, now),
-        timeout=body.timeout,
+        expires_at=limits.expires_at,
+        timeout=limits.timeout,
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
     )
