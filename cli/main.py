@@ -7,7 +7,21 @@ from typing import Any, Optional
 
 import typer
 
-from cli import accounts, devices, env, files, identities, processes, simulate, stats, tasks, tokens, up, watch
+from cli import (
+    accounts,
+    devices,
+    env,
+    files,
+    housekeeping,
+    identities,
+    processes,
+    simulate,
+    stats,
+    tasks,
+    tokens,
+    up,
+    watch,
+)
 
 app = typer.Typer(help="Command a fleet of PCs over MQTT.", no_args_is_help=True, add_completion=False)
 app.command("up")(up.up)
@@ -25,6 +39,9 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(identities.app, name="identity")
 app.command("stats")(stats.stats)
 app.command("watch")(watch.watch)
+app.command("prune")(housekeeping.prune)
+devices.app.command("delete")(housekeeping.device_delete)
+devices.app.command("restore")(housekeeping.device_restore)
 
 
 def package_version() -> str:

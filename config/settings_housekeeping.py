@@ -15,7 +15,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings
 
 ANY_TYPE = "*"
@@ -65,9 +65,8 @@ def parse_task_defaults(value: Any) -> dict[str, TaskDefault]:
         base = merged.get(task_type, merged[ANY_TYPE])
         try:
             merged[task_type] = TaskDefault.model_validate({**base.model_dump(), **raw})
-        except ValueError as exc:
-            errors = getattr(exc, "errors", lambda: [{"loc": ("?",), "msg": str(exc)}])()
-            first = errors[0]
+        except ValidationError as exc:
+            first = exc.errors()[0]
             raise ValueError(f"task type {task_type!r}: field {first['loc'][0]!r}: {first['msg']} "
                              f"(ttl at most {TTL_MAX:.0f}, timeout at most {TIMEOUT_MAX:.0f} seconds)") from None
     return merged

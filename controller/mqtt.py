@@ -187,6 +187,12 @@ class ControllerMqtt:
             self._writer.put(Incoming("", Acked(already)))
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def clear_retained(self, topic: str) -> bool:
+        """Delete the broker's retained message on `topic` (an empty retained publish, QoS 1):
+        a deleted device's status (docs/architecture.md#housekeeping). True when paho accepted it."""
+        info = self._client.publish(topic, b"", qos=QOS, retain=True)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
     # ---- paho callbacks (network thread) ---------------------------------------------------
 
     def _on_connect(

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.models import Device, Task
 from config.settings_housekeeping import ANY_TYPE
-from controller.services import accounts, idempotency, task_defaults
+from controller.models import Device, Task
+from controller.services import accounts, idempotency, placement, task_defaults
 from controller.services.devices import device_not_found
 from controller.services.errors import InvalidRequestError, PayloadTooLargeError, ServiceError
 from controller.services.idempotency import Answer, Claim, Staged, TaskIdTakenError
@@ -132,7 +132,11 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
               loaded: Mapping[str, Device] | None = None) -> Task:
     """The row of a requested task, checked (device, type, params, expiry, size); not yet added.
     `loaded` holds devices read beforehand (a batch's): the rest are read here."""
-    device_id = accounts.route(session, body.device_id, body.account)
+    if body.placement is not None:
+        device_id = placement.choose_device(session, body.placement, body.type, body.account, body.params,
+                                            body.type in BUILTIN_PARAMS)
+    else:
+        device_id = accounts.route(session, body.device_id, body.account)
     device = loaded.get(device_id) if loaded else None
     device = device or session.get(Device, device_id)
     if device is None:

@@ -96,3 +96,96 @@ def test_a_task_for_a_device_that_never_returns_expires_by_its_default(fleet: Fl
     run = fleet.controller.wait_task(f"{broadcast.json()['id']}:{fleet.gone}", timeout=SHORT_TTL + 10)
     assert run["status"] == "expired"
     assert api.post("/api/v1/tasks/cancel", json={"device_id": fleet.gone}).status_code == 200  # tidy for later tests
+
+
+def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+    env = base_env(api_url=f"http://127.0.0.1:{fleet.controller.port}", api_token=fleet.controller.admin_token)
+    return subprocess.run(fleet_argv(*args), env=env, cwd=fleet.work, capture_output=True, text=True, timeout=60)
+
+
+def _sleep(fleet: Fleet, device_id: str, seconds: float = 60, **body: Any) -> str:
+    return str(fleet.controller.create_task(device_id, "sleep", params={"seconds": seconds, "steps": 1}, **body)["id"])
+
+
+def _running(fleet: Fleet, *task_ids: str) -> None:
+    wait_for(lambda: all((t := fleet.controller.task(i)) is not None and t["status"] == "running" for i in task_ids),
+             15, 0.1, f"{task_ids} running")
+
+
+def test_placement_picks_the_least_loaded_online_device(fleet: Fleet) -> None:
+    api, (one, two, three) = fleet.controller.api, fleet.sims.fleet.ids
+    busy = [_sleep(fleet, one), _sleep(fleet, one), _sleep(fleet, two)]  # loads: 2, 1, 0 (and `gone`: 0, offline)
+    _running(fleet, *busy)
+    pool = {"target": {"groups": ["pool"]}}
+    placed = api.post("/api/v1/tasks", json={"type": "sleep", "params": {"seconds": 60, "steps": 1}, "placement": pool})
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["device_id"] == three  # never `gone`: offline, though idle
+    busy.append(placed.json()["id"])
+    _running(fleet, placed.json()["id"])  # loads now 2, 1, 1: pl-2 and pl-3 tie on tasks; by CPU, then id
+    pair = {"target": {"device_ids": [one, two]}}
+    second = api.post("/api/v1/tasks", json={"type": "ping", "placement": pair})
+    assert second.status_code == 201 and second.json()["device_id"] == two, second.text
+    assert fleet.controller.wait_task(second.json()["id"])["status"] == "succeeded"
+
+    offline = api.post("/api/v1/tasks", json={"type": "ping", "placement": {"target": {"device_ids": [fleet.gone]}}})
+    assert offline.status_code == 409 and "none of the 1 device(s) of the target is online" in offline.json()["detail"]
+    nobody = api.post("/api/v1/tasks", json={"type": "ping", "placement": {"target": {"groups": ["nowhere"]}}})
+    assert nobody.status_code == 409 and "selects no device" in nobody.json()["detail"]
+    unable = api.post("/api/v1/tasks", json={"type": "chat", "placement": pool,
+                                             "params": {"platform": "douyin", "to": "u", "message": "hi"}})
+    assert unable.status_code == 409 and "runs task type 'chat'" in unable.json()["detail"]
+    both = api.post("/api/v1/tasks", json={"type": "ping", "device_id": one, "placement": pool})
+    assert both.status_code == 422 and "either device_id or placement" in str(both.json()["detail"])
+    empty = api.post("/api/v1/tasks", json={"type": "ping", "placement": {"target": {}}})
+    assert empty.status_code == 422 and "name the devices" in str(empty.json()["detail"])
+    done = api.post("/api/v1/tasks/cancel", json={"type": "sleep"})
+    assert done.status_code == 200 and done.json()["count"] == len(busy)
+    for task_id in busy:
+        assert fleet.controller.wait_task(task_id)["status"] == "canceled"
+
+
+def test_bulk_cancel_by_filter_dry_run_and_cli(fleet: Fleet) -> None:
+    api, (one, two, _three) = fleet.controller.api, fleet.sims.fleet.ids
+    running = [_sleep(fleet, one, account="acct-bulk"), _sleep(fleet, two, account="acct-bulk")]
+    other = _sleep(fleet, two, account="acct-other")
+    queued = [fleet.controller.create_task(fleet.gone, "ping", ttl=600)["id"] for _ in range(3)]
+    _running(fleet, *running, other)
+
+    refused = api.post("/api/v1/tasks/cancel", json={"status": ["running"]})
+    assert refused.status_code == 422 and "at least one of device_id" in str(refused.json()["detail"])
+    dry = api.post("/api/v1/tasks/cancel", json={"account": "acct-bulk", "dry_run": True}).json()
+    assert (dry["count"], sorted(dry["task_ids"]), dry["dry_run"]) == (2, sorted(running), True)
+    assert all(fleet.controller.task(i)["status"] == "running" for i in running)  # type: ignore[index]
+
+    result = _cli(fleet, "task", "cancel", "--device", fleet.gone, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would cancel 3 task(s)" in result.stdout and all(i in result.stdout for i in queued)
+    result = _cli(fleet, "task", "cancel", "--device", fleet.gone, "--status", "queued", "--status", "dispatched")
+    assert result.returncode == 0 and "canceled 3 task(s)" in result.stdout, result.stdout + result.stderr
+    for task_id in queued:  # not on any device: ended by the controller at once
+        assert fleet.controller.task(task_id)["status"] == "canceled"  # type: ignore[index]
+
+    canceled = api.post("/api/v1/tasks/cancel", json={"account": "acct-bulk"}).json()
+    assert canceled["count"] == 2
+    for task_id in running:  # told to stop: the device reports `canceled` itself
+        task = fleet.controller.wait_task(task_id, timeout=10)
+        assert task["status"] == "canceled" and task["events"][-1]["event"] == "canceled"
+    assert fleet.controller.task(other)["status"] == "running"  # type: ignore[index]
+    again = api.post("/api/v1/tasks/cancel", json={"account": "acct-bulk"}).json()
+    assert again["count"] == 0
+    assert _cli(fleet, "task", "cancel").returncode == 2
+    assert api.post("/api/v1/tasks/cancel", json={"account": "acct-other"}).json()["count"] == 1
+    assert fleet.controller.wait_task(other)["status"] == "canceled"
+
+
+def test_prune_now_by_rest_and_cli(fleet: Fleet) -> None:
+    """The retention rules themselves are proven in tests/unit/test_retention.py (SQLite and
+    PostgreSQL); here the REST route and `fleet prune` answer, with the settings' defaults."""
+    dry = fleet.controller.api.post("/api/v1/prune", json={"dry_run": True})
+    assert dry.status_code == 200, dry.text
+    assert dry.json()["kept_for_ever"] == ["tasks"] and set(dry.json()["deleted"]) == {
+        "task_events", "device_connections", "alert_deliveries", "idempotency_keys"}
+    result = _cli(fleet, "prune", "--dry-run")
+    assert result.returncode == 0 and "would delete 0 task_events" in result.stdout, result.stdout + result.stderr
+    result = _cli(fleet, "prune")
+    assert result.returncode == 0 and "deleted 0 device_connections" in result.stdout
