@@ -40,7 +40,9 @@ PURGE_BATCH = 1000  # rows deleted per statement while purging
 
 
 @runtime_checkable
-class RetainedClearer(Protocol):
+class BrokerAdmin(Protocol):
+    """What the controller's MQTT client does beyond `Publisher` (controller.mqtt.ControllerMqtt)."""
+
     def clear_retained(self, topic: str) -> bool: ...
 
 
@@ -95,7 +97,7 @@ def _revoke(session: Session, device_id: str, settings: FleetSettings, own_login
 def _clear_retained(device_id: str, publisher: Publisher) -> list[str]:
     """The device's retained topics, emptied on the broker (its status; a config topic too, once
     desired configuration is published retained per device)."""
-    if not isinstance(publisher, RetainedClearer):
+    if not isinstance(publisher, BrokerAdmin):
         return []
     topics = [device_status(device_id)]
     return [topic for topic in topics if publisher.clear_retained(topic)]
