@@ -52,7 +52,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     try:
         broker.start()
         controller = Controller(broker, work, sweep_interval="0.2", keepalive="5",
-                                task_defaults={"ping": {"ttl": SHORT_TTL, "timeout": 5}})
+                                task_defaults={"ping": {"ttl": SHORT_TTL, "timeout": 5}},
+                                retention_connections="2s", prune_interval="1")
         processes.append(controller.process)
         controller.start()
         gone = _stop_one(broker.url, "gone")
@@ -183,9 +184,20 @@ def test_prune_now_by_rest_and_cli(fleet: Fleet) -> None:
     PostgreSQL); here the REST route and `fleet prune` answer, with the settings' defaults."""
     dry = fleet.controller.api.post("/api/v1/prune", json={"dry_run": True})
     assert dry.status_code == 200, dry.text
-    assert dry.json()["kept_for_ever"] == ["tasks"] and set(dry.json()["deleted"]) == {
+    assert dry.json()["kept_for_ever"] == ["tasks"] and set(dry.json()["deleted"]) == {  # retention defaults
         "task_events", "device_connections", "alert_deliveries", "idempotency_keys"}
     result = _cli(fleet, "prune", "--dry-run")
     assert result.returncode == 0 and "would delete 0 task_events" in result.stdout, result.stdout + result.stderr
     result = _cli(fleet, "prune")
-    assert result.returncode == 0 and "deleted 0 device_connections" in result.stdout
+    assert result.returncode == 0 and "deleted 0 alert_deliveries" in result.stdout
+
+
+def test_the_scheduled_prune_keeps_a_device_s_latest_presence_row(fleet: Fleet) -> None:
+    """FLEET_RETENTION_CONNECTIONS=2s, FLEET_PRUNE_INTERVAL=1: the sweep-lease holder prunes on
+    its own; `gone`'s birth row goes, the offline row that is its latest stays."""
+    def states() -> list[str]:
+        return [row["state"] for row in fleet.controller.api.get(f"/api/v1/devices/{fleet.gone}/connections").json()]
+
+    wait_for(lambda: states() == ["offline"], 15, 0.2, "the scheduled prune of gone's older presence row")
+    assert [row["state"] for row in fleet.controller.api.get(
+        f"/api/v1/devices/{fleet.sims.fleet.ids[0]}/connections").json()] == ["online"]
