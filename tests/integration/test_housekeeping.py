@@ -127,6 +127,8 @@ def test_placement_picks_the_least_loaded_online_device(fleet: Fleet) -> None:
     second = api.post("/api/v1/tasks", json={"type": "ping", "placement": pair})
     assert second.status_code == 201 and second.json()["device_id"] == two, second.text
     assert fleet.controller.wait_task(second.json()["id"])["status"] == "succeeded"
+    by_cli = _cli(fleet, "task", "send", "-", "ping", "--place-in", "pool")  # loads 2, 1, 1, gone offline
+    assert by_cli.returncode == 0 and two in by_cli.stdout, by_cli.stdout + by_cli.stderr
 
     offline = api.post("/api/v1/tasks", json={"type": "ping", "placement": {"target": {"device_ids": [fleet.gone]}}})
     assert offline.status_code == 409 and "none of the 1 device(s) of the target is online" in offline.json()["detail"]
