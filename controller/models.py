@@ -57,6 +57,7 @@ class Device(Base):
     online_since: Mapped[datetime | None]
     facts: Mapped[dict[str, Any] | None]
     groups: Mapped[list[str]] = mapped_column(default=list)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # key=value set by operators (targets)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     presence_alert: Mapped[str | None] = mapped_column(String(400))
     heartbeat_interval: Mapped[int | None]

@@ -172,6 +172,7 @@ class DeviceOut(BaseModel):
     online_since: UtcDatetime | None
     facts: DeviceFacts | None
     groups: list[str]
+    tags: dict[str, str] = Field(default_factory=dict, description="key=value labels operators set (targets)")
     presence_alert: str | None = Field(
         None, description="set while the device flaps: a reconnect storm, or two daemons sharing its id"
     )

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controller.models import Account, Device, Task
-from controller.services import lifecycle
+from controller.services import lifecycle, targets
 from controller.services.errors import ConflictError
 from schemas.housekeeping import Placement
 
@@ -35,24 +35,14 @@ class Candidate(NamedTuple):
 
 
 def _target_devices(session: Session, placement: Placement) -> list[Candidate]:
-    """The target's devices. TEMPORARY local selector (device_ids, groups, accounts, all) until
-    `controller.services.targets.select_devices` lands on main; then it is used instead."""
-    target = placement.target
-    if target.tags is not None:
-        raise ConflictError("placement by a tag expression needs the targets service (not in this build yet); "
-                            "use device_ids, groups, accounts or all")
-    query = select(Device.id, Device.status, Device.facts, Device.metrics, Device.groups).where(
-        Device.deleted_at.is_(None)).order_by(Device.id)
-    if target.device_ids is not None:
-        query = query.where(Device.id.in_(target.device_ids))
-    if target.accounts is not None:
-        held = select(Account.device_id).where(Account.name.in_(target.accounts))
-        query = query.where(Device.id.in_(held))
-    rows = list(session.execute(query))
-    if target.groups is not None:
-        wanted = set(target.groups)
-        rows = [row for row in rows if wanted & set(row.groups or [])]
-    return [Candidate(row.id, row.status, row.facts, row.metrics) for row in rows]
+    """The target's devices (`targets.select_devices`), with the facts and load they are judged by."""
+    selected = targets.select_devices(session, placement.target)
+    if not selected:
+        return []
+    ids = [device.id for device in selected]
+    rows = {row.id: row for row in session.execute(
+        select(Device.id, Device.facts, Device.metrics).where(Device.id.in_(ids)))}
+    return [Candidate(d.id, d.status, rows[d.id].facts, rows[d.id].metrics) for d in selected if d.id in rows]
 
 
 def _can_run(candidate: Candidate, task_type: str, builtin: bool) -> bool:

@@ -2,7 +2,7 @@
 lists and cannot come back as a normal member by sending a birth (docs/architecture.md#housekeeping).
 
 Revision ID: 0017
-Revises: 0012
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 from controller.models import UtcDateTime
 
 revision = "0017"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
