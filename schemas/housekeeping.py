@@ -86,12 +86,3 @@ class Placement(StrictModel):
 
     target: Target
     strategy: Literal["least_loaded"] = "least_loaded"
-
-
-class PlacedOn(BaseModel):
-    device_id: str
-    candidates: int = Field(description="online devices of the target that could run it")
-
-
-__all__ = ["CANCELABLE_STATUSES", "DeviceDeleted", "Placement", "PruneOut", "PruneRequest", "TaskCancelFilter",
-           "TaskCancelOut", "DeviceId"]
