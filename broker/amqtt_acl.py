@@ -86,6 +86,11 @@ class FleetPasswordAuth(BaseAuthPlugin):
         super().__init__(context)
         self._passwords = _Watched(Path(self.context.config.password_file), parse_passwords)
 
+    def logins(self) -> dict[str, str]:
+        """Login → hash, as the password file says now (read again when it changed)."""
+        passwords: dict[str, str] = self._passwords.get()
+        return passwords
+
     async def authenticate(self, *, session: Any) -> bool | None:
         passwords: dict[str, str] = self._passwords.get()
         hashed = passwords.get(session.username or "")

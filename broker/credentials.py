@@ -5,7 +5,8 @@ and by `broker.nats_auth` as a NATS authorization file.
 Identities have a role:
 - `device`: subscribes to its own task topic, the broadcast topic and its groups' task topics
   and its own status topic; publishes only its own results, status and heartbeat.
-- `controller`: reads every device topic and publishes tasks anywhere.
+- `controller`: reads every device topic, publishes tasks anywhere, and clears a deleted
+  device's retained status.
 - `operator`: publishes tasks (`mosquitto_pub`) and watches results and status.
 
 Password hashes use Mosquitto 2.0's format (`$7$`: PBKDF2-SHA512, 101 iterations, 12-byte
@@ -109,7 +110,9 @@ def rules(identity: Identity) -> list[Rule]:
     """What `identity` may read and write: the fleet's topic ACL, for every broker."""
     name = identity.name
     if identity.role == "controller":
-        return [Rule("read", "devices/#"), Rule("write", "devices/+/tasks"), Rule("write", "fleet/#")]
+        # devices/+/status: to clear a deleted device's retained status (docs/architecture.md#housekeeping)
+        return [Rule("read", "devices/#"), Rule("write", "devices/+/tasks"), Rule("write", "devices/+/status"),
+                Rule("write", "fleet/#")]
     if identity.role == "operator":
         return [Rule("write", "devices/+/tasks"), Rule("write", "fleet/#"), Rule("read", "devices/+/results"),
                 Rule("read", "devices/+/status")]

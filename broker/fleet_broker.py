@@ -25,6 +25,7 @@ method changed.
 | offline QoS 1 messages dropped for anonymous clients,     | `_run_broadcast`, `_session_monitor`       |
 |   whose persistent sessions were deleted at disconnect    |                                            |
 | queued messages replayed with the retain flag set         | `_publish_session_retained_messages`       |
+| a client whose login was revoked stayed connected         | `_session_monitor` (`_drop_revoked`)       |
 | every filter tested against every message                 | `__init__` (topic trees), `_run_broadcast` |
 | re-subscribing did not change the granted QoS             | `add_subscription`                         |
 | any client publish to a `$` topic closed the connection   | `_handle_message_delivery` (`$SYS/` is dropped) |
@@ -61,6 +62,7 @@ from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import OutgoingApplicationMessage, Session
 
+from broker.amqtt_acl import FleetPasswordAuth
 from broker.amqtt_pin import check_amqtt_version
 from broker.fleet_subscriptions import SubscriptionOverrides
 from broker.packets import PacketError, PacketReader, read_connect
@@ -273,7 +275,24 @@ class FleetBroker(SubscriptionOverrides):
             ]
             for client_id in stale:
                 await self._cleanup_session(client_id)
+            await self._drop_revoked()
             await asyncio.sleep(1)
+
+    async def _drop_revoked(self) -> None:
+        """Disconnect every client whose login is no longer in the password file (revoked, or its
+        device deleted: docs/architecture.md#housekeeping), as Mosquitto and NATS do when they
+        reload their files: its reconnect is then refused. amqtt kept such a client connected."""
+        auth = next((p for p in self.plugins_manager.plugins if isinstance(p, FleetPasswordAuth)), None)
+        if auth is None:
+            return  # anonymous broker: no logins to revoke
+        logins = auth.logins()
+        for client_id, (session, handler) in list(self._sessions.items()):
+            if session.username is None or session.username in logins or not session.transitions.is_connected():
+                continue
+            log.warning("client %s disconnected: its login %s was revoked", client_id, session.username)
+            if handler.writer is not None:
+                with contextlib.suppress(OSError):
+                    await handler.writer.close()
 
     # --- publishing ------------------------------------------------------------------------------
     async def _handle_message_delivery(

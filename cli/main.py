@@ -12,6 +12,7 @@ from cli import (
     devices,
     env,
     files,
+    housekeeping,
     identities,
     jobs,
     processes,
@@ -45,6 +46,9 @@ app.add_typer(schedules.app, name="schedule")
 app.add_typer(schedules.pacing_app, name="pacing")
 app.command("stats")(stats.stats)
 app.command("watch")(watch.watch)
+app.command("prune")(housekeeping.prune)
+devices.app.command("delete")(housekeeping.device_delete)
+devices.app.command("restore")(housekeeping.device_restore)
 
 
 def package_version() -> str:

@@ -11,6 +11,7 @@ import typer
 from pydantic.fields import FieldInfo
 from rich.table import Table
 
+from cli import housekeeping
 from cli.output import console, print_task
 from cli.progress import wait_final
 from cli.rest import api, new_idempotency_key
@@ -87,11 +88,15 @@ def task_send(
     ),
     task_id: Optional[str] = typer.Option(None, "--id", help="the task's id (random when absent); the same id with "
                                           "the same task again answers that task instead of creating another"),
+    place_in: list[str] = typer.Option([], "--place-in", metavar="GROUP", help="with device id -: run it on the "
+                                       "least-loaded online device of this group (repeatable: any of them)"),
 ) -> None:
     """Send a task to one device. A failed connection is retried with the same Idempotency-Key,
     so the task is created once."""
     body: dict[str, Any] = {"device_id": None if device_id == "-" else device_id, "type": task_type,
                             "params": parse_params(param, params_json)}
+    if place_in:
+        body["placement"] = {"target": {"groups": place_in}}
     options = {"account": account, "ttl": ttl, "timeout": timeout, "retries": retries, "retry_backoff": retry_backoff,
                "run_at": run_at}
     body |= {k: v for k, v in options.items() if v is not None}
@@ -205,10 +210,7 @@ def task_input(
     console.print(f"{name} sent to task {task_id}")
 
 
-@app.command("cancel")
-def task_cancel(task_id: str) -> None:
-    """Cancel a task: a queued task never runs; a running one is told to stop."""
-    print_task(api("POST", f"/api/v1/tasks/{task_id}/cancel"))
+app.command("cancel")(housekeeping.task_cancel)  # one task, or by --device/--account/--broadcast/--type
 
 
 def broadcast(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from controller.api.routes import (
     events,
     files,
     health,
+    housekeeping,
     identities,
     jobs,
     pacing,
@@ -51,7 +53,7 @@ from controller.live_feed import IngestFeed, watch_sessions
 from controller.metrics import FleetMetrics
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
-from controller.services import file_store, idempotency
+from controller.services import file_store, idempotency, retention, task_defaults
 from controller.services import files as file_service
 from controller.services.errors import ServiceError
 from controller.services.idempotency import Pruner
@@ -130,6 +132,7 @@ class _Running:
 def _build(app: FastAPI, settings: FleetSettings, signer: Signer | None, engine: Engine) -> _Running:
     """The controller's parts, kept on `app.state` for the routes; nothing started yet."""
     sessions = create_sessionmaker(engine)
+    task_defaults.use(settings.task_defaults)  # docs/architecture.md#housekeeping
     live = LiveBus(settings.live_queue_size)  # the push stream's bus: docs/architecture.md#push-stream
     watch_sessions(sessions, live)
     mqtt = ControllerMqtt(settings, sessions, signer, committed=IngestFeed(sessions, live))
@@ -151,6 +154,7 @@ def _build(app: FastAPI, settings: FleetSettings, signer: Signer | None, engine:
     state.metrics = FleetMetrics(state.read_sessions, lambda: mqtt, settings.metrics_cache_seconds)
     mqtt.on_task_finished(state.metrics.observe)
     scheduler.finished_hooks.append(state.metrics.observe)
+    scheduler.lease_jobs.append(retention.ScheduledPrune(settings, time.monotonic))
     state.alerts = AlertRunner(settings, sessions, holder, state.read_sessions) if settings.alert_rules else None
     if state.alerts is not None:
         state.alerts.listeners.append(lambda event: live.publish([alert_hooks.to_live(event)]))
@@ -168,6 +172,7 @@ def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
     app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
     for module in (devices, accounts, tasks, broadcasts, jobs, files, stats, targets, schedules, pacing):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
+    app.include_router(housekeeping.router, prefix=API_PREFIX, dependencies=[Read])  # its own Operate/Admin guards
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)
     app.include_router(signatures.router, prefix=API_PREFIX)

@@ -67,7 +67,7 @@ def count_rows(sessions: sessionmaker[Session]) -> tuple[dict[str, int], dict[tu
     """Devices per presence and tasks per (status, type): the two queries behind the SQL gauges."""
     with sessions() as session:
         devices = {status: count for status, count in session.execute(
-            select(Device.status, func.count()).group_by(Device.status))}
+            select(Device.status, func.count()).where(Device.deleted_at.is_(None)).group_by(Device.status))}
         tasks = {(status, type_): count for status, type_, count in session.execute(
             select(Task.status, Task.type, func.count()).group_by(Task.status, Task.type))}
     return devices, tasks

@@ -64,6 +64,9 @@ class Device(Base):
     silent_after: Mapped[datetime | None] = mapped_column(index=True)  # offline unless heard from by then
     last_heartbeat: Mapped[datetime | None]
     metrics: Mapped[dict[str, Any] | None]  # the latest heartbeat's DeviceMetrics
+    # Set by DELETE /api/v1/devices/{id} (migration 0017): hidden from lists, its messages ignored
+    # until restored (docs/architecture.md#housekeeping).
+    deleted_at: Mapped[datetime | None]
 
     connections: Mapped[list[DeviceConnection]] = relationship(
         back_populates="device", order_by="DeviceConnection.id", cascade="all, delete-orphan"

@@ -43,6 +43,7 @@ from schemas.validation import describe_validation_error
 log = logging.getLogger(__name__)
 
 QOS = 1
+CLEAR_AGAIN = (1.0, 3.0, 8.0)  # seconds after a first clear of a retained message it is cleared again
 OWN_TASK_MEMORY = 50_000  # ids of the controller's own recent task publishes, to skip their echoes
 # A topic at least as long as any task topic, for sizing a message before its topic is known.
 SIZE_PROBE_TOPIC = "fleet/groups/" + "x" * 64 + "/tasks"
@@ -185,6 +186,18 @@ class ControllerMqtt:
         already = self._acks.sent(info.mid, task_ids)
         if already:
             self._writer.put(Incoming("", Acked(already)))
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def clear_retained(self, topic: str, again_after: Sequence[float] = CLEAR_AGAIN) -> bool:
+        """Delete the broker's retained message on `topic` (an empty retained publish, QoS 1): a
+        deleted device's status (docs/architecture.md#housekeeping). Cleared again `again_after`
+        seconds later: the broker drops the revoked device once it reloaded its files, and may
+        publish its retained will then. True when paho accepted the first publish."""
+        for delay in again_after:
+            timer = threading.Timer(delay, self._client.publish, (topic, b""), {"qos": QOS, "retain": True})
+            timer.daemon = True
+            timer.start()
+        info = self._client.publish(topic, b"", qos=QOS, retain=True)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     # ---- paho callbacks (network thread) ---------------------------------------------------

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,6 +58,9 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="task-sweeper", daemon=True)
         # Told the tasks a sweep ended (expired, timed out): the task metrics of /metrics.
         self.finished_hooks: list[finished.Hook] = []
+        # Other work for the lease holder only, after each sweep, each in a session of its own
+        # (the scheduled prune: docs/architecture.md#housekeeping); an error is logged, never fatal.
+        self.lease_jobs: list[Callable[[Session, datetime], None]] = []
 
     @property
     def holds_lease(self) -> bool:
@@ -123,3 +127,9 @@ class Scheduler:
                   unacked_grace=None if behind else self._unacked_grace)
             finished.tell(self.finished_hooks, session)
             schedule_fire.fire_due(session, self._publisher, missed_window=self._missed_window)
+        for job in self.lease_jobs:
+            try:
+                with self._sessions() as session:
+                    job(session, utcnow())
+            except Exception:
+                log.exception("%s failed; tried again after the next sweep", getattr(job, "__qualname__", job))

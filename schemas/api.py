@@ -10,6 +10,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field,
 
 from schemas.common import DeviceId, GroupName, StrictModel, TaskId, TaskType, UtcDatetime
 from schemas.events import MAX_ATTEMPTS, EventKind, TaskError, TaskStatus
+from schemas.housekeeping import Placement
 from schemas.status import DeviceFacts, DeviceMetrics
 from schemas.tasks import TaskEnvelope
 from schemas.topics import BROADCAST_TASKS, device_tasks, group_tasks
@@ -54,13 +55,19 @@ class TaskCreate(TaskOptions):
         None, description="an id of your choosing (letters, digits, '.', '_', '-', ':'); sending the same id with "
         "the same body again answers the same task, with another body a 409. Random when absent",
     )
-    device_id: DeviceId | None = Field(None, description="target device; may be left out when `account` is bound to one")
+    device_id: DeviceId | None = Field(None, description="target device; may be left out when `account` is bound to "
+                                       "one, or with `placement`")
     type: TaskType
+    placement: Placement | None = Field(None, description="instead of device_id: run it on ONE online device of "
+                                        "`placement.target`, chosen by load (and by the accounts it holds)")
 
     @model_validator(mode="after")
     def _target(self) -> "TaskCreate":
-        if self.device_id is None and self.account is None:
-            raise ValueError("give a device_id, or an account that is bound to a device")
+        if self.placement is not None and self.device_id is not None:
+            raise ValueError("give either device_id or placement (the controller picks a device of its target), not both")
+        if self.device_id is None and self.account is None and self.placement is None:
+            raise ValueError("give a device_id, an account that is bound to a device, or a placement "
+                             '({"target": {"groups": ["office"]}}) to let the controller pick an online device')
         return self
 
 
@@ -182,6 +189,8 @@ class DeviceOut(BaseModel):
     )
     last_heartbeat: UtcDatetime | None = None
     metrics: DeviceMetrics | None = Field(None, description="the PC's load, from the latest heartbeat")
+    deleted_at: UtcDatetime | None = Field(None, description="when it was deleted (hidden from lists, its messages "
+                                           "ignored until restored)")
 
 
 class DevicePage(BaseModel):

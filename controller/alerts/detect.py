@@ -61,7 +61,7 @@ def device_offline(session: Session, rule: DeviceOfflineRule, now: datetime) -> 
     latest = (select(Device.id.label("device_id"), Device.name.label("name"),
                      select(func.max(DeviceConnection.id)).where(DeviceConnection.device_id == Device.id)
                      .correlate(Device).scalar_subquery().label("last_id"))
-              .where(Device.status == "offline").subquery())
+              .where(Device.status == "offline", Device.deleted_at.is_(None)).subquery())
     cutoff = now - timedelta(minutes=rule.minutes)
     rows = session.execute(
         select(latest.c.device_id, latest.c.name, DeviceConnection.id, DeviceConnection.at, DeviceConnection.reason)

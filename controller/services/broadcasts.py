@@ -19,7 +19,7 @@ from controller.services import idempotency
 from controller.services.errors import InvalidRequestError, NotFoundError
 from controller.services.idempotency import Answer, Claim, Staged
 from controller.services.publisher import Publisher
-from controller.services.task_create import check_params, check_size, requested_run_at, resolve_expiry
+from controller.services.task_create import check_params, check_size, requested_run_at, resolve_limits
 from controller.services.task_rows import task_values
 from schemas.api import BroadcastCreate, BroadcastOut
 from schemas.common import new_id, utcnow
@@ -37,7 +37,7 @@ def run_id(broadcast_id: str, device_id: str) -> str:
 def _targets(session: Session, body: BroadcastCreate) -> list[Row[str, str, list[str]]]:
     """(id, status, groups) of the devices the broadcast goes to: three columns, not whole
     devices (their JSON facts made reading 10,000 of them cost more than writing their tasks)."""
-    query = select(Device.id, Device.status, Device.groups).order_by(Device.id)
+    query = select(Device.id, Device.status, Device.groups).where(Device.deleted_at.is_(None)).order_by(Device.id)
     if not body.include_offline:
         query = query.where(Device.status == "online")
     devices = list(session.execute(query))
@@ -100,6 +100,7 @@ def stage_broadcast(
     _check_type(session, body)
     now = utcnow()
     run_at = requested_run_at(body, now)
+    limits = resolve_limits(body, now, run_at)
     broadcast = Broadcast(
         id=broadcast_id or new_id(),
         type=body.type,
@@ -108,8 +109,8 @@ def stage_broadcast(
         group=body.group,
         include_offline=body.include_offline,
         created_at=now,
-        expires_at=resolve_expiry(body, now, run_at),
-        timeout=body.timeout,
+        expires_at=limits.expires_at,
+        timeout=limits.timeout,
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
     )

@@ -28,7 +28,8 @@ HEARTBEAT_MISSES = 2  # heartbeat intervals without one before a device is taken
 HEARTBEAT_CHUNK = 500  # devices read per query when a batch of heartbeats is recorded
 # Statements built once (building an expression costs more CPU than running it on a small batch).
 _BEAT_READ = (select(Device.id, Device.session_id, Device.status, Device.heartbeat_interval)
-              .where(Device.id.in_(bindparam("ids", expanding=True))).order_by(Device.id).with_for_update())
+              .where(Device.id.in_(bindparam("ids", expanding=True)), Device.deleted_at.is_(None))
+              .order_by(Device.id).with_for_update())
 _BEAT = update(Device).where(Device.id == bindparam("b_id")).values(
     last_seen=bindparam("b_now"), last_heartbeat=bindparam("b_now"), silent_after=bindparam("b_silent"),
     metrics=bindparam("b_metrics"))
@@ -119,6 +120,10 @@ def stage_status(
         if created and status.state != "online":
             _record_connection(session, topic_device_id, status, now)
             return False
+    if device.deleted_at is not None:  # docs/architecture.md#housekeeping: a deleted id stays deleted
+        warn_once(session, "deleted", topic_device_id, "ignored a status of deleted device %s (restore it with "
+                  "POST /api/v1/devices/%s/restore to admit it again)", topic_device_id, topic_device_id)
+        return False
     if status.state == "online":
         return _stage_birth(session, device, status, now, cache)
     _stage_will(session, device, status, now)
@@ -341,8 +346,8 @@ def list_devices(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Device], int]:
-    """A page of devices ordered by id, and the total number that match."""
-    query = select(Device)
+    """A page of devices ordered by id, and the total number that match (deleted ones hidden)."""
+    query = select(Device).where(Device.deleted_at.is_(None))
     if status is not None:
         query = query.where(Device.status == status)
     if q:

@@ -13,7 +13,8 @@ from schemas.events import TaskStatus
 def devices_by_status(session: Session) -> dict[str, int]:
     """{"online": n, "offline": m} (both keys always present)."""
     counts = {"online": 0, "offline": 0}
-    for status, count in session.execute(select(Device.status, func.count()).group_by(Device.status)):
+    query = select(Device.status, func.count()).where(Device.deleted_at.is_(None)).group_by(Device.status)
+    for status, count in session.execute(query):
         counts[str(status)] = int(count)
     return counts
 

@@ -52,7 +52,8 @@ def _held_accounts(session: Session, names: list[str] | None) -> dict[str, list[
 
 def select_devices(session: Session, target: Target) -> list[TargetDevice]:
     """The devices `target` selects now, by id; every selector given must match."""
-    query = select(Device.id, Device.status, Device.groups, Device.tags).order_by(Device.id)
+    # Deleted devices (docs/architecture.md#housekeeping) are never targeted.
+    query = select(Device.id, Device.status, Device.groups, Device.tags).where(Device.deleted_at.is_(None)).order_by(Device.id)
     if target.device_ids is not None:
         query = query.where(Device.id.in_(target.device_ids))
     held = _held_accounts(session, target.accounts)

@@ -18,8 +18,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from config.settings_housekeeping import ANY_TYPE
 from controller.models import Device, Task
-from controller.services import accounts, idempotency, pacing
+from controller.services import accounts, idempotency, pacing, placement, task_defaults
 from controller.services.devices import device_not_found
 from controller.services.errors import InvalidRequestError, PayloadTooLargeError, ServiceError
 from controller.services.idempotency import Answer, Claim, Staged, TaskIdTakenError
@@ -82,20 +83,23 @@ def requested_run_at(options: TaskOptions, now: datetime) -> datetime | None:
     return options.run_at
 
 
-def resolve_expiry(options: TaskOptions, now: datetime, run_at: datetime | None = None) -> datetime | None:
-    """`expires_at` from `ttl` (counted from `run_at` when there is one, else from now) or
-    `expires_at`; an expiry that comes before the task may run is refused."""
-    start = run_at or now
-    if options.ttl is not None:
-        return start + timedelta(seconds=options.ttl)
-    if options.expires_at is not None and options.expires_at <= start:
-        if run_at is None:
-            raise InvalidRequestError("expires_at is in the past; give a future time or a ttl in seconds")
+def resolve_limits(options: TaskOptions, now: datetime, run_at: datetime | None = None) -> task_defaults.Limits:
+    """(expires_at, timeout) of a requested task: the request's `ttl`/`expires_at` and `timeout`,
+    else the defaults of its type (FLEET_TASK_DEFAULTS). A ttl, given or default, counts from
+    `run_at` when there is one, else from now; an expiry before the task may run is refused."""
+    if run_at is not None and options.expires_at is not None and options.expires_at <= run_at:
         raise InvalidRequestError(
             f"expires_at is not after the task's run_at ({run_at.isoformat(timespec='seconds')}, from run_at or "
             "pacing), so it could never run; give a later expires_at, or a ttl (counted from run_at)"
         )
-    return options.expires_at
+    task_type = getattr(options, "type", None) or ANY_TYPE
+    return task_defaults.resolve(task_type, run_at or now, ttl=options.ttl, expires_at=options.expires_at,
+                                 timeout=options.timeout)
+
+
+def resolve_expiry(options: TaskOptions, now: datetime, run_at: datetime | None = None) -> datetime:
+    """`expires_at` alone of `resolve_limits`."""
+    return resolve_limits(options, now, run_at).expires_at
 
 
 def waiting(task: Task, now: datetime | None = None) -> bool:
@@ -155,7 +159,11 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
               loaded: Mapping[str, Device] | None = None) -> Task:
     """The row of a requested task, checked (device, type, params, expiry, size); not yet added.
     `loaded` holds devices read beforehand (a batch's): the rest are read here."""
-    device_id = accounts.route(session, body.device_id, body.account)
+    if body.placement is not None:
+        device_id = placement.choose_device(session, body.placement, body.type, body.account, body.params,
+                                            body.type in BUILTIN_PARAMS)
+    else:
+        device_id = accounts.route(session, body.device_id, body.account)
     device = loaded.get(device_id) if loaded else None
     device = device or session.get(Device, device_id)
     if device is None:
@@ -167,6 +175,7 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
             f"built-in types: {', '.join(sorted(BUILTIN_PARAMS))}; types this device reports: {known}"
         )
     wanted = requested_run_at(body, now)
+    limits = resolve_limits(body, now, wanted)
     task = new_task(
         id=body.id or new_id(),
         device_id=device.id,
@@ -175,8 +184,8 @@ def _api_task(session: Session, body: TaskCreate, publisher: Publisher, now: dat
         params=body.params,
         origin="api",
         created_at=now,
-        expires_at=resolve_expiry(body, now, wanted),
-        timeout=body.timeout,
+        expires_at=limits.expires_at,
+        timeout=limits.timeout,
         max_retries=body.retries,
         retry_backoff=body.retry_backoff,
         run_at=wanted,

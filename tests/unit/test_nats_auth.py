@@ -45,7 +45,7 @@ def test_permissions_come_from_the_same_rules_as_mosquittos() -> None:
         assert f"topic {rule.access} {rule.pattern}" in mosquitto
     controller = permissions(Identity("ctl", "controller", ""))
     assert controller.subscribe == ["devices", "devices.>", "$MQTT.sub.>"]
-    assert controller.publish == ["devices.*.tasks", "fleet", "fleet.>"]
+    assert controller.publish == ["devices.*.tasks", "devices.*.status", "fleet", "fleet.>"]
 
 
 def test_the_file_names_every_usable_identity_and_why_others_are_left_out() -> None:
