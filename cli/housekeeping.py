@@ -17,6 +17,7 @@ def task_cancel(
     device: Optional[str] = typer.Option(None, "--device", help="every unfinished task of this device"),
     account: Optional[str] = typer.Option(None, "--account", help="… acting for this account"),
     broadcast_id: Optional[str] = typer.Option(None, "--broadcast", help="… the runs of this broadcast"),
+    job_id: Optional[str] = typer.Option(None, "--job", help="… the runs of this job (`fleet job cancel` also stops it)"),
     task_type: Optional[str] = typer.Option(None, "--type", help="… of this task type"),
     status: list[str] = typer.Option([], "--status", help=f"only these statuses ({', '.join(CANCELABLE_STATUSES)}); "
                                      "repeatable"),
@@ -24,15 +25,16 @@ def task_cancel(
 ) -> None:
     """Cancel a task, or every unfinished task the filters name (they narrow each other): a task
     not started never runs; a running one is told to stop."""
-    filters = {"device_id": device, "account": account, "broadcast_id": broadcast_id, "type": task_type}
+    filters = {"device_id": device, "account": account, "broadcast_id": broadcast_id, "job_id": job_id,
+               "type": task_type}
     given = {key: value for key, value in filters.items() if value is not None}
     if task_id is not None:
         if given or status or dry_run:
-            fail("give either a task id or filters (--device, --account, --broadcast, --type), not both", code=2)
+            fail("give either a task id or filters (--device, --account, --broadcast, --job, --type), not both", code=2)
         print_task(api("POST", f"/api/v1/tasks/{task_id}/cancel"))
         return
     if not given:
-        fail("name the tasks: a task id, or at least one of --device, --account, --broadcast, --type", code=2)
+        fail("name the tasks: a task id, or at least one of --device, --account, --broadcast, --job, --type", code=2)
     body: dict[str, Any] = {**given, "dry_run": dry_run}
     if status:
         body["status"] = status

@@ -210,7 +210,7 @@ def task_input(
     console.print(f"{name} sent to task {task_id}")
 
 
-app.command("cancel")(housekeeping.task_cancel)  # one task, or by --device/--account/--broadcast/--type
+app.command("cancel")(housekeeping.task_cancel)  # one task, or by --device/--account/--broadcast/--job/--type
 
 
 def broadcast(

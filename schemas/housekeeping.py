@@ -23,6 +23,8 @@ class TaskCancelFilter(StrictModel):
     device_id: DeviceId | None = Field(None, description="tasks of this device")
     account: str | None = Field(None, min_length=1, max_length=200, description="tasks acting for this account")
     broadcast_id: str | None = Field(None, min_length=1, max_length=160, description="the runs of this broadcast")
+    job_id: str | None = Field(None, min_length=1, max_length=160, description="the runs of this job (it keeps "
+                               "rolling out: POST /api/v1/jobs/{id}/cancel stops it too)")
     type: TaskType | None = Field(None, description="tasks of this type")
     status: list[CancelableStatus] | None = Field(
         None, min_length=1, description="only tasks in these statuses; default: every unfinished task, and tasks "
@@ -32,7 +34,7 @@ class TaskCancelFilter(StrictModel):
     @model_validator(mode="after")
     def _some_filter(self) -> "TaskCancelFilter":
         if not self.filters():
-            raise ValueError("name the tasks to cancel: give at least one of device_id, account, broadcast_id, type "
+            raise ValueError("name the tasks to cancel: give at least one of device_id, account, broadcast_id, job_id, type "
                              "(status alone would cancel across the whole fleet)")
         return self
 

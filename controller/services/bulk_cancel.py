@@ -26,6 +26,7 @@ FILTER_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
     "device_id": Task.device_id,
     "account": Task.account,
     "broadcast_id": Task.broadcast_id,
+    "job_id": Task.job_id,
     "type": Task.type,
 }
 CHUNK = 500  # ids read per query

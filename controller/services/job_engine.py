@@ -35,7 +35,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from controller.models import Device, Job, JobTarget, Task
-from controller.services import lifecycle, pacing, rollout, task_control
+from controller.services import lifecycle, pacing, rollout, task_control, task_defaults
 from controller.services.errors import ServiceError
 from controller.services.publisher import Publisher
 from controller.services.targets import select_devices
@@ -222,10 +222,14 @@ def _run_values(session: Session, job: Job, target: JobTarget, now: datetime) ->
     paced = pacing.paced_run_at(session, account, job.type, now, now)
     run_at = paced if paced is not None and paced > now else None
     start = run_at or now
-    expires = start + timedelta(seconds=job.ttl) if job.ttl is not None else job.expires_at
+    default = task_defaults.default_for(job.type)  # FLEET_TASK_DEFAULTS: no run waits or runs for ever
+    expires = start + timedelta(seconds=job.ttl if job.ttl is not None else default.ttl)
+    if job.ttl is None and job.expires_at is not None:
+        expires = job.expires_at
+    timeout = job.timeout if job.timeout is not None else default.timeout
     return task_values(
         id=target.run_id, device_id=target.device_id, type=job.type, account=account, params=job.params,
-        origin="job", job_id=job.id, created_at=now, expires_at=expires, timeout=job.timeout,
+        origin="job", job_id=job.id, created_at=now, expires_at=expires, timeout=timeout,
         max_retries=job.max_retries, retry_backoff=job.retry_backoff, run_at=run_at,
     )
 

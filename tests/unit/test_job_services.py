@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.job_runner import JobRunner
 from controller.models import Job, Task
-from controller.services import accounts, devices, job_engine, jobs, tasks
+from controller.services import accounts, bulk_cancel, devices, job_engine, jobs, task_defaults, tasks
 from controller.services.errors import ConflictError, InvalidRequestError
 from schemas.api import AccountCreate
 from schemas.common import utcnow
 from schemas.events import EventKind
+from schemas.housekeeping import TaskCancelFilter
 from schemas.jobs import JobCreate
 from tests.services_kit import ADMIN_TOKEN, FakePublisher, event, go_online, will
 
@@ -226,3 +227,25 @@ def test_the_runner_tells_the_push_stream_of_the_runs_it_creates(
                        live=Bus())  # type: ignore[arg-type]
     runner._pass()
     assert [(e.task_id, e.device_id, e.status.value) for e in told] == [(f"{job_id}:pc-01", "pc-01", "queued")]  # type: ignore[attr-defined]
+
+
+def test_bulk_cancel_by_job_id_and_runs_take_the_types_defaults(
+    sessions: sessionmaker[Session], publisher: FakePublisher
+) -> None:
+    """A job's runs are canceled by `POST /api/v1/tasks/cancel {"job_id": …}` and no other task is;
+    a run created without ttl/timeout gets its type's defaults (FLEET_TASK_DEFAULTS)."""
+    for device_id in ("pc-01", "pc-02"):
+        go_online(sessions, device_id)
+    job_id = _create(sessions, publisher, target={"device_ids": ["pc-01", "pc-02"]})
+    other = _create(sessions, publisher, target={"device_ids": ["pc-01"]})
+    t0 = utcnow()
+    _pass(sessions, publisher, 0, t0)
+    default = task_defaults.default_for("echo")
+    with sessions() as session:
+        run = session.get(Task, f"{job_id}:pc-01")
+        assert run is not None and run.timeout == default.timeout
+        assert run.expires_at is not None and abs((run.expires_at - run.created_at).total_seconds() - default.ttl) < 1
+        answer = bulk_cancel.cancel_matching(session, TaskCancelFilter(job_id=job_id), publisher)
+    assert answer.count == 2 and sorted(answer.task_ids) == [f"{job_id}:pc-01", f"{job_id}:pc-02"]
+    assert set(_runs(sessions, job_id).values()) == {"canceled"}
+    assert set(_runs(sessions, other).values()) != {"canceled"}, "another job's run is left alone"
