@@ -24,6 +24,7 @@ from pydantic_settings import (
 from typing_extensions import Annotated
 
 from config.settings_alerts import ALERT_SECRET_FIELDS, AlertSettings
+from config.settings_groups import GroupSettings
 from config.settings_live import LiveSettings
 from config.settings_metrics import MetricsSettings
 from schemas.common import DEVICE_ID_PATTERN, GroupName
@@ -74,7 +75,7 @@ class SettingsError(ConfigError):
     """A setting is invalid; the message names it and says what is accepted."""
 
 
-class FleetSettings(AlertSettings, MetricsSettings, LiveSettings, BaseSettings):
+class FleetSettings(AlertSettings, GroupSettings, MetricsSettings, LiveSettings, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",

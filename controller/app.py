@@ -29,6 +29,7 @@ from controller.api.routes import (
     devices,
     events,
     files,
+    fleet_config,
     health,
     identities,
     signatures,
@@ -150,7 +151,7 @@ def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
     app.include_router(health.router)
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
-    for module in (devices, accounts, tasks, broadcasts, files, stats):
+    for module in (fleet_config, devices, accounts, tasks, broadcasts, files, stats):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)
