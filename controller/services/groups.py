@@ -103,3 +103,12 @@ def after_births(session: Session, device_ids: list[str], settings: FleetSetting
     those it never reached (new devices, a report of an older revision)."""
     adopt_declared(session, device_ids, settings, publisher)
     fleet_config.sync(session, device_ids, publisher, resend=True)
+
+
+def after_provision(session: Session, identity: MqttIdentity, settings: FleetSettings,
+                    publisher: fleet_config.RetainedPublisher) -> str:
+    """A device provisioned with groups is their member from now on (its row is made if it was
+    never seen); then the broker files are written. Says what happened to the broker."""
+    if identity.role == "device" and identity.groups:
+        change_groups(session, identity.name, settings, publisher, replace=list(identity.groups))
+    return apply_to_broker(session, settings)
