@@ -7,7 +7,21 @@ from typing import Any, Optional
 
 import typer
 
-from cli import accounts, devices, env, files, identities, processes, simulate, stats, tasks, tokens, up, watch
+from cli import (
+    accounts,
+    devices,
+    env,
+    files,
+    fleet_config,
+    identities,
+    processes,
+    simulate,
+    stats,
+    tasks,
+    tokens,
+    up,
+    watch,
+)
 
 app = typer.Typer(help="Command a fleet of PCs over MQTT.", no_args_is_help=True, add_completion=False)
 app.command("up")(up.up)
@@ -23,6 +37,7 @@ app.add_typer(accounts.app, name="account")
 app.add_typer(files.app, name="file")
 app.add_typer(tokens.app, name="token")
 app.add_typer(identities.app, name="identity")
+app.add_typer(fleet_config.app, name="config")
 app.command("stats")(stats.stats)
 app.command("watch")(watch.watch)
 

@@ -13,13 +13,14 @@ real device daemons, one fleet per broker for the module.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Controller, Device, Process, wait_for
+from tests.harness import Controller, Device, Process, base_env, fleet_argv, wait_for
 from tests.logins import LockedFleet, RawClient
 
 pytestmark = pytest.mark.integration
@@ -70,6 +71,14 @@ def wait_reported_groups(controller: Controller, device_id: str, groups: list[st
     return wait_for(reported, 15, what=f"{device_id} reporting groups {groups}")
 
 
+def fleet_cli(controller: Controller, *args: str) -> str:
+    """`fleet …` against this controller, as an operator runs it."""
+    env = base_env(api_url=f"http://127.0.0.1:{controller.port}", api_token=controller.admin_token)
+    done = subprocess.run(fleet_argv(*args), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def not_run(fleet: Fleet, device_id: str, group_task_id: str) -> None:
     """A marker task sent after the group task has run on the device: the group task, which was
     published before it, did not run there."""
@@ -81,6 +90,7 @@ def not_run(fleet: Fleet, device_id: str, group_task_id: str) -> None:
 
 def test_a_declared_group_is_no_membership(fleet: Fleet) -> None:
     controller, locked = fleet.controller, fleet.locked
+    assert "not members (not counted): eu" in fleet_cli(controller, "device", "groups", "dev-eu")
     shown = controller.api.get("/api/v1/devices/dev-eu/groups").json()
     assert shown == {"device_id": "dev-eu", "groups": [], "declared": ["eu"], "declared_not_accepted": ["eu"],
                      "broker": None}
@@ -111,8 +121,7 @@ def test_a_group_set_by_rest_reaches_the_broker_acl_and_the_device(fleet: Fleet)
     assert broadcast.json()["task_ids"] == [f"{broadcast.json()['id']}:dev-m"]
     assert controller.wait_task(broadcast.json()["task_ids"][0])["status"] == "succeeded"
 
-    removed = controller.api.delete("/api/v1/devices/dev-m/groups/eu")
-    assert removed.status_code == 200 and removed.json()["groups"] == [], removed.text
+    assert "dev-m: groups none" in fleet_cli(controller, "device", "groups", "dev-m", "--remove", "eu")
     wait_reported_groups(controller, "dev-m", [])
     operator = RawClient(locked.broker.port, "ops", locked.operator_secret)
     try:
@@ -132,10 +141,9 @@ def test_desired_config_reaches_an_offline_device_and_drift_is_shown(fleet: Flee
     device.kill()
     controller.wait_device("dev-c", "offline")
 
-    assert controller.api.put("/api/v1/config", json={"settings": {"log_level": "DEBUG"}}).status_code == 200
-    own = controller.api.put("/api/v1/devices/dev-c/config",
-                             json={"settings": {"heartbeat_interval": 2, "max_concurrency": 3}})
-    assert own.status_code == 200, own.text
+    assert "global config: log_level=DEBUG" in fleet_cli(controller, "config", "set", "log_level=DEBUG")
+    own = fleet_cli(controller, "config", "set", "--device", "dev-c", "heartbeat_interval=2", "max_concurrency=3")
+    assert "device dev-c config: heartbeat_interval=2, max_concurrency=3" in own
     device.start()
     controller.wait_device("dev-c", "online")
 
@@ -152,6 +160,7 @@ def test_desired_config_reaches_an_offline_device_and_drift_is_shown(fleet: Flee
     assert "FLEET_REMOTE_CONFIG_ALLOW" in view["drift"][0]["reason"] and not view["in_sync"]
     drifting = {v["device_id"] for v in controller.api.get("/api/v1/config/drift").json()}
     assert "dev-c" in drifting
+    assert "dev-c max_concurrency: desired 3, reported null" in fleet_cli(controller, "config", "drift")
     # The interval it applied is the one its silence is judged by.
     assert wait_for(lambda: controller.device("dev-c")["heartbeat_interval"] == 2, 10, what="interval 2")  # type: ignore[index]
 
