@@ -190,6 +190,9 @@ def _drift(settings: dict[str, Any], groups: list[str], reported: ReportedConfig
             items.append(DriftItem(setting=key, reported=value, reason="still applied, no longer desired"))
     if sorted(reported.groups) != groups:
         items.append(DriftItem(setting="groups", desired=groups, reported=sorted(reported.groups), reason=behind))
+    if reported.revision < revision and not items:
+        items.append(DriftItem(setting="revision", desired=revision, reported=reported.revision,
+                               reason="the device has not confirmed the latest desired config yet"))
     return items
 
 
