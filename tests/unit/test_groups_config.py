@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
@@ -17,7 +18,7 @@ from controller.services.errors import InvalidRequestError, NotFoundError
 from device.slots import Slots
 from schemas.common import utcnow
 from schemas.config_sync import NOT_ALLOWED_HERE, DesiredConfig, ReportedConfig, check_remote_settings, decide
-from tests.services_kit import FakePublisher, birth
+from tests.services_kit import ADMIN_TOKEN, FakePublisher, birth
 
 
 def _settings(tmp_path: Path, **values: object) -> FleetSettings:
@@ -137,3 +138,19 @@ def test_slots_resize_while_tasks_wait() -> None:
         return peak
 
     assert max(asyncio.run(scenario())) == 3
+
+
+def test_the_device_page_shows_groups_config_and_drift(client: TestClient) -> None:
+    sessions: sessionmaker[Session] = client.app.state.sessions  # type: ignore[attr-defined]
+    _born(sessions, "pc-01", ["eu"])
+    assert client.put("/api/v1/devices/pc-01/groups", json={"groups": ["lab"]}).status_code == 200
+    assert client.put("/api/v1/devices/pc-01/config", json={"settings": {"max_concurrency": 2}}).status_code == 200
+    bad = client.put("/api/v1/groups/lab/config", json={"settings": {"max_concurrency": 99}})
+    assert bad.status_code == 422 and "between 1 and 64" in bad.json()["detail"]
+    assert client.put("/api/v1/groups/not a group/config", json={"settings": {}}).status_code == 422
+    browser = TestClient(client.app, follow_redirects=False)
+    browser.get("/login")
+    browser.post("/login", data={"token": ADMIN_TOKEN, "csrf_token": browser.cookies["fleet_csrf"], "next": "/"})
+    page = browser.get("/devices/pc-01", headers={"Accept-Language": "zh-CN"}).text
+    assert "分组与配置" in page and 'id="declared-not-accepted"' in page and "eu" in page
+    assert 'id="config-drift"' in page and "max_concurrency" in page
