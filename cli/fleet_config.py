@@ -35,15 +35,17 @@ def _value(text: str) -> Any:
         return text
 
 
-@app.command("set")
+@app.command("set", context_settings={"allow_extra_args": True})
 def config_set(
-    values: list[str] = typer.Argument(None, help="NAME=VALUE, e.g. heartbeat_interval=10 log_level=DEBUG"),
+    ctx: typer.Context,
     group: Optional[str] = typer.Option(None, "--group", "-g", help="set it for this group's members"),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="set it for this device only"),
     unset: list[str] = typer.Option([], "--unset", help="remove a setting from this level; repeatable"),
 ) -> None:
-    """Change one level's desired settings (global unless --group/--device); devices get it at once,
-    or on their next connection (it is retained)."""
+    """Change one level's desired settings: `fleet config set [--group G | --device ID] NAME=VALUE …`
+    (global unless --group/--device), e.g. heartbeat_interval=10 log_level=DEBUG. Devices get it
+    at once, or on their next connection (it is retained)."""
+    values: list[str] = list(ctx.args)
     path, scope, name = _level_path(group, device)
     current: dict[str, Any] = next((level["settings"] for level in api("GET", "/api/v1/config")
                     if level["scope"] == scope and level["name"] == name), {})
