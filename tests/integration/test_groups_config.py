@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Controller, Device, Process, base_env, fleet_argv, wait_for
+from tests.harness import Controller, Device, Process, SimulatorThread, base_env, fleet_argv, wait_for
 from tests.logins import LockedFleet, RawClient
 
 pytestmark = pytest.mark.integration
@@ -169,3 +169,34 @@ def test_desired_config_reaches_an_offline_device_and_drift_is_shown(fleet: Flee
     wait_for(lambda: config_of(controller, "dev-c")["in_sync"], 15, what="dev-c in sync")
     assert "dev-c" not in {v["device_id"] for v in controller.api.get("/api/v1/config/drift").json()}
     assert controller.api.put("/api/v1/config", json={"settings": {}}).status_code == 200
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_simulated_devices_follow_groups_and_config(controller: Controller) -> None:
+    """`fleet simulate`'s devices speak the same contract: they subscribe to the groups their
+    desired config names, apply a heartbeat interval and report the rest rejected."""
+    sim = SimulatorThread(controller.broker.url, 2, prefix="simg", heartbeat=5.0, seed=3)
+    try:
+        sim.call(sim.fleet.start())
+        assert sim.call(sim.fleet.wait_online(30)), sim.fleet.counters.snapshot()
+        for device_id in ("simg-0000", "simg-0001"):
+            controller.wait_device(device_id, "online")
+        assert controller.api.put("/api/v1/devices/simg-0001/groups", json={"groups": ["eu"]}).status_code == 200
+        wait_reported_groups(controller, "simg-0001", ["eu"])
+        broadcast = controller.api.post("/api/v1/broadcasts", json={"type": "echo", "group": "eu", "params": {"message": "s"}})
+        assert broadcast.status_code == 201 and broadcast.json()["task_ids"] == [f"{broadcast.json()['id']}:simg-0001"]
+        assert controller.wait_task(broadcast.json()["task_ids"][0])["status"] == "succeeded"
+
+        own = controller.api.put("/api/v1/devices/simg-0000/config",
+                                 json={"settings": {"heartbeat_interval": 3, "max_concurrency": 2}})
+        assert own.status_code == 200, own.text
+
+        def reported() -> dict[str, Any] | None:
+            view = config_of(controller, "simg-0000")
+            return view if view["reported"] and view["reported"]["revision"] == view["revision"] else None
+
+        view = wait_for(reported, 15, what="simg-0000 reporting its config")
+        assert view["reported"]["applied"] == {"heartbeat_interval": 3}
+        assert [d["setting"] for d in view["drift"]] == ["max_concurrency"]
+    finally:
+        sim.close()
