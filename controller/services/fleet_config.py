@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from controller.models import Device, FleetConfigLevel
@@ -95,29 +95,24 @@ def merged(levels: Levels, device_id: str, groups: list[str]) -> tuple[dict[str,
     return settings, sources
 
 
+_SYNC_COLUMNS = (Device.id, Device.groups, Device.config_revision, Device.config_desired, Device.config_reported)
+CAS_TRIES = 3
+
+
 def sync(session: Session, device_ids: list[str] | None, publisher: RetainedPublisher, *, resend: bool = False) -> int:
     """Publish the desired config of `device_ids` (None: every device) whose merged config
     changed since it was last published, each under its next revision; with `resend`, also
-    those whose report answers an older revision. The rows are locked while compared, so two
-    controllers never publish one revision twice; publishing follows the commit. Returns how
-    many were published."""
+    those whose report answers an older revision. Five columns are read, not whole devices (at
+    fleet scale this runs for every batch of births), and a revision is taken with a
+    compare-and-set UPDATE, so two controllers never publish one revision twice; one that lost
+    the race reads the row again and publishes only if its (newer) levels still differ.
+    Publishing follows the commit. Returns how many were published."""
     levels = _levels(session)
-    query = select(Device).order_by(Device.id).with_for_update()
+    query = select(*_SYNC_COLUMNS).order_by(Device.id)
     if device_ids is not None:
         query = query.where(Device.id.in_(device_ids))
-    outgoing: list[DesiredConfig] = []
-    now = utcnow()
-    for device in session.scalars(query):
-        settings, _sources = merged(levels, device.id, device.groups or [])
-        desired = {"groups": sorted(device.groups or []), "settings": settings}
-        if device.config_revision == 0 and not desired["groups"] and not settings:
-            continue  # nothing was ever desired of it: no message (fleets not using config pay nothing)
-        if desired != device.config_desired:
-            device.config_revision += 1
-            device.config_desired = desired
-        elif not (resend and _reported_revision(device) != device.config_revision):
-            continue
-        outgoing.append(DesiredConfig(device_id=device.id, revision=device.config_revision, at=now, **desired))
+    outgoing = [message for row in session.execute(query).all()
+                if (message := _claim(session, levels, row, resend)) is not None]
     session.commit()
     for message in outgoing:
         publisher.publish_retained(device_config(message.device_id), message)
@@ -126,8 +121,24 @@ def sync(session: Session, device_ids: list[str] | None, publisher: RetainedPubl
     return len(outgoing)
 
 
-def _reported_revision(device: Device) -> int | None:
-    return None if device.config_reported is None else int(device.config_reported.get("revision", 0))
+def _claim(session: Session, levels: Levels, row: Any, resend: bool) -> DesiredConfig | None:
+    """The message to publish for one device (its revision claimed), or None."""
+    for _ in range(CAS_TRIES):
+        device_id, groups, revision, stored, reported = row
+        settings, _sources = merged(levels, device_id, groups or [])
+        desired = {"groups": sorted(groups or []), "settings": settings}
+        if revision == 0 and not desired["groups"] and not settings:
+            return None  # nothing was ever desired of it: no message (fleets not using config pay nothing)
+        if desired == stored:
+            behind = reported is None or int(reported.get("revision", 0)) != revision
+            return DesiredConfig(device_id=device_id, revision=revision, at=utcnow(), **desired) if resend and behind else None
+        claimed = session.execute(update(Device).where(Device.id == device_id, Device.config_revision == revision)
+                                  .values(config_revision=revision + 1, config_desired=desired))
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            return DesiredConfig(device_id=device_id, revision=revision + 1, at=utcnow(), **desired)
+        row = session.execute(select(*_SYNC_COLUMNS).where(Device.id == device_id)).one()
+    log.warning("device %s: its desired config kept changing under this controller; another one publishes it", row[0])
+    return None
 
 
 def stage_reported(session: Session, device_id: str, report: ReportedConfig) -> None:
