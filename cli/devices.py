@@ -13,6 +13,7 @@ from cli.fleet_config import device_groups
 from cli.identities import provision
 from cli.output import console, load_cell
 from cli.rest import api
+from cli.targets import TAGS_HELP, tag_device
 
 app = typer.Typer(help="Run the device daemon (no sub-command), or provision devices on the broker.")
 
@@ -38,6 +39,7 @@ def device_add(
 
 
 app.command("groups")(device_groups)
+app.command("tag")(tag_device)
 
 
 @app.command("revoke")
@@ -50,16 +52,17 @@ def device_revoke(device_id: str) -> None:
 def list_devices(
     status: Optional[str] = typer.Option(None, help="online or offline"),
     group: Optional[str] = typer.Option(None, help="only devices in this group"),
+    tags: Optional[str] = typer.Option(None, "--tags", "-t", help=TAGS_HELP),
     ids: bool = typer.Option(False, "--ids", help="print only the ids, one a line (for scripts: DEVICE=$(fleet devices --ids | head -1))"),
 ) -> None:
     """List devices with their presence."""
-    query = {k: v for k, v in {"status": status, "group": group, "limit": 500}.items() if v is not None}
+    query = {k: v for k, v in {"status": status, "group": group, "tags": tags, "limit": 500}.items() if v is not None}
     page = api("GET", "/api/v1/devices", params=query)
     if ids:
         for item in page["items"]:
             print(item["id"])
         return
-    table = Table("id", "name", "status", "last seen", "load", "task types", "groups")
+    table = Table("id", "name", "status", "last seen", "load", "task types", "groups", "tags")
     alerts = []
     for item in page["items"]:
         facts = item.get("facts") or {}
@@ -67,6 +70,7 @@ def list_devices(
         table.add_row(
             item["id"], item.get("name") or "", f"[{colour}]{item['status']}[/{colour}]", str(item.get("last_seen") or ""),
             load_cell(item.get("metrics")), ",".join(facts.get("task_types", [])), ",".join(item.get("groups", [])),
+            " ".join(f"{key}={value}" for key, value in (item.get("tags") or {}).items()),
         )
         if item.get("presence_alert"):
             alerts.append(f"[yellow]{item['id']}[/yellow]: {item['presence_alert']}")

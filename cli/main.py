@@ -17,6 +17,7 @@ from cli import (
     processes,
     simulate,
     stats,
+    targets,
     tasks,
     tokens,
     up,
@@ -31,6 +32,7 @@ app.command("env")(env.env)
 app.add_typer(devices.app, name="device")
 app.command("simulate")(simulate.simulate)
 app.command("devices")(devices.list_devices)
+app.add_typer(targets.app, name="target")
 app.add_typer(tasks.app, name="task")
 app.command("broadcast")(tasks.broadcast)
 app.add_typer(accounts.app, name="account")

@@ -34,6 +34,7 @@ from controller.api.routes import (
     identities,
     signatures,
     stats,
+    targets,
     tasks,
     tokens,
 )
@@ -151,7 +152,7 @@ def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
     app.include_router(health.router)
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
-    for module in (fleet_config, devices, accounts, tasks, broadcasts, files, stats):
+    for module in (fleet_config, devices, accounts, tasks, broadcasts, files, stats, targets):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)

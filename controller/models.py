@@ -61,6 +61,7 @@ class Device(Base):
     config_revision: Mapped[int] = mapped_column(default=0)  # of the desired config last published (0: none)
     config_desired: Mapped[dict[str, Any] | None]  # that DesiredConfig's groups and settings
     config_reported: Mapped[dict[str, Any] | None]  # the device's latest ReportedConfig
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # key=value set by operators (targets)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     presence_alert: Mapped[str | None] = mapped_column(String(400))
     heartbeat_interval: Mapped[int | None]

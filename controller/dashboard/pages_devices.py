@@ -16,15 +16,18 @@ from controller.dashboard.session import Viewer
 from controller.services import accounts as account_service
 from controller.services import devices as device_service
 from controller.services import fleet_config
+from controller.services import targets as target_service
 from controller.services import tasks as task_service
 from controller.services.errors import InvalidRequestError
 from schemas.api import AccountOut, ConnectionOut, DeviceOut, TaskOut
+from schemas.targets import TAG_EXPRESSION_MAX
 
 router = APIRouter(include_in_schema=False)
 
 PAGE = 100
 StatusFilter = Annotated[str, Query(max_length=20)]
 Search = Annotated[str | None, Query(max_length=200)]
+TagFilter = Annotated[str | None, Query(max_length=TAG_EXPRESSION_MAX)]
 Offset = Annotated[int, Query(ge=0, le=2**31)]
 
 
@@ -36,8 +39,11 @@ def _presence(value: str) -> Literal["online", "offline"] | None:
     return None
 
 
-def _rows(session: Session, status: str, q: str | None, offset: int) -> dict[str, Any]:
-    items, total = device_service.list_devices(session, status=_presence(status), q=q or None, limit=PAGE, offset=offset)
+def _rows(session: Session, status: str, q: str | None, tags: str | None, offset: int) -> dict[str, Any]:
+    expression = target_service.expression(tags) if tags else None
+    items, total = device_service.list_devices(
+        session, status=_presence(status), q=q or None, tags=expression, limit=PAGE, offset=offset
+    )
     by_device: dict[str, list[str]] = defaultdict(list)
     for account in account_service.list_accounts(session):
         by_device[account.device_id].append(account.name)
@@ -49,24 +55,25 @@ def _rows(session: Session, status: str, q: str | None, offset: int) -> dict[str
         "page": PAGE,
         "status": status or "",
         "q": q or "",
+        "tags": tags or "",
     }
 
 
 @router.get("/devices", response_class=HTMLResponse)
 def devices_page(
     request: Request, _token: Viewer, session: ReadSessionDep,
-    status: StatusFilter = "", q: Search = None, offset: Offset = 0,
+    status: StatusFilter = "", q: Search = None, tags: TagFilter = None, offset: Offset = 0,
 ) -> HTMLResponse:
-    return render(request, "devices.html", _rows(session, status, q, offset))
+    return render(request, "devices.html", _rows(session, status, q, tags, offset))
 
 
 @router.get("/devices/rows", response_class=HTMLResponse)
 def device_rows(
     request: Request, _token: Viewer, session: ReadSessionDep,
-    status: StatusFilter = "", q: Search = None, offset: Offset = 0,
+    status: StatusFilter = "", q: Search = None, tags: TagFilter = None, offset: Offset = 0,
 ) -> HTMLResponse:
     """The table body alone, fetched again by htmx when a presence event arrives."""
-    return render(request, "_device_rows.html", _rows(session, status, q, offset))
+    return render(request, "_device_rows.html", _rows(session, status, q, tags, offset))
 
 
 def _device(session: Session, device_id: str) -> dict[str, Any]:

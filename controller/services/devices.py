@@ -18,6 +18,7 @@ from controller.services.upsert import insert_ignore
 from controller.warn_once import warn_once
 from schemas.common import utcnow
 from schemas.status import DeviceStatus, Heartbeat, boot_id
+from schemas.tag_expressions import TagExpression
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +337,7 @@ def list_devices(
     status: Literal["online", "offline"] | None = None,
     group: str | None = None,
     q: str | None = None,
+    tags: TagExpression | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Device], int]:
@@ -346,9 +348,13 @@ def list_devices(
     if q:
         query = query.where(or_(Device.id.icontains(q, autoescape=True), Device.name.icontains(q, autoescape=True)))
     query = query.order_by(Device.id)
-    if group is not None:
-        # Groups live in a JSON list; fleets are small enough to filter them here.
-        members = [device for device in session.scalars(query) if group in (device.groups or [])]
+    if group is not None or tags is not None:
+        # Groups and tags live in JSON; fleets are small enough to filter them here.
+        members = [
+            device for device in session.scalars(query)
+            if (group is None or group in (device.groups or []))
+            and (tags is None or tags.matches(device.groups or [], device.tags or {}))
+        ]
         return members[offset : offset + limit], len(members)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     return list(session.scalars(query.limit(limit).offset(offset))), total

@@ -132,3 +132,18 @@ def test_a_form_body_past_the_request_limit_is_refused_unread(client: TestClient
     limit = client.app.state.settings.max_request_bytes  # type: ignore[attr-defined]
     answer = browser.post("/accounts/bind", data={"name": "x" * (limit + 10), "device_id": "pc-01"})
     assert answer.status_code == 413 and "FLEET_MAX_REQUEST_BYTES" in answer.json()["detail"]
+
+
+def test_the_devices_page_filters_by_tag_expression_and_shows_tags(client: TestClient) -> None:
+    sessions: sessionmaker[Session] = client.app.state.sessions  # type: ignore[attr-defined]
+    for device_id in ("pc-01", "pc-02"):
+        go_online(sessions, device_id)
+    assert client.put("/api/v1/devices/pc-01/tags", json={"tags": {"region": "上海"}}).status_code == 200
+    browser = _signed_in(client, ADMIN_TOKEN)
+    page = browser.get("/devices", params={"tags": "region=上海"})
+    assert page.status_code == 200 and 'id="device-pc-01"' in page.text and 'id="device-pc-02"' not in page.text
+    assert "region=上海" in page.text and "tags=region%3D" in page.text, "the live rows keep the filter"
+    assert 'id="device-pc-02"' in browser.get("/devices/rows", params={"tags": "not has region"}).text
+    bad = browser.get("/devices", params={"tags": "region=="})
+    assert bad.status_code == 422 and "at column" in bad.text and bad.headers["content-type"].startswith("text/html")
+    assert "region=上海" in browser.get("/devices/pc-01").text

@@ -7,7 +7,7 @@ its broker identity allows (what the broker really let it subscribe to); a devic
 identity (an anonymous broker) keeps its declared groups.
 
 Revision ID: 0014
-Revises: 0013 (the merger chains it)
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from alembic import op
 from controller.models import UtcDateTime
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
