@@ -20,6 +20,7 @@ from tests.harness import (
     base_env,
     fleet_argv,
     start_controller_on_embedded_broker,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
