@@ -3,11 +3,12 @@ what each role may read and write (`rules`), rendered here as Mosquitto's passwo
 and by `broker.nats_auth` as a NATS authorization file.
 
 Identities have a role:
-- `device`: subscribes to its own task topic, the broadcast topic and its groups' task topics
-  and its own status topic; publishes only its own results, status and heartbeat.
-- `controller`: reads every device topic, publishes tasks anywhere, and clears a deleted
-  device's retained status.
-- `operator`: publishes tasks (`mosquitto_pub`) and watches results and status.
+- `device`: subscribes to its own task topic, the broadcast topic and its groups' task topics,
+  its own status topic and its own (retained) config topic; publishes only its own results,
+  status, heartbeat and reported config.
+- `controller`: reads every device topic, publishes tasks anywhere and devices' desired config,
+  and clears a deleted device's retained status.
+- `operator`: publishes tasks (`mosquitto_pub`) and watches results, status and reported config.
 
 Password hashes use Mosquitto 2.0's format (`$7$`: PBKDF2-SHA512, 101 iterations, 12-byte
 salt), so the file is what `mosquitto_passwd` writes. NATS takes bcrypt only, so a secret is
@@ -112,13 +113,15 @@ def rules(identity: Identity) -> list[Rule]:
     if identity.role == "controller":
         # devices/+/status: to clear a deleted device's retained status (docs/architecture.md#housekeeping)
         return [Rule("read", "devices/#"), Rule("write", "devices/+/tasks"), Rule("write", "devices/+/status"),
+                Rule("write", "devices/+/config"),
                 Rule("write", "fleet/#")]
     if identity.role == "operator":
         return [Rule("write", "devices/+/tasks"), Rule("write", "fleet/#"), Rule("read", "devices/+/results"),
-                Rule("read", "devices/+/status")]
+                Rule("read", "devices/+/status"), Rule("read", "devices/+/config/reported")]
     own = [Rule("read", f"devices/{name}/tasks"), Rule("read", "fleet/broadcast/tasks"),
            Rule("readwrite", f"devices/{name}/status"), Rule("write", f"devices/{name}/results"),
-           Rule("write", f"devices/{name}/heartbeat")]
+           Rule("write", f"devices/{name}/heartbeat"), Rule("read", f"devices/{name}/config"),
+           Rule("write", f"devices/{name}/config/reported")]
     return own + [Rule("read", f"fleet/groups/{group}/tasks") for group in identity.groups]
 
 

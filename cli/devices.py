@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from cli.entry import run_daemon
+from cli.fleet_config import device_groups
 from cli.identities import provision
 from cli.output import console, load_cell
 from cli.rest import api
@@ -37,6 +38,7 @@ def device_add(
     provision(device_id, "device", group)
 
 
+app.command("groups")(device_groups)
 app.command("tag")(tag_device)
 
 

@@ -12,6 +12,7 @@ from cli import (
     devices,
     env,
     files,
+    fleet_config,
     housekeeping,
     identities,
     jobs,
@@ -44,6 +45,7 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(identities.app, name="identity")
 app.add_typer(schedules.app, name="schedule")
 app.add_typer(schedules.pacing_app, name="pacing")
+app.add_typer(fleet_config.app, name="config")
 app.command("stats")(stats.stats)
 app.command("watch")(watch.watch)
 app.command("prune")(housekeeping.prune)

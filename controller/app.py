@@ -30,6 +30,7 @@ from controller.api.routes import (
     devices,
     events,
     files,
+    fleet_config,
     health,
     housekeeping,
     identities,
@@ -170,7 +171,7 @@ def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
     app.include_router(health.router)
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
-    for module in (devices, accounts, tasks, broadcasts, jobs, files, stats, targets, schedules, pacing):
+    for module in (fleet_config, devices, accounts, tasks, broadcasts, jobs, files, stats, targets, schedules, pacing):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(housekeeping.router, prefix=API_PREFIX, dependencies=[Read])  # its own Operate/Admin guards
     app.include_router(tokens.router, prefix=API_PREFIX)

@@ -43,8 +43,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller import unborn
-from controller.services import adhoc, devices, event_batch, finished, tasks, unreadable
+from controller.services import adhoc, devices, event_batch, finished, fleet_config, tasks, unreadable
 from schemas.common import utcnow
+from schemas.config_sync import ReportedConfig
 from schemas.events import TaskEvent
 from schemas.status import DeviceStatus, Heartbeat
 from schemas.tasks import TaskEnvelope
@@ -79,7 +80,7 @@ class Acked:
     task_ids: tuple[str, ...]
 
 
-Payload = DeviceStatus | Heartbeat | TaskEvent | TaskEnvelope | Unreadable | Acked | None
+Payload = DeviceStatus | Heartbeat | TaskEvent | TaskEnvelope | Unreadable | Acked | ReportedConfig | None
 
 
 @dataclass(frozen=True)
@@ -385,6 +386,8 @@ class IngestWriter:
             adhoc.stage_published(session, device_id, payload)
         elif isinstance(payload, Acked):
             state.acked.extend(payload.task_ids)
+        elif isinstance(payload, ReportedConfig):
+            fleet_config.stage_reported(session, device_id, payload)
         else:
             unreadable.stage_fail(session, device_id, payload.found, payload.reason)
 

@@ -56,7 +56,11 @@ class Device(Base):
     last_seen: Mapped[datetime | None]
     online_since: Mapped[datetime | None]
     facts: Mapped[dict[str, Any] | None]
-    groups: Mapped[list[str]] = mapped_column(default=list)
+    groups: Mapped[list[str]] = mapped_column(default=list)  # membership, set on the controller (migration 0014)
+    declared_groups: Mapped[list[str]] = mapped_column(default=list)  # what its birth declared (FLEET_GROUPS)
+    config_revision: Mapped[int] = mapped_column(default=0)  # of the desired config last published (0: none)
+    config_desired: Mapped[dict[str, Any] | None]  # that DesiredConfig's groups and settings
+    config_reported: Mapped[dict[str, Any] | None]  # the device's latest ReportedConfig
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # key=value set by operators (targets)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     presence_alert: Mapped[str | None] = mapped_column(String(400))
@@ -291,6 +295,18 @@ class MqttIdentity(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class FleetConfigLevel(Base):
+    """Desired settings at one level: global (name ''), a group, or a device (migration 0014).
+    A device's config merges them: global, then its groups by name, then its own."""
+
+    __tablename__ = "fleet_config"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # global | group | device
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Lease(Base):

@@ -30,14 +30,24 @@ from controller.acks import AckTracker
 from controller.ingest import RECONNECTED, Acked, Incoming, IngestStats, IngestWriter, Unreadable
 from controller.instance import LinkWatch, controller_client_id
 from controller.recent_ids import RecentIds
-from controller.services import task_control, unreadable
+from controller.services import groups, task_control, unreadable
 from controller.services.finished import Finished
 from controller.throttle import DeviceThrottle, FloodLog, StatusGate
+from schemas.config_sync import ReportedConfig
 from schemas.events import TaskEvent
 from schemas.signing import Signer
 from schemas.status import DeviceStatus, Heartbeat
 from schemas.tasks import TaskEnvelope
-from schemas.topics import ALL_HEARTBEATS, ALL_RESULTS, ALL_STATUS, ALL_TASKS, parse_device_topic
+from schemas.topics import (
+    ALL_CONFIG_REPORTED,
+    ALL_HEARTBEATS,
+    ALL_RESULTS,
+    ALL_STATUS,
+    ALL_TASKS,
+    is_task_topic,
+    parse_config_reported_topic,
+    parse_device_topic,
+)
 from schemas.validation import describe_validation_error
 
 log = logging.getLogger(__name__)
@@ -65,6 +75,7 @@ class ControllerMqtt:
     ) -> None:
         """`committed`: called after each ingest batch was recorded (see `IngestWriter`)."""
         self._sessions = sessions
+        self._settings = settings
         self.max_payload_bytes = settings.max_payload_bytes
         self._throttle = DeviceThrottle(settings.device_message_rate, settings.device_message_burst)
         self._flood = FloodLog()
@@ -165,7 +176,7 @@ class ControllerMqtt:
         """What the controller subscribes to: everything, or with a shared subscription group
         its share of results, heartbeats and task topics (statuses still all: they are few,
         retained, and every controller keeps presence current)."""
-        shared = [(ALL_RESULTS, QOS), (ALL_HEARTBEATS, 0), (ALL_TASKS, QOS)]
+        shared = [(ALL_RESULTS, QOS), (ALL_HEARTBEATS, 0), (ALL_TASKS, QOS), (ALL_CONFIG_REPORTED, QOS)]
         if self._share is not None:
             shared = [(f"$share/{self._share}/{topic}", qos) for topic, qos in shared]
         return [(ALL_STATUS, QOS), *shared]
@@ -201,6 +212,13 @@ class ControllerMqtt:
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     # ---- paho callbacks (network thread) ---------------------------------------------------
+
+    def publish_retained(self, topic: str, model: BaseModel) -> bool:
+        """Publish `model` QoS 1 and retained: a device's desired config, never a task."""
+        if is_task_topic(topic):
+            raise ValueError(f"{topic} is a task topic: task topics never carry retained messages")
+        info = self._client.publish(topic, model.model_dump_json(exclude_none=True).encode(), qos=QOS, retain=True)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, _properties: Any
@@ -256,6 +274,10 @@ class ControllerMqtt:
     # ---- routing ---------------------------------------------------------------------------
 
     def _route(self, topic: str, payload: bytes | bytearray) -> None:
+        reporter = parse_config_reported_topic(topic)
+        if reporter is not None:
+            self._config_report(reporter, payload)
+            return
         parsed = parse_device_topic(topic)
         if parsed is None or not payload:
             return  # not a device topic, or a cleared retained status
@@ -291,6 +313,19 @@ class ControllerMqtt:
         assert isinstance(message, DeviceStatus | Heartbeat | TaskEvent)
         self._writer.put(Incoming(device_id, message))
 
+    def _config_report(self, device_id: str, payload: bytes | bytearray) -> None:
+        """A device's reported config: validated and queued like a result (no SQL here)."""
+        if not payload or len(payload) > self.max_payload_bytes or not self._throttle.allow(device_id):
+            return
+        try:
+            report = ReportedConfig.model_validate_json(payload)
+        except ValidationError as exc:
+            log.warning("dropped an invalid config report on devices/%s/config/reported: %s", device_id,
+                        describe_validation_error(exc, limit=1, empty="payload"))
+            self._invalid.add()
+            return
+        self._writer.put(Incoming(device_id, report))
+
     @property
     def invalid_messages(self) -> int:
         """Device messages dropped since start because they could not be read."""
@@ -325,3 +360,5 @@ class ControllerMqtt:
         """Devices were born (or first seen since a reconnect): publish their unfinished tasks again."""
         with self._sessions() as session:
             task_control.redispatch_births(session, device_ids, self)
+        with self._sessions() as session:
+            groups.after_births(session, device_ids, self._settings, self)

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import signal
+from collections.abc import Coroutine
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from device.link import MqttLink
 from device.metrics import MetricsReader
 from device.platforms.registry import load_platforms
 from device.presence import Presence
+from device.remote_config import RemoteConfig
 from device.reporter import Reporter, task_error
 from device.url_policy import UrlPolicy
 from schemas.common import new_id, utcnow
@@ -36,11 +38,11 @@ from schemas.signing import trusted_keys
 from schemas.status import DeviceStatus, Heartbeat, boot_id
 from schemas.topics import (
     BROADCAST_TASKS,
+    device_config,
     device_heartbeat,
     device_results,
     device_status,
     device_tasks,
-    group_tasks,
 )
 
 log = logging.getLogger(__name__)
@@ -54,10 +56,14 @@ class DeviceDaemon:
         self.registry = registry if registry is not None else load_registry()
         self.device_id = resolve_device_id(settings)
         self.status_topic = device_status(self.device_id)
-        self.task_topics = frozenset(
-            [device_tasks(self.device_id), BROADCAST_TASKS, *(group_tasks(group) for group in settings.groups)]
-        )
+        # Group task topics come from the controller's desired config (`remote_config`), not
+        # from FLEET_GROUPS: that is only declared in the birth.
+        self.task_topics = frozenset([device_tasks(self.device_id), BROADCAST_TASKS])
+        self.config_topic = device_config(self.device_id)
+        self._heartbeat_interval = settings.heartbeat_interval
+        self._interval_changed = asyncio.Event()
         self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
         self._twins_reported: set[str] = set()
         # Public keys only (settings validated them): a device can check a signature, never make one.
         self._trusted_keys = trusted_keys(settings.task_signing_public_keys)
@@ -95,6 +101,11 @@ class DeviceDaemon:
             browser=functools.cache(lambda: browser_environment(settings)),
         )
         self._journal = journal
+        self._config = RemoteConfig(settings, self.device_id, link, presence, {
+            "heartbeat_interval": self._set_heartbeat_interval,
+            "max_concurrency": lambda limit: self._spawn(self._executor.set_concurrency(limit)),
+            "log_level": lambda level: logging.getLogger().setLevel(level),
+        }, asyncio.get_running_loop())
         log.info("device %s starting (journal %s)", self.device_id, journal.path)
         if self._trusted_keys:
             log.info("running signed tasks only, from key(s) %s", ", ".join(sorted(self._trusted_keys)))
@@ -104,7 +115,7 @@ class DeviceDaemon:
             if interrupted:
                 log.info("%d task(s) interrupted by the previous run reported as failed", interrupted)
             link.start()
-            heartbeats = asyncio.create_task(self._send_heartbeats(settings.heartbeat_interval), name="heartbeats")
+            heartbeats = asyncio.create_task(self._send_heartbeats(), name="heartbeats")
             await stop.wait()
         finally:
             log.info("device %s stopping", self.device_id)
@@ -117,13 +128,28 @@ class DeviceDaemon:
             finally:
                 journal.close()
 
-    async def _send_heartbeats(self, interval: int) -> None:
-        """Tell the controller every `interval` seconds that this device is alive, and how loaded
-        its PC is (QoS 0: a lost heartbeat is replaced by the next one)."""
+    def _set_heartbeat_interval(self, seconds: int) -> None:
+        self._heartbeat_interval = seconds
+        self._interval_changed.set()
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_heartbeats(self) -> None:
+        """Tell the controller every heartbeat interval that this device is alive, and how loaded
+        its PC is (QoS 0: a lost heartbeat is replaced by the next one). An interval set remotely
+        takes effect at once: the wait starts again with it."""
         topic = device_heartbeat(self.device_id)
         metrics = MetricsReader(self.settings.data_dir)
         while True:
-            await asyncio.sleep(interval)
+            self._interval_changed.clear()
+            try:
+                await asyncio.wait_for(self._interval_changed.wait(), self._heartbeat_interval)
+                continue  # a new interval: wait it from now
+            except asyncio.TimeoutError:
+                pass
             if self._link.born:  # never while deaf: heartbeats alone make the controller take a session for born
                 beat = Heartbeat(
                     device_id=self.device_id, session_id=self._presence.session_id, at=utcnow(),
@@ -135,8 +161,10 @@ class DeviceDaemon:
 
     def _route(self, topic: str, payload: bytes, retained: bool) -> None:
         try:
-            if topic in self.task_topics:
+            if topic in self.task_topics or topic in self._config.group_topics:
                 self._on_task(topic, payload, retained)
+            elif topic == self.config_topic:
+                self._config.on_message(payload)
             elif topic == self.status_topic:
                 self._on_status(payload, retained)
             else:
@@ -144,7 +172,7 @@ class DeviceDaemon:
         except Exception as exc:  # one bad message must never stop the daemon
             log.error("handling a message on %s failed: %s", topic, type(exc).__name__)
             log.debug("message handling traceback", exc_info=True)
-            if topic in self.task_topics:
+            if topic in self.task_topics or topic in self._config.group_topics:
                 self._reject_unreadable(topic, exc)
 
     def _reject_unreadable(self, topic: str, exc: Exception) -> None:

@@ -24,6 +24,7 @@ from device.handlers.registry import HandlerRegistry
 from device.intake import TaskRequest
 from device.journal import ClaimStatus, Journal, JournalEntry, RunRef, TaskState
 from device.reporter import Reporter, task_error
+from device.slots import Slots
 from schemas.common import utcnow
 from schemas.errors import WireErrorCode
 from schemas.events import EventKind, TaskError
@@ -58,11 +59,15 @@ class Executor:
         self._device_id = device_id
         self._data_dir = data_dir
         self._facts = facts
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._slots = Slots(max_concurrency)
         self._account_locks: dict[str, asyncio.Lock] = {}
         self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}  # task id → (attempt, its asyncio task)
         self._user_canceled: set[str] = set()
         self._inputs: dict[str, asyncio.Queue[tuple[str, str]]] = {}  # task id → (name, value) sent to it
+
+    async def set_concurrency(self, limit: int) -> None:
+        """Change how many tasks run at once, from the next one that starts."""
+        await self._slots.resize(limit)
 
     @property
     def active(self) -> int:

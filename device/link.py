@@ -27,7 +27,7 @@ from broker.subscribing import SubscriptionKeeper
 from config import FleetSettings
 from device.conflicts import DROPPED_WITHIN, DuplicateIdGuard
 from device.presence import Presence
-from schemas.topics import device_status
+from schemas.topics import device_config, device_status
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,45 @@ class MqttLink:
             on_refused=self._on_refused, min_delay=settings.reconnect_min_delay,
             max_delay=settings.reconnect_max_delay,
         )
+        self._delays = (settings.reconnect_min_delay, settings.reconnect_max_delay)
+        # Subscriptions the birth does not wait for: the retained config topic (an ACL written
+        # before it existed must not keep the device deaf) and the groups the config names.
+        self._config_keeper = SubscriptionKeeper(client, [(device_config(device_id), QOS)], log, on_granted=lambda: None,
+                                                 min_delay=self._delays[0], max_delay=self._delays[1])
+        self._group_topics: list[str] = []
+        self._on_groups: Callable[[list[str], list[str]], None] = lambda _granted, _refused: None
+        self._groups_keeper = self._keeper_of([])
+
+    def _keeper_of(self, topics: list[str]) -> SubscriptionKeeper:
+        return SubscriptionKeeper(
+            self._client, [(topic, QOS) for topic in topics], log,
+            on_granted=lambda: self._groups_answered(topics, []),
+            on_refused=lambda refused: self._groups_answered([t for t in topics if t not in refused], refused),
+            min_delay=self._delays[0], max_delay=self._delays[1],
+        )
+
+    def set_group_topics(self, topics: list[str], on_answer: Callable[[list[str], list[str]], None]) -> None:
+        """Subscribe to exactly `topics` (group task topics) from now on, on this and every later
+        connection; `on_answer(granted, refused)` is called (paho's thread, or now) once the
+        broker answered."""
+        with self._lock:
+            removed = [topic for topic in self._group_topics if topic not in topics]
+            old, self._group_topics, self._on_groups = self._groups_keeper, list(topics), on_answer
+            self._groups_keeper = self._keeper_of(list(topics))
+        old.disconnected()  # its retry timers stop
+        if removed and self._client.is_connected():
+            self._client.unsubscribe(removed)
+        if self._client.is_connected():
+            self._subscribe_groups()
+
+    def _subscribe_groups(self) -> None:
+        if self._group_topics:
+            self._groups_keeper.connected()
+        else:
+            self._on_groups([], [])
+
+    def _groups_answered(self, granted: list[str], refused: list[str]) -> None:
+        self._on_groups(granted, refused)
 
     def start(self) -> None:
         """Connect in the background; an unreachable broker is retried with backoff."""
@@ -170,6 +209,9 @@ class MqttLink:
             self._other_daemon = None
         log.info("connected to %s (session %s)", self._failover.address, self._presence.session_id)
         self._subscriber.connected()
+        self._config_keeper.connected()
+        if self._group_topics:
+            self._groups_keeper.connected()
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         self._failures.failed(self._failover.address)
@@ -178,7 +220,8 @@ class MqttLink:
     def _on_subscribe(
         self, _client: mqtt.Client, _userdata: Any, mid: int, reason_codes: list[ReasonCode], _properties: Any
     ) -> None:
-        self._subscriber.suback(mid, reason_codes)
+        if not self._subscriber.suback(mid, reason_codes) and not self._config_keeper.suback(mid, reason_codes):
+            self._groups_keeper.suback(mid, reason_codes)
 
     def _on_granted(self) -> None:
         """Every subscription granted: end the daemon's previous session, if the controller may
@@ -206,6 +249,8 @@ class MqttLink:
         with self._lock:
             other, self._other_daemon = self._other_daemon, None
         self._subscriber.disconnected()
+        self._config_keeper.disconnected()
+        self._groups_keeper.disconnected()
         if self._guard.pause and lasted >= STABLE_AFTER:
             self._guard.reset()
             self._failover.hold(None)

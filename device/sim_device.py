@@ -27,11 +27,24 @@ from pydantic import ValidationError
 from device.sim_intake import SimCancel, SimReject, SimTask, read_sim_task
 from device.sim_journal import Claim, MemoryJournal, run_key
 from schemas.common import utcnow
+from schemas.config_sync import DesiredConfig, ReportedConfig, decide
 from schemas.errors import WireErrorCode
 from schemas.events import EventKind, TaskError, TaskEvent, TaskSummary
 from schemas.status import DeviceFacts, DeviceStatus, Heartbeat
 from schemas.tasks import SleepParams
-from schemas.topics import BROADCAST_TASKS, device_heartbeat, device_results, device_status, device_tasks, group_tasks
+from schemas.topics import (
+    BROADCAST_TASKS,
+    device_config,
+    device_config_reported,
+    device_heartbeat,
+    device_results,
+    device_status,
+    device_tasks,
+    group_tasks,
+)
+
+SIM_REMOTE_SETTINGS = ("heartbeat_interval",)
+"""What a simulated device applies of the remote settings (the rest it reports rejected)."""
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +125,12 @@ class SimulatedDevice:
         self._own_tasks = device_tasks(device_id)
         self._status_topic = device_status(device_id)
         self._results_topic = device_results(device_id)
-        self._task_topics = {self._own_tasks, BROADCAST_TASKS, *(group_tasks(g) for g in config.facts.groups)}
+        # Group topics come from the controller's desired config (devices/<id>/config), not the facts.
+        self._task_topics = {self._own_tasks, BROADCAST_TASKS}
+        self._config_topic = device_config(device_id)
+        self._group_topics: set[str] = set()
+        self._heartbeat = config.heartbeat
+        self._config_revision = 0
         self._running: dict[str, tuple[int, asyncio.Task[None]]] = {}  # task id → (attempt, its run)
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -166,6 +184,8 @@ class SimulatedDevice:
             self._counters.births += 1
             self._counters.online += 1
             self.born.set()
+            # Not waited for by the birth (an ACL without it must not keep the device deaf).
+            await client.subscribe([(topic, QOS) for topic in [self._config_topic, *sorted(self._group_topics)]])
             await self._serve(client, stop)
         finally:
             self._client = None
@@ -206,14 +226,13 @@ class SimulatedDevice:
             self._route(message.topic.value, payload, bool(message.retain))
 
     async def _heartbeats(self, client: aiomqtt.Client) -> None:
-        interval = self._config.heartbeat
-        await asyncio.sleep(interval * self._config.rng.random())
+        await asyncio.sleep(self._heartbeat * self._config.rng.random())
         while True:
             beat = Heartbeat(device_id=self.device_id, session_id=self.session_id, at=utcnow(),
                              running=len(self._running))
             await client.publish(device_heartbeat(self.device_id), beat.model_dump_json().encode(), qos=0)
             self._counters.heartbeats_sent += 1
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._heartbeat)
 
     def _status(self, state: Literal["online", "offline"], reason: str | None = None) -> bytes:
         status = DeviceStatus(
@@ -226,11 +245,39 @@ class SimulatedDevice:
     # --- incoming messages ---------------------------------------------------------------------
 
     def _route(self, topic: str, payload: bytes, retained: bool) -> None:
-        if topic in self._task_topics:
+        if topic in self._task_topics or topic in self._group_topics:
             if payload:
                 self._on_task(topic, payload, retained)
+        elif topic == self._config_topic and payload:
+            self._on_config(payload)
         elif topic == self._status_topic and not retained:
             self._on_status(payload)
+
+    def _on_config(self, payload: bytes) -> None:
+        """A desired config: its heartbeat interval and groups take effect; the other settings
+        are reported rejected (a simulated device has no concurrency limit or log of its own)."""
+        try:
+            desired = DesiredConfig.model_validate_json(payload)
+        except ValidationError:
+            return
+        if desired.device_id != self.device_id or desired.revision <= self._config_revision or self._client is None:
+            return
+        self._config_revision = desired.revision
+        accepted, rejected = decide(desired.settings, list(SIM_REMOTE_SETTINGS))
+        self._heartbeat = accepted.get("heartbeat_interval", self._config.heartbeat)
+        wanted = {group_tasks(group) for group in desired.groups}
+        self._spawn(self._apply_groups(self._client, wanted, ReportedConfig(
+            device_id=self.device_id, revision=desired.revision, groups=sorted(desired.groups), applied=accepted,
+            rejected=rejected, at=utcnow())))
+
+    async def _apply_groups(self, client: aiomqtt.Client, wanted: set[str], report: ReportedConfig) -> None:
+        removed, added = self._group_topics - wanted, wanted - self._group_topics
+        self._group_topics = wanted
+        if removed:
+            await client.unsubscribe(sorted(removed))
+        if added:
+            await client.subscribe([(topic, QOS) for topic in sorted(added)])
+        await client.publish(device_config_reported(self.device_id), report.model_dump_json().encode(), qos=QOS)
 
     def _on_status(self, payload: bytes) -> None:
         """A stale `offline` (another session's late will) overwrote our retained birth: re-announce."""

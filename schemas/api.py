@@ -182,7 +182,10 @@ class DeviceOut(BaseModel):
     last_seen: UtcDatetime | None
     online_since: UtcDatetime | None
     facts: DeviceFacts | None
-    groups: list[str]
+    groups: list[str] = Field(description="membership, set on the controller (PUT /api/v1/devices/{id}/groups)")
+    declared_groups: list[str] = Field(default_factory=list, description="what its birth declared; members only if "
+                                       "accepted (FLEET_ACCEPT_DECLARED_GROUPS) or set")
+    heartbeat_interval: int | None = Field(None, description="seconds between its heartbeats, as last told or applied")
     tags: dict[str, str] = Field(default_factory=dict, description="key=value labels operators set (targets)")
     presence_alert: str | None = Field(
         None, description="set while the device flaps: a reconnect storm, or two daemons sharing its id"

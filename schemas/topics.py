@@ -8,6 +8,11 @@
 | devices/<id>/heartbeat       | device (QoS 0)        | Heartbeat          |
 | fleet/broadcast/tasks        | controller, operator  | TaskEnvelope       |
 | fleet/groups/<group>/tasks   | controller, operator  | TaskEnvelope       |
+| devices/<id>/config          | controller (RETAINED) | DesiredConfig      |
+| devices/<id>/config/reported | device                | ReportedConfig     |
+
+The config topic is the one topic a controller publishes retained: a device that was offline
+gets its desired config (settings and groups) on its next connection. Task topics never are.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ ALL_STATUS = "devices/+/status"
 ALL_RESULTS = "devices/+/results"
 ALL_HEARTBEATS = "devices/+/heartbeat"
 ALL_TASKS = "devices/+/tasks"
+ALL_CONFIG_REPORTED = "devices/+/config/reported"
 
 _ID = DEVICE_ID_PATTERN.strip("^$")
 _GROUP = GROUP_PATTERN.strip("^$")
 _DEVICE_TOPIC = re.compile(rf"^devices/({_ID})/(tasks|results|status|heartbeat)$")
+_CONFIG_REPORTED_TOPIC = re.compile(rf"^devices/({_ID})/config/reported$")
 _GROUP_TOPIC = re.compile(rf"^fleet/groups/({_GROUP})/tasks$")
 
 
@@ -44,6 +51,21 @@ def device_status(device_id: str) -> str:
 
 def device_heartbeat(device_id: str) -> str:
     return f"devices/{device_id}/heartbeat"
+
+
+def device_config(device_id: str) -> str:
+    """Retained desired config of one device (`schemas.config_sync.DesiredConfig`)."""
+    return f"devices/{device_id}/config"
+
+
+def device_config_reported(device_id: str) -> str:
+    return f"devices/{device_id}/config/reported"
+
+
+def parse_config_reported_topic(topic: str) -> str | None:
+    """The device id of `devices/<id>/config/reported`, or None for any other topic."""
+    match = _CONFIG_REPORTED_TOPIC.match(topic)
+    return match.group(1) if match else None
 
 
 def group_tasks(group: str) -> str:

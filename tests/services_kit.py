@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.models import Device
 from controller.services import devices, tasks
 from schemas.common import utcnow
 from schemas.events import EventKind, TaskEvent
@@ -36,6 +37,7 @@ class FakePublisher:
         self.sent: list[tuple[str, TaskEnvelope]] = []
         self.unacked: list[str] = []  # task ids of accepted publishes the broker has not acked yet
         self.accepting = True
+        self.retained: dict[str, BaseModel] = {}  # topic → the latest retained message
 
     def encode(self, model: BaseModel) -> bytes:
         return model.model_dump_json(exclude_none=True).encode()
@@ -45,6 +47,11 @@ class FakePublisher:
         if self.accepting:
             self.sent.append((topic, model))
             self.unacked.extend(task_ids)
+        return self.accepting
+
+    def publish_retained(self, topic: str, model: BaseModel) -> bool:
+        if self.accepting:
+            self.retained[topic] = model
         return self.accepting
 
     def ack(self, sessions: sessionmaker[Session]) -> list[str]:
@@ -83,8 +90,17 @@ def event(task_id: str, device_id: str, kind: EventKind, seq: int, **fields: Any
 
 
 def go_online(sessions: sessionmaker[Session], device_id: str, session_id: str = "s1", **facts: Any) -> bool:
+    """A birth; groups it declares are also made its membership, as an operator would (the
+    controller counts only the groups it set: services/groups.py)."""
     with sessions() as session:
-        return devices.apply_status(session, device_id, birth(device_id, session_id, **facts))
+        born = devices.apply_status(session, device_id, birth(device_id, session_id, **facts))
+    if facts.get("groups"):
+        with sessions() as session:
+            device = session.get(Device, device_id)
+            assert device is not None
+            device.groups = sorted(set(device.groups or []) | set(facts["groups"]))
+            session.commit()
+    return born
 
 
 def status_of(sessions: sessionmaker[Session], task_id: str) -> str:

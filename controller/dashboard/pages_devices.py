@@ -11,10 +11,11 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from controller.api.deps import ReadSessionDep
-from controller.dashboard.render import render
+from controller.dashboard.render import extra_templates, render
 from controller.dashboard.session import Viewer
 from controller.services import accounts as account_service
 from controller.services import devices as device_service
+from controller.services import fleet_config
 from controller.services import targets as target_service
 from controller.services import tasks as task_service
 from controller.services.errors import InvalidRequestError
@@ -81,7 +82,8 @@ def _device(session: Session, device_id: str) -> dict[str, Any]:
     accounts = [AccountOut.model_validate(a) for a in account_service.list_accounts(session, device_id=device_id)]
     tasks, task_total = task_service.list_tasks(session, device_id=device_id, limit=20)
     return {"device": device, "connections": connections, "accounts": accounts,
-            "tasks": [TaskOut.model_validate(t) for t in tasks], "task_total": task_total}
+            "tasks": [TaskOut.model_validate(t) for t in tasks], "task_total": task_total,
+            "config": fleet_config.view(session, device_id), "device_panels": extra_templates("device_extra_")}
 
 
 @router.get("/devices/{device_id}", response_class=HTMLResponse)

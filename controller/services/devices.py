@@ -158,7 +158,7 @@ def _stage_birth(
     if status.facts is not None:
         device.facts = status.facts.model_dump(mode="json")
         device.name = status.facts.name
-        device.groups = list(status.facts.groups)
+        device.declared_groups = list(status.facts.groups)  # membership is the controller's: services/groups.py
         device.heartbeat_interval = status.facts.heartbeat_interval
     device.last_seen = now
     if new_session or device.silent_after is None:

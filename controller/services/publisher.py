@@ -1,4 +1,5 @@
-"""What the services need from MQTT: publishing a message (QoS 1, not retained), and its size."""
+"""What the services need from MQTT: publishing a message (QoS 1, not retained; retained only for a
+device's desired config), and its size."""
 
 from __future__ import annotations
 
@@ -19,4 +20,9 @@ class Publisher(Protocol):
     def publish(self, topic: str, model: BaseModel, task_ids: Sequence[str] = ()) -> bool:
         """Send `model` as JSON on `topic`; True when the MQTT client accepted it for delivery.
         The tasks in `task_ids` become dispatched once the broker acknowledges the message."""
+        ...
+
+    def publish_retained(self, topic: str, model: BaseModel) -> bool:
+        """Send `model` as JSON on `topic`, QoS 1 and retained (a device's desired config only:
+        task topics never carry retained messages)."""
         ...

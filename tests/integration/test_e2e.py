@@ -87,6 +87,12 @@ def test_broadcast_reaches_every_connected_device(
     devices = [start_device(device_id, groups=["lab"] if device_id != "pc-b3" else []) for device_id in ids]
     for device_id in ids:
         controller.wait_device(device_id, "online")
+    # Declaring a group (FLEET_GROUPS) is no membership: the controller sets it, and the device
+    # subscribes to the group's topic once its desired config names it.
+    for device_id in ids[:2]:
+        assert controller.api.put(f"/api/v1/devices/{device_id}/groups", json={"groups": ["lab"]}).status_code == 200
+        wait_for(lambda d=device_id: ((controller.api.get(f"/api/v1/devices/{d}/config").json().get("reported") or {})
+                                      .get("groups")) == ["lab"], 15, what=f"{device_id} subscribed to lab")
 
     response = controller.api.post("/api/v1/broadcasts", json={"type": "echo", "params": {"message": "all"}})
     assert response.status_code == 201, response.text

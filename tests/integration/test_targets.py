@@ -20,6 +20,7 @@ from tests.harness import (
     base_env,
     fleet_argv,
     start_controller_on_embedded_broker,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -61,12 +62,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     processes: list[Process] = []
     sim: SimulatorThread | None = None
     try:
-        controller = start_controller_on_embedded_broker(work, processes)
+        # The devices declare "office"; this controller accepts declared groups as memberships.
+        controller = start_controller_on_embedded_broker(work, processes, accept_declared_groups="true")
         sim = SimulatorThread(controller.broker.url, DEVICES, prefix="tgt", groups=["office"], seed=5)
         sim.call(sim.fleet.start())
         assert sim.call(sim.fleet.wait_online(60)), sim.fleet.counters.snapshot()
         for device_id in sim.fleet.ids:
             controller.wait_device(device_id, "online")
+            wait_for(lambda d=device_id: controller.device(d)["groups"] == ["office"], 15,  # type: ignore[index]
+                     what=f"{device_id}'s declared group adopted")
         yield Fleet(controller, sim, work)
     finally:
         if sim is not None:

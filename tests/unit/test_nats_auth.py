@@ -37,15 +37,16 @@ def test_what_nats_cannot_carry_is_refused(topic: str) -> None:
 def test_permissions_come_from_the_same_rules_as_mosquittos() -> None:
     device = Identity("pc-1", "device", "", ["lab"])
     allowed = permissions(device)
-    assert allowed.publish == ["devices.pc-1.status", "devices.pc-1.results", "devices.pc-1.heartbeat"]
+    assert allowed.publish == ["devices.pc-1.status", "devices.pc-1.results", "devices.pc-1.heartbeat",
+                               "devices.pc-1.config.reported"]
     assert allowed.subscribe == ["devices.pc-1.tasks", "fleet.broadcast.tasks", "devices.pc-1.status",
-                                 "fleet.groups.lab.tasks", "$MQTT.sub.>"]
+                                 "devices.pc-1.config", "fleet.groups.lab.tasks", "$MQTT.sub.>"]
     mosquitto = acl_file([device])
     for rule in rules(device):
         assert f"topic {rule.access} {rule.pattern}" in mosquitto
     controller = permissions(Identity("ctl", "controller", ""))
     assert controller.subscribe == ["devices", "devices.>", "$MQTT.sub.>"]
-    assert controller.publish == ["devices.*.tasks", "devices.*.status", "fleet", "fleet.>"]
+    assert controller.publish == ["devices.*.tasks", "devices.*.status", "devices.*.config", "fleet", "fleet.>"]
 
 
 def test_the_file_names_every_usable_identity_and_why_others_are_left_out() -> None:

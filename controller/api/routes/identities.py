@@ -6,8 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from broker.connection import BrokerAddress
-from controller.api.deps import ReadSessionDep, SessionDep, SettingsDep
+from controller.api.deps import PublisherDep, ReadSessionDep, SessionDep, SettingsDep
 from controller.api.security import Admin
+from controller.services import groups
 from controller.services import identities as service
 from schemas.api import BrokerFiles, ErrorBody, IdentityCreate, IdentityCreated, IdentityOut
 
@@ -16,9 +17,11 @@ router = APIRouter(prefix="/identities", tags=["identities"], dependencies=[Admi
 
 @router.post("", status_code=201, summary="Provision a device, controller or operator on the broker",
              responses={409: {"model": ErrorBody}})
-def add_identity(session: SessionDep, settings: SettingsDep, body: IdentityCreate) -> IdentityCreated:
+def add_identity(session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
+                 body: IdentityCreate) -> IdentityCreated:
+    """A device's groups become its membership too (`services.groups`): broker, controller and device agree."""
     identity, secret = service.add_identity(session, body)
-    outcome = service.apply_to_broker(session, settings)
+    outcome = groups.after_provision(session, identity, settings, publisher)
     return IdentityCreated(**IdentityOut.model_validate(identity).model_dump(), secret=secret, broker_files=outcome)
 
 

@@ -4,7 +4,7 @@ account, a job addresses and whether its run was created) and the indexed `tasks
 names a run's job.
 
 Revision ID: 0015
-Revises: 0013 (the merger chains it after 0014)
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from alembic import op
 from controller.models import UtcDateTime
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
