@@ -32,7 +32,7 @@ from controller.services.tasks import add_controller_event
 from schemas.common import utcnow
 from schemas.events import EventKind
 from schemas.housekeeping import DeviceDeleted, HistoryChoice, TaskCancelFilter
-from schemas.topics import device_status
+from schemas.topics import device_config, device_status
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,11 @@ def _revoke(session: Session, device_id: str, settings: FleetSettings, own_login
 
 
 def _clear_retained(device_id: str, publisher: Publisher) -> list[str]:
-    """The device's retained topics, emptied on the broker (its status; a config topic too, once
-    desired configuration is published retained per device)."""
+    """The device's retained topics, emptied on the broker: its status and its desired config
+    (which names its groups and settings)."""
     if not isinstance(publisher, BrokerAdmin):
         return []
-    topics = [device_status(device_id)]
+    topics = [device_status(device_id), device_config(device_id)]
     return [topic for topic in topics if publisher.clear_retained(topic)]
 
 

@@ -58,7 +58,7 @@ def test_a_deleted_device_is_locked_out_and_stays_deleted(kind: str, tmp_path: P
     assert deleted.status_code == 200, deleted.text
     answer = deleted.json()
     assert answer["identity_revoked"] and answer["accounts_removed"] == ["acc-x"] and answer["tasks_canceled"] == 1
-    assert answer["retained_cleared"] == ["devices/dev-x/status"]
+    assert answer["retained_cleared"] == ["devices/dev-x/status", "devices/dev-x/config"]
     assert controller.wait_task(running)["status"] == "canceled"
 
     # The security promise: the stolen (or old) login is refused, and the daemon holding it was

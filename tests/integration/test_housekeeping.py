@@ -51,7 +51,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     sims: SimulatorThread | None = None
     try:
         broker.start()
-        controller = Controller(broker, work, sweep_interval="0.2", keepalive="5",
+        controller = Controller(broker, work, sweep_interval="0.2", keepalive="5", accept_declared_groups="true",
                                 task_defaults={"ping": {"ttl": SHORT_TTL, "timeout": 5}},
                                 retention_connections="2s", prune_interval="1")
         processes.append(controller.process)

@@ -54,7 +54,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         processes.append(broker.process)
         stack.callback(lambda: [process.kill() for process in processes])
         broker.start()
-        controller = Controller(broker, work, job_interval="0.25")
+        # The simulated devices declare their groups; this fleet's operator lets the controller adopt them.
+        controller = Controller(broker, work, job_interval="0.25", accept_declared_groups="true")
         processes.append(controller.process)
         controller.start()
         fleet = Fleet(controller, broker, work, stack)
