@@ -67,7 +67,11 @@ def start_device(start_device: Callable[..., Device], controller: Controller) ->
     for device in started:
         device.process.stop()
     for device in started:
-        controller.wait_device(device.id, "offline")
+        try:  # usually at once; 30 s for a NATS cluster on a very busy machine
+            controller.wait_device(device.id, "offline", timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- {device.process.name}\n{device.process.log_tail(20)}"
+                                 f"\n--- controller\n{controller.process.log_tail(40)}") from None
 
 
 def mosquitto_pub(broker: Broker, topic: str, message: str) -> None:
