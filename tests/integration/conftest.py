@@ -1,5 +1,7 @@
 """Fixtures of the integration tier: real broker, controller and device processes per test,
-killed afterwards; a failed test shows the tail of each process's log."""
+killed afterwards; a failed test shows the tail of each process's log. A module whose tests
+can share one broker and controller (each test with its own device ids) starts them once with
+`start_broker` and `_module_processes` (see test_e2e.py): a start costs seconds on 2 cores."""
 
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if report.when == "call" and report.failed:
-        for process in item.funcargs.get("_processes", []) if hasattr(item, "funcargs") else []:
+    if report.when == "call" and report.failed and hasattr(item, "funcargs"):
+        shared = item.funcargs.get("_module_processes", [])
+        for process in [*shared, *item.funcargs.get("_processes", [])]:
             report.sections.append((f"log of {process.name}", process.log_tail(60)))
     return report
 
@@ -40,19 +43,34 @@ def _processes() -> Iterator[list[Process]]:
         process.kill()
 
 
+@pytest.fixture(scope="module")
+def _module_processes() -> Iterator[list[Process]]:
+    """Processes one module's tests share, killed after its last test (shown in a failure's report)."""
+    processes: list[Process] = []
+    yield processes
+    for process in processes:
+        process.kill()
+
+
+def start_broker(kind: str, work: Path, processes: list[Process]) -> Broker:
+    """A started broker of `kind` ("amqtt", "mosquitto" or "nats": a 3-node NATS cluster whose
+    `url` lists every node), its processes added to `processes`."""
+    if kind == "nats":
+        cluster = NatsCluster(work)
+        processes.extend(cluster.processes)
+        cluster.start()
+        return cluster  # type: ignore[return-value]  # quacks like a Broker
+    instance = Broker(kind, work)
+    processes.append(instance.process)
+    instance.start()
+    return instance
+
+
 @pytest.fixture(params=BROKER_KINDS)
 def broker(request: pytest.FixtureRequest, tmp_path: Path, _processes: list[Process]) -> Broker:
     """A fresh broker process: the embedded amqtt broker (`fleet broker`) or Mosquitto; or, where
     a suite asks for "nats", a 3-node NATS cluster (its `url` lists every node)."""
-    if request.param == "nats":
-        cluster = NatsCluster(tmp_path)
-        _processes.extend(cluster.processes)
-        cluster.start()
-        return cluster  # type: ignore[return-value]  # quacks like a Broker
-    instance = Broker(request.param, tmp_path)
-    _processes.append(instance.process)
-    instance.start()
-    return instance
+    return start_broker(request.param, tmp_path, _processes)
 
 
 @pytest.fixture

@@ -1,5 +1,10 @@
 """End to end on real processes, on the embedded amqtt broker and on Mosquitto:
-REST → controller → broker → device → results in SQL and REST."""
+REST → controller → broker → device → results in SQL and REST.
+
+One broker and one controller per broker kind serve the whole module (starting them cost more
+than most tests); each test starts its own devices, with ids no other test uses, and stops them
+afterwards until the controller shows them offline, so a broadcast of a later test reaches only
+its own devices."""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -17,14 +23,55 @@ from tests.harness import (
     Controller,
     Device,
     MqttProbe,
+    Process,
     missing_service,
     wait_for,
 )
-from tests.integration.conftest import WITH_CLUSTER
+from tests.integration.conftest import BROKER_KINDS, WITH_CLUSTER, start_broker
 
-pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", WITH_CLUSTER, indirect=True)]
+pytestmark = pytest.mark.integration
+# Every test runs on amqtt and Mosquitto (the `broker` fixture's own params); those whose message
+# crosses the cluster in a way the others do not (a result, a fan-out, a will, a retained status
+# from another node) run on the 3-node NATS cluster too.
+on_the_cluster = pytest.mark.parametrize("broker", WITH_CLUSTER, indirect=True)
 
 FINAL = FINAL_STATUSES
+
+
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           _module_processes: list[Process]) -> Broker:
+    """One broker of each kind for the module (tests marked `on_the_cluster` add "nats")."""
+    return start_broker(request.param, tmp_path_factory.mktemp(f"e2e-{request.param}"), _module_processes)
+
+
+@pytest.fixture(scope="module")
+def controller(broker: Broker, tmp_path_factory: pytest.TempPathFactory, _module_processes: list[Process]) -> Controller:
+    instance = Controller(broker, tmp_path_factory.mktemp(f"e2e-controller-{broker.kind}"), keepalive="5")
+    _module_processes.append(instance.process)
+    instance.start()
+    return instance
+
+
+@pytest.fixture
+def start_device(start_device: Callable[..., Device], controller: Controller) -> Iterator[Callable[..., Device]]:
+    """conftest's `start_device`; afterwards each device is stopped (its retained shutdown status)
+    and seen offline by the shared controller."""
+    started: list[Device] = []
+
+    def start(device_id: str, **settings: Any) -> Device:
+        started.append(start_device(device_id, **settings))
+        return started[-1]
+
+    yield start
+    for device in started:
+        device.process.stop()
+    for device in started:
+        try:  # usually at once; 30 s for a NATS cluster on a very busy machine
+            controller.wait_device(device.id, "offline", timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- {device.process.name}\n{device.process.log_tail(20)}"
+                                 f"\n--- controller\n{controller.process.log_tail(40)}") from None
 
 
 def mosquitto_pub(broker: Broker, topic: str, message: str) -> None:
@@ -41,6 +88,7 @@ def events_of(task: dict) -> list[str]:
     return [e["event"] for e in task["events"]]
 
 
+@on_the_cluster
 def test_rest_task_runs_and_result_is_recorded(controller: Controller, start_device: Callable[..., Device]) -> None:
     start_device("pc-01")
     controller.wait_device("pc-01", "online")
@@ -80,6 +128,7 @@ def test_adhoc_mosquitto_pub_task_is_executed_and_recorded(
     assert events_of(controller.task(task["id"]))[-1] == "succeeded"
 
 
+@on_the_cluster
 def test_broadcast_reaches_every_connected_device(
     broker: Broker, controller: Controller, start_device: Callable[..., Device]
 ) -> None:
@@ -125,6 +174,7 @@ def test_broadcast_reaches_every_connected_device(
     assert all(d.executions(f"bc-7:{d.id}") == 1 for d in devices)
 
 
+@on_the_cluster
 def test_device_killed_is_offline_within_one_and_a_half_keepalives(
     controller: Controller, start_device: Callable[..., Device]
 ) -> None:
@@ -216,6 +266,7 @@ def test_bad_input_on_the_task_topic_is_rejected_and_the_device_keeps_serving(
     assert controller.wait_task(controller.create_task("pc-06", "ping")["id"])["status"] == "succeeded"
 
 
+@on_the_cluster
 def test_stale_will_never_marks_a_live_device_offline(
     controller: Controller, start_device: Callable[..., Device], probe: Callable[..., MqttProbe]
 ) -> None:

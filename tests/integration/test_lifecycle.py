@@ -1,6 +1,10 @@
 """Each task option on real processes (amqtt and Mosquitto): expiry, timeout on the device and
 on the controller, retries with backoff, cancel (queued, running, waiting for a retry),
-per-account ordering, and what a crash does to a side-effecting and to a repeatable task."""
+per-account ordering, and what a crash does to a side-effecting and to a repeatable task.
+
+One broker and one controller per broker kind serve the whole module (starting them cost more
+than most tests); each test has device ids of its own. The expiry test kills and restarts the
+shared controller, which keeps its port and database."""
 
 from __future__ import annotations
 
@@ -11,15 +15,23 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Broker, Controller, Device, Process, wait_for
+from tests.integration.conftest import BROKER_KINDS, start_broker
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def controller(broker: Broker, tmp_path: Path, _processes: list[Process]) -> Controller:
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           _module_processes: list[Process]) -> Broker:
+    return start_broker(request.param, tmp_path_factory.mktemp(f"lifecycle-{request.param}"), _module_processes)
+
+
+@pytest.fixture(scope="module")
+def controller(broker: Broker, tmp_path_factory: pytest.TempPathFactory, _module_processes: list[Process]) -> Controller:
     """A controller that sweeps often and gives silent devices 1 s past a task's timeout."""
-    instance = Controller(broker, tmp_path, keepalive="5", sweep_interval="0.1", task_timeout_grace="1")
-    _processes.append(instance.process)
+    work: Path = tmp_path_factory.mktemp(f"lifecycle-controller-{broker.kind}")
+    instance = Controller(broker, work, keepalive="5", sweep_interval="0.1", task_timeout_grace="1")
+    _module_processes.append(instance.process)
     instance.start()
     return instance
 
