@@ -85,6 +85,7 @@ TAKEOVER_CLOSE_TIMEOUT = 5.0
 _RENEWED_ON_RECONNECT = ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive", "username", "password")
 """What a resumed persistent session takes from the new CONNECT (amqtt forgot `will_retain`)."""
 
+
 def _connect_failure(exc: Exception) -> str:
     """Why a new connection got no session, in words for the broker's log."""
     if isinstance(exc, asyncio.TimeoutError):

@@ -397,6 +397,8 @@ class PacingSlot(Base):
     task_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_run_at: Mapped[datetime]
     last_sent_at: Mapped[datetime | None]  # when the latest paced task was published (release spacing)
+
+
 class Job(Base):
     """One task definition run over a target, with a rollout, abort rules and a mode
     (docs/architecture.md#jobs). Its runs are `Task` rows with `job_id`; where the rollout stands

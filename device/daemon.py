@@ -239,7 +239,6 @@ class DeviceDaemon:
             log.info("stale offline status of session %s seen: birth republished", status.session_id)
             self._link.republish_birth()
 
-
     def _report_twin(self, status: DeviceStatus) -> None:
         """Another daemon's birth arrived while we are connected: the broker let two clients
         with our id in at once (amqtt does; Mosquitto drops the older one instead)."""

@@ -212,8 +212,6 @@ def _signature_problem(
     return issue
 
 
-
-
 def _json_object(payload: bytes) -> dict[str, Any] | str:
     """The payload as a JSON object, or the reason it is not one."""
     try:

@@ -20,6 +20,7 @@ from schemas.jobs import JobCreate
 SCHEDULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 ALL_ACCOUNTS = "*"  # a pacing rule for every account without a rule of its own
 
+
 def _known_zone(name: str) -> str:
     try:
         ZoneInfo(name)
@@ -29,13 +30,16 @@ def _known_zone(name: str) -> str:
         ) from None
     return name
 
+
 TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_zone)]
+
 
 def _no_timing(options: TaskCreate | BroadcastCreate | JobCreate) -> None:
     if options.run_at is not None:
         raise ValueError("a scheduled action runs at its cron times; leave run_at out")
     if options.expires_at is not None:
         raise ValueError("an absolute expires_at would pass after one fire time; give ttl (seconds from each fire time)")
+
 
 class TaskAction(StrictModel):
     """Create one task at each fire time (its id: `<schedule id>-<slot>`)."""
@@ -50,6 +54,7 @@ class TaskAction(StrictModel):
         _no_timing(task)
         return task
 
+
 class BroadcastAction(StrictModel):
     """Create one broadcast at each fire time (its id: `<schedule id>-<slot>`)."""
 
@@ -60,6 +65,7 @@ class BroadcastAction(StrictModel):
     def _broadcast(cls, broadcast: BroadcastCreate) -> BroadcastCreate:
         _no_timing(broadcast)
         return broadcast
+
 
 class JobAction(StrictModel):
     """Create one job at each fire time (its id: `<schedule id>-<slot>`), rolled out as it says."""
@@ -75,6 +81,7 @@ class JobAction(StrictModel):
 
 ACTION_KINDS = ("task", "broadcast", "job")
 
+
 def _action_kind(value: Any) -> str | None:
     """The arm of a `ScheduleAction`: its one key (None, an error naming the kinds, otherwise)."""
     if isinstance(value, BaseModel):
@@ -84,11 +91,13 @@ def _action_kind(value: Any) -> str | None:
         return kind if kind in ACTION_KINDS else None
     return None
 
+
 ScheduleAction = Annotated[
     Annotated[TaskAction, Tag("task")] | Annotated[BroadcastAction, Tag("broadcast")] | Annotated[JobAction, Tag("job")],
     Discriminator(_action_kind, custom_error_type="action_kind",
                   custom_error_message='give exactly one of {"task": {...}}, {"broadcast": {...}} or {"job": {...}}'),
 ]
+
 
 class ScheduleCreate(StrictModel):
     name: str = Field(pattern=SCHEDULE_NAME_PATTERN, description="unique name (letters, digits, . _ -)")
@@ -99,6 +108,7 @@ class ScheduleCreate(StrictModel):
     timezone: TimeZoneName = Field(description="IANA time zone the cron times are read in, e.g. Asia/Shanghai")
     action: ScheduleAction
     enabled: bool = Field(True, description="false creates it paused")
+
 
 class ScheduleOut(BaseModel):
     id: str
@@ -117,8 +127,10 @@ class ScheduleOut(BaseModel):
     created_at: UtcDatetime
     upcoming: list[UtcDatetime] = Field(default_factory=list, description="the next fire times (GET of one schedule)")
 
+
 class ScheduleList(BaseModel):
     items: list[ScheduleOut]
+
 
 class PacingRuleIn(StrictModel):
     account: str = Field(min_length=1, max_length=200, description=f"the account, or {ALL_ACCOUNTS!r} for every "
@@ -127,6 +139,7 @@ class PacingRuleIn(StrictModel):
     interval: float = Field(gt=0, le=30 * 86_400, description="least seconds between two tasks' run_at")
     jitter: float = Field(0.0, ge=0, le=30 * 86_400, description="up to this many seconds more, at random")
 
+
 class PacingRuleOut(BaseModel):
     account: str
     type: TaskType
@@ -134,6 +147,7 @@ class PacingRuleOut(BaseModel):
     jitter: float
     updated_at: UtcDatetime
     last_run_at: UtcDatetime | None = Field(None, description="the run_at the account's latest paced task got")
+
 
 class PacingList(BaseModel):
     items: list[PacingRuleOut]

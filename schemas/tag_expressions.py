@@ -22,6 +22,7 @@ GROUP_KEY = "group"
 KEYWORDS = frozenset({"and", "or", "not", "in", "has"})  # never tag keys
 EXAMPLE = "platform=douyin and region in (sh, bj)"
 
+
 class _Node:
     """A node of a parsed expression: call it with a device's groups and tags."""
 

@@ -35,6 +35,7 @@ _BEAT = update(Device).where(Device.id == bindparam("b_id")).values(
     metrics=bindparam("b_metrics"))
 _REVIVE = update(Device).where(Device.id == bindparam("b_id")).values(status="online", online_since=bindparam("b_now"))
 
+
 def device_not_found(device_id: str) -> NotFoundError:
     return NotFoundError(
         f"device {device_id!r} is not known; devices appear after their first connection to the broker "

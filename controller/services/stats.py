@@ -138,8 +138,6 @@ def compute(session: Session, window: Window, filters: StatsFilters) -> StatsOut
     )
 
 
-
-
 @dataclass(frozen=True)
 class SuccessRates:
     """The overview's figures for one window: over all tasks, per platform and per device."""

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 Action = Callable[["PlatformAdapter", Any], Awaitable[dict[str, Any]]]
 
+
 def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
