@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import FleetSettings
 from controller.app import create_app
 from controller.db import create_db_engine, create_sessionmaker, migrate
+from tests.cli_runner import fleet  # noqa: F401  (the in-process `fleet` fixture)
 from tests.services_kit import ADMIN_TOKEN, FakePublisher, unused_port
 
 

@@ -9,33 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 
 from cli import main as cli_main
 from cli.local import Runtime, api_url, read_runtime, remove_runtime, write_runtime
 from config.settings import load_settings
 from controller.db import DatabaseSetupError, open_database
+from tests.cli_runner import fleet_command
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _command() -> Any:
-    command = typer.main.get_command(cli_main.app)
-    cli_main._plain_metavars(command)
-    return command
-
-
-@pytest.fixture
-def fleet(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Run `fleet ARGS` in process as the entry point does; returns (exit code, stdout)."""
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(*args: str) -> tuple[int, str]:
-        with pytest.raises(SystemExit) as ended:
-            _command().main(args=list(args), prog_name="fleet")
-        return ended.value.code or 0, capsys.readouterr().out  # type: ignore[return-value]
-
-    return run
 
 
 def _all_paths(command: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -52,7 +33,7 @@ def test_version_prints_the_package_version(fleet: Any) -> None:
 
 
 def test_help_of_every_command_shows_no_type_labels(fleet: Any) -> None:
-    paths = _all_paths(_command())
+    paths = _all_paths(fleet_command())
     assert ("task", "send") in paths and ("up",) in paths and len(paths) > 20
     for path in paths:
         code, output = fleet(*path, "--help")
@@ -125,5 +106,5 @@ def test_a_bad_idempotency_key_is_refused_before_sending(capsys: pytest.CaptureF
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEET_API_URL", "http://127.0.0.1:9")  # never reached: the key is checked first
     with pytest.raises(SystemExit) as ended:
-        _command().main(args=["task", "send", "pc-01", "ping", "--idempotency-key", "two words"], prog_name="fleet")
+        fleet_command().main(args=["task", "send", "pc-01", "ping", "--idempotency-key", "two words"], prog_name="fleet")
     assert ended.value.code == 2 and "--idempotency-key 'two words' is not a key" in capsys.readouterr().err

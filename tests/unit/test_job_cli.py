@@ -9,7 +9,6 @@ import pytest
 import typer
 
 from cli import jobs as cli_jobs
-from tests.unit.test_cli_help import fleet  # noqa: F401  (the in-process `fleet` runner fixture)
 
 
 def test_rates_thresholds_and_rollouts() -> None:
@@ -32,7 +31,7 @@ def test_rates_thresholds_and_rollouts() -> None:
         cli_jobs._rollout("60/min", 5, 0, False, None)
 
 
-def test_a_wrong_option_is_refused_with_what_to_give(fleet: Any) -> None:  # noqa: F811
+def test_a_wrong_option_is_refused_with_what_to_give(fleet: Any) -> None:
     code, _output = fleet("job", "create", "echo", "--all", "--rate", "fast")
     assert code == 2
     code, _output = fleet("job", "create", "echo")
