@@ -217,7 +217,8 @@ def test_no_birth_while_the_task_subscription_is_refused(tmp_path: Path, _proces
     passwd.write_text(f"deaf-1:{hash_password('pw-deaf')}\nwatch:{hash_password('pw-watch')}\n")
     rules = ["user watch", "topic readwrite devices/#", "user deaf-1", "topic readwrite devices/deaf-1/status",
              "topic readwrite devices/deaf-1/results", "topic readwrite devices/deaf-1/heartbeat",
-             "topic read fleet/broadcast/tasks"]
+             "topic read devices/deaf-1/config", "topic write devices/deaf-1/config/reported",
+             "topic read fleet/broadcast/tasks"]  # a device's rights (broker/credentials.py) but its task topic
     write_atomically(acl, "\n".join(rules) + "\n")
     broker = Broker("amqtt", tmp_path, password_file=passwd, acl_file=acl)
     _processes.append(broker.process)
