@@ -12,6 +12,7 @@ fine), or quoted ('Shanghai office').
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,14 +24,14 @@ KEYWORDS = frozenset({"and", "or", "not", "in", "has"})  # never tag keys
 EXAMPLE = "platform=douyin and region in (sh, bj)"
 
 
-class _Node:
+class _Node(ABC):
     """A node of a parsed expression: call it with a device's groups and tags."""
 
-    def __call__(self, groups: frozenset[str], tags: Mapping[str, str]) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, groups: frozenset[str], tags: Mapping[str, str]) -> bool: ...
 
-    def keys(self) -> frozenset[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def keys(self) -> frozenset[str]: ...
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ declared groups, the resizable concurrency limit of the daemon."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -117,22 +118,28 @@ def test_a_report_is_recorded_and_drift_names_the_reason(sessions: sessionmaker[
 
 
 def test_slots_resize_while_tasks_wait() -> None:
+    async def until(condition: Callable[[], bool]) -> None:
+        while not condition():
+            await asyncio.sleep(0)  # one turn of the loop for the tasks: no fixed wait
+
     async def scenario() -> list[int]:
         slots = Slots(1)
         peak: list[int] = []
+        tried: list[int] = []
         release = asyncio.Event()
 
         async def task() -> None:
+            tried.append(1)
             async with slots:
                 peak.append(slots.used)
                 await release.wait()
 
         runners = [asyncio.create_task(task()) for _ in range(3)]
-        await asyncio.sleep(0.01)
-        assert slots.used == 1
+        await asyncio.wait_for(until(lambda: len(tried) == 3 and slots.used == 1), 5)
+        await asyncio.sleep(0)
+        assert slots.used == 1, "two tasks wait while the limit is 1"
         await slots.resize(3)
-        await asyncio.sleep(0.01)
-        assert slots.used == 3
+        await asyncio.wait_for(until(lambda: slots.used == 3), 5)
         release.set()
         await asyncio.gather(*runners)
         return peak
