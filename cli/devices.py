@@ -13,6 +13,7 @@ from cli.fleet_config import device_groups
 from cli.identities import provision
 from cli.output import console, load_cell
 from cli.rest import api
+from cli.service.commands import install_service, uninstall_service
 from cli.targets import TAGS_HELP, tag_device
 
 app = typer.Typer(help="Run the device daemon (no sub-command), or provision devices on the broker.")
@@ -23,10 +24,11 @@ def device(
     ctx: typer.Context,
     device_id: Optional[str] = typer.Option(None, "--id", help="device id (default: generated once and kept)"),
     name: Optional[str] = typer.Option(None, help="display name (default: host name)"),
+    config: Optional[str] = typer.Option(None, "--config", help="TOML settings file (as FLEET_CONFIG)"),
 ) -> None:
     """Run the device daemon: connect to the broker, announce presence, execute tasks."""
     if ctx.invoked_subcommand is None:
-        run_daemon(device_id, name)  # `fleet device` alone does not get here: see cli/entry.py
+        run_daemon(device_id, name, config)  # `fleet device` alone does not get here: see cli/entry.py
 
 
 @app.command("add")
@@ -40,6 +42,8 @@ def device_add(
 
 app.command("groups")(device_groups)
 app.command("tag")(tag_device)
+app.command("install-service")(install_service)
+app.command("uninstall-service")(uninstall_service)
 
 
 @app.command("revoke")

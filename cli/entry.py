@@ -3,7 +3,7 @@ the rest of the CLI.
 
 The CLI's typer app, rich and its command modules cost a process about 6 MB of memory, an
 eighth of the idle daemon's (docs/architecture.md#device-memory). So `fleet device` with
-nothing but the daemon's own options (`--id`, `--name`) is parsed here with the standard
+nothing but the daemon's own options (`--id`, `--name`, `--config`) is parsed here with the standard
 library and runs the daemon; anything else (a sub-command such as `fleet device add`, `--help`, a mistyped option) goes to
 the typer app in `cli.main`, which also runs the daemon through `run_daemon`.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 
 def main() -> None:
-    """`fleet`: the daemon for `fleet device [--id ID] [--name NAME]`, else the whole CLI."""
+    """`fleet`: the daemon for `fleet device [--id ID] [--name NAME] [--config FILE]`, else the whole CLI."""
     options = daemon_options(sys.argv[1:])
     if options is None:
         from cli.main import main as cli_main
@@ -34,18 +34,26 @@ def daemon_options(argv: Sequence[str]) -> dict[str, str | None] | None:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     parser.add_argument("--id", dest="device_id")
     parser.add_argument("--name")
+    parser.add_argument("--config")
     try:
         parsed, rest = parser.parse_known_args(argv[1:])
     except argparse.ArgumentError:
         return None
-    return None if rest else {"device_id": parsed.device_id, "name": parsed.name}
+    return None if rest else {"device_id": parsed.device_id, "name": parsed.name, "config": parsed.config}
 
 
-def run_daemon(device_id: str | None, name: str | None) -> None:
+def run_daemon(device_id: str | None, name: str | None, config: str | None = None) -> None:
     """Run the device daemon until stopped; a bad setting or an unreadable device id file is
-    one error line on stderr and exit status 2, like the CLI's other start-up errors."""
+    one error line on stderr and exit status 2, like the CLI's other start-up errors.
+    `config` is the TOML settings file (as FLEET_CONFIG; the Windows task passes it so, having
+    no environment of its own)."""
+    import os
+
     from config import SettingsError, load_settings
     from device.daemon import run_device
+
+    if config is not None:
+        os.environ["FLEET_CONFIG"] = config
 
     try:
         run_device(load_settings(device_id=device_id, device_name=name))

@@ -1,12 +1,16 @@
 """Log set-up shared by every fleet process: plain timestamped lines on stderr, with one-time
 secrets carried in URLs (the QR login `token`, a file link's `signature`, …) blanked out of
-every record, whichever library logs it (e.g. uvicorn's access lines at DEBUG)."""
+every record, whichever library logs it (e.g. uvicorn's access lines at DEBUG). The device
+daemon also writes the same lines to a rotating file (`add_log_file`); the redaction happens
+when a record is made, so it holds for every handler."""
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 # Libraries that log every connection or request at INFO; quiet unless debugging.
@@ -14,6 +18,7 @@ _NOISY = ("amqtt", "transitions", "uvicorn.access", "alembic", "httpx")
 # `name=value` in a query string or form whose value is a credential.
 _SECRET_PARAM = re.compile(r"(?i)\b(token|signature|password|secret|access_token)=[^&\s\"'<>]+")
 REDACTED = "<redacted>"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def redact(text: str) -> str:
@@ -50,8 +55,30 @@ def configure_logging(level: str) -> None:
     """Configure the root logger once; later calls only change the level."""
     _install_redaction()
     root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not root.handlers and sys.stderr is not None:  # None: pythonw.exe (a Windows task), no console
+        logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     root.setLevel(level)
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+
+
+def add_log_file(path: Path, max_bytes: int, backups: int) -> Path | None:
+    """Also log to `path`, rotated at `max_bytes` with `backups` old files kept (once per file;
+    one process writes it, which is what RotatingFileHandler's rename needs on Windows too).
+    A file that cannot be opened is a warning on stderr, not a stopped daemon: None."""
+    _install_redaction()
+    root = logging.getLogger()
+    target = path.resolve()
+    for handler in root.handlers:
+        if isinstance(handler, logging.handlers.RotatingFileHandler) and Path(handler.baseFilename) == target:
+            return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(target, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    except OSError as exc:
+        logging.getLogger(__name__).warning("cannot write the log file %s (%s): logging to stderr only",
+                                            target, exc.strerror or type(exc).__name__)
+        return None
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    return target

@@ -25,6 +25,7 @@ from typing_extensions import Annotated
 
 from config.settings_alerts import ALERT_SECRET_FIELDS, AlertSettings
 from config.settings_api_tls import ApiTlsSettings
+from config.settings_device_log import DeviceLogSettings
 from config.settings_groups import GroupSettings
 from config.settings_housekeeping import HousekeepingSettings
 from config.settings_jobs import JobSettings
@@ -79,7 +80,7 @@ class SettingsError(ConfigError):
     """A setting is invalid; the message names it and says what is accepted."""
 
 
-class FleetSettings(AlertSettings, MetricsSettings, LiveSettings, ScheduleSettings, ApiTlsSettings, JobSettings, HousekeepingSettings, GroupSettings, BaseSettings):
+class FleetSettings(AlertSettings, MetricsSettings, DeviceLogSettings, LiveSettings, ScheduleSettings, ApiTlsSettings, JobSettings, HousekeepingSettings, GroupSettings, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",

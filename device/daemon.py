@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from config import FleetSettings
-from config.logging import configure_logging
+from config.logging import add_log_file, configure_logging
 from device.executor import Executor
 from device.facts import build_facts
 from device.handlers.base import BrowserEnvironment
@@ -275,6 +275,9 @@ def browser_environment(settings: FleetSettings) -> BrowserEnvironment:
 def run_device(settings: FleetSettings) -> None:
     """Run the daemon in the foreground until Ctrl-C / SIGTERM (Ctrl-Break on Windows)."""
     configure_logging(settings.log_level)
+    log_file = settings.resolved_log_file(settings.data_dir)
+    if log_file is not None and add_log_file(log_file, settings.log_max_bytes, settings.log_backups):
+        log.info("logging to %s too (rotated at %d bytes, %d kept)", log_file, settings.log_max_bytes, settings.log_backups)
     daemon = DeviceDaemon(settings)
     try:
         asyncio.run(_serve(daemon))

@@ -94,8 +94,10 @@ def test_fleet_device_starts_the_daemon_without_the_rest_of_the_cli(tmp_path: Pa
 
 
 @pytest.mark.parametrize(("argv", "options"), [
-    (["device"], {"device_id": None, "name": None}),
-    (["device", "--id=pc-1", "--name", "Lab"], {"device_id": "pc-1", "name": "Lab"}),
+    (["device"], {"device_id": None, "name": None, "config": None}),
+    (["device", "--id=pc-1", "--name", "Lab"], {"device_id": "pc-1", "name": "Lab", "config": None}),
+    (["device", "--config", "/etc/fleet/device.toml"], {"device_id": None, "name": None, "config": "/etc/fleet/device.toml"}),
+    (["device", "install-service", "--dry-run"], None),
     (["device", "add", "pc-1"], None),
     (["device", "--help"], None),
     (["device", "--id"], None),
