@@ -39,6 +39,14 @@ def _install_redaction() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = current(*args, **kwargs)
+        if record.args and isinstance(record.msg, str) and _SECRET_PARAM.search(record.msg):
+            # Format first: a template such as "signature=%s" would lose its %s to the redaction (other
+            # records keep their args: uvicorn's access formatter reads them).
+            try:
+                record.msg, record.args = redact(record.getMessage()), None
+                return record
+            except Exception:  # a record whose arguments do not fit: redact the parts, as it fails later anyway
+                pass
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
