@@ -9,6 +9,7 @@ rotating file in its data dir."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
 import shutil
@@ -22,7 +23,7 @@ import psutil
 import pytest
 
 from schemas.topics import device_status
-from tests.harness import Broker, MqttProbe, Process, base_env, fleet_argv, wait_for
+from tests.harness import Broker, MqttProbe, Process, base_env, fleet_argv, missing_service, wait_for
 from tests.integration.conftest import start_broker
 
 pytestmark = pytest.mark.integration
@@ -111,6 +112,8 @@ def supervisord_conf(installed: Installed) -> Path:
 
 @pytest.fixture
 def supervisor(installed: Installed, _processes: list[Process]) -> Iterator[Process]:
+    if importlib.util.find_spec("supervisor") is None:
+        missing_service("supervisor is not installed (pip install -e '.[test]')")
     conf = supervisord_conf(installed)
     process = Process("supervisord", [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)],
                       installed.work, env=base_env())
