@@ -19,7 +19,14 @@ from cli.service.common import (
     check_name,
     current_platform,
 )
-from cli.service.config_file import check_config, default_config_file, shown_config, write_config
+from cli.service.config_file import (
+    check_config,
+    check_values,
+    config_text,
+    default_config_file,
+    shown_config,
+    write_config,
+)
 
 _PLANNERS = {"linux": systemd.plan, "macos": launchd.plan, "windows": windows_task.plan}
 NAME_HELP = "service name (unit, launchd label, task name); another name installs a second daemon beside the first"
@@ -65,6 +72,8 @@ def install_service(
                               "groups": group, "data_dir": str(data_dir.expanduser().absolute()) if data_dir else None}
     if not write_config_file and any(value not in (None, []) for value in values.values()):
         fail("--mqtt-url, --id, --device-name, --group and --data-dir go with --write-config (or edit the config file)")
+    if write_config_file and mqtt_url is None:
+        fail("--write-config needs --mqtt-url: the broker the daemon connects to")
     try:
         request = _request(name, config, platform, system, dry_run)
         _install(request, values if write_config_file else None, dry_run, register)
@@ -75,10 +84,12 @@ def install_service(
 def _install(request: ServiceRequest, values: dict[str, Any] | None, dry_run: bool, register: bool) -> None:
     here = request.platform == current_platform()
     plan = _plan(request)
+    if values is not None:
+        check_values(values)
+        if request.config_file.exists():
+            raise ServiceError(f"config file {request.config_file} exists already; edit it, or leave out --write-config")
     if dry_run:
         if values is not None:
-            from cli.service.config_file import config_text
-
             _say(f"# would write {request.config_file} (the daemon's settings):")
             _say(shown_config(config_text(values)).rstrip("\n"))
         elif here:
@@ -88,13 +99,7 @@ def _install(request: ServiceRequest, values: dict[str, Any] | None, dry_run: bo
     if values is not None:
         write_config(request.config_file, values)
         _say(f"wrote {request.config_file} (the daemon's settings)")
-        try:
-            check_config(request.config_file)
-        except ServiceError:
-            request.config_file.unlink()
-            raise
-    else:
-        check_config(request.config_file)
+    check_config(request.config_file)
     actions.install(plan, request.platform, _say, register=register)
 
 

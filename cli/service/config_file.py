@@ -55,7 +55,25 @@ def check_config(path: Path) -> Path:
             load_settings()
     except SettingsError as exc:
         raise ServiceError(f"config file {path}: {exc}") from None
+    except OSError as exc:  # e.g. not readable by this user
+        raise ServiceError(f"config file {path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
     return path
+
+
+def check_values(values: dict[str, Any]) -> None:
+    """Whether the settings `--write-config` would write are ones the daemon accepts."""
+    import tempfile
+
+    from config import SettingsError, load_settings
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / CONFIG_NAME
+        path.write_text(config_text(values), encoding="utf-8")
+        try:
+            with _pointing_at(path):
+                load_settings()
+        except SettingsError as exc:
+            raise ServiceError(f"--write-config: {exc}") from None
 
 
 def _toml_value(value: Any) -> str:
@@ -79,9 +97,12 @@ def shown_config(text: str) -> str:
 
 def write_config(path: Path, values: dict[str, Any]) -> None:
     """Create the settings file (owner-only: a broker URL may carry a password); never replace one."""
-    if path.exists():
-        raise ServiceError(f"config file {path} exists already; edit it, or leave out --write-config")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ServiceError(f"config file {path} exists already; edit it, or leave out --write-config") from None
+    except OSError as exc:
+        raise ServiceError(f"cannot create {path}: {exc.strerror or type(exc).__name__}") from None
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         file.write(config_text(values))

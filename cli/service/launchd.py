@@ -31,7 +31,6 @@ def plist_text(request: ServiceRequest) -> str:
         "RunAtLoad": True,
         "KeepAlive": True,
         "ThrottleInterval": THROTTLE_INTERVAL,
-        "ProcessType": "Background",
         "StandardErrorPath": str(stderr_log(request.name)),
         "StandardOutPath": str(stderr_log(request.name)),
     }

@@ -173,6 +173,8 @@ def test_write_config_creates_an_owner_only_file_and_never_shows_the_password(ho
     (["--config", "{tmp}/etc dir/device.toml", "--system", "--platform", "macos", "--dry-run"], "--system is for Linux"),
     (["--config", "{tmp}/etc dir/device.toml", "--name", "../evil"], "--name '../evil'"),
     (["--config", "{tmp}/etc dir/device.toml", "--mqtt-url", "mqtt://x"], "go with --write-config"),
+    (["--config", "{tmp}/new.toml", "--write-config", "--id", "pc-02"], "--write-config needs --mqtt-url"),
+    (["--config", "{tmp}/new.toml", "--write-config", "--mqtt-url", "http://x", "--dry-run"], "FLEET_MQTT_URL"),
 ])
 def test_bad_input_is_exit_status_2_with_a_message(
     args: list[str], message: str, config: Path, tmp_path: Path, run: Run
