@@ -22,6 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from cli.service import systemd
+from cli.service.common import ServiceRequest
 from schemas.topics import device_status
 from tests.harness import Broker, MqttProbe, Process, base_env, fleet_argv, missing_service, wait_for
 from tests.integration.conftest import start_broker
@@ -86,6 +88,13 @@ def test_the_unit_is_written_and_systemd_accepts_it(installed: Installed) -> Non
     )
     assert verify.returncode == 0, verify.stderr
     assert installed.unit.name not in verify.stderr + verify.stdout, verify.stderr  # no warning about our unit
+
+    # The --system variant of the same unit (written here, not to /etc), in system mode.
+    system_unit = installed.work / "system" / f"{UNIT_NAME}.service"
+    system_unit.parent.mkdir(exist_ok=True)
+    system_unit.write_text(systemd.unit_text(ServiceRequest(UNIT_NAME, installed.config, "linux", system=True)))
+    verify = subprocess.run(["systemd-analyze", "verify", str(system_unit)], capture_output=True, text=True, timeout=30)
+    assert verify.returncode == 0 and system_unit.name not in verify.stderr + verify.stdout, verify.stderr
 
 
 def supervisord_conf(installed: Installed) -> Path:

@@ -227,3 +227,17 @@ def test_a_failing_registration_says_what_to_run_by_hand(home: Path, config: Pat
 def test_a_missing_tool_is_an_outcome_not_a_crash() -> None:
     outcome = actions.run_command(["no-such-tool-for-fleet-tests", "--version"])
     assert not outcome.ok and "not installed or not on PATH" in outcome.output
+
+
+def test_fleet_device_config_reads_that_file(config: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fleet device --config FILE` (the Windows task's way, having no environment) is FLEET_CONFIG=FILE."""
+    import device.daemon
+    from cli.entry import run_daemon
+    from config import FleetSettings
+
+    started: list[FleetSettings] = []
+    monkeypatch.setattr(device.daemon, "run_device", started.append)
+    monkeypatch.setenv("FLEET_CONFIG", str(home / "not-this.toml"))  # restored afterwards
+    run_daemon(None, None, str(config))
+    assert [settings.device_id for settings in started] == ["pc-01"]
+    assert str(started[0].mqtt_url) == "mqtt://127.0.0.1:1883"
