@@ -6,15 +6,20 @@
 
 It builds for the OS and CPU it runs on (PyInstaller does not cross-compile): build the Windows
 program on Windows (.github/workflows/device-build.yml does it on GitHub's runners). Prints the
-build time and the output's size; `--smoke` then runs `fleet-device --version` from it.
+build time and the output's size; `--smoke` then runs `fleet-device --version` from it with no
+Python on PATH, and `--archive` packs it into dist/fleet-device-<os>-<cpu>.zip (Windows) or
+.tar.gz (which keep the executable bits and symlinks a plain folder upload loses).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,12 +54,36 @@ def build(dist: Path, work: Path, onefile: bool = False, quiet: bool = False) ->
     return executable(dist, onefile)
 
 
+def smoke_env() -> dict[str, str]:
+    """An environment with no Python: the OS's default PATH, plus what Windows needs to start anything."""
+    kept = ("SYSTEMROOT", "WINDIR", "TEMP", "TMP") if os.name == "nt" else ()
+    return {"PATH": os.defpath, **{name: os.environ[name] for name in kept if name in os.environ}}
+
+
+def smoke(program: Path) -> str:
+    """`fleet-device --version` from outside the checkout, with no Python on PATH; its output."""
+    with tempfile.TemporaryDirectory() as elsewhere:
+        result = subprocess.run([str(program), "--version"], check=True, env=smoke_env(), cwd=elsewhere,
+                                capture_output=True, text=True, timeout=120)
+    if not result.stdout.startswith(f"{NAME} (mqtt-fleet) ") or "unknown" in result.stdout:
+        raise RuntimeError(f"unexpected --version output {result.stdout!r}: is the mqtt-fleet metadata bundled?")
+    return result.stdout.strip()
+
+
+def archive(output: Path, dist: Path) -> Path:
+    """`output` (the folder or the one file) packed as dist/fleet-device-<os>-<cpu>.zip or .tar.gz."""
+    base = dist / f"{NAME}-{sys.platform}-{platform.machine().lower()}"
+    fmt = "zip" if os.name == "nt" else "gztar"
+    return Path(shutil.make_archive(str(base), fmt, root_dir=output.parent, base_dir=output.name))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onefile", action="store_true", help="one file instead of one folder (slower start)")
     parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="output folder (default: dist/)")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / NAME, help="PyInstaller's work folder")
     parser.add_argument("--smoke", action="store_true", help="run `fleet-device --version` from the build")
+    parser.add_argument("--archive", action="store_true", help="pack the build into one .zip/.tar.gz in --dist")
     args = parser.parse_args()
     started = time.monotonic()
     try:
@@ -66,7 +95,10 @@ def main() -> None:
     output = program if args.onefile else program.parent
     print(f"built {program} in {seconds:.0f} s; {output} is {size_bytes(output) / 1e6:.0f} MB")
     if args.smoke:
-        subprocess.run([str(program), "--version"], check=True, env={"PATH": os.defpath})
+        print(f"smoke: {smoke(program)}")
+    if args.archive:
+        packed = archive(output, args.dist)
+        print(f"archive: {packed} ({packed.stat().st_size / 1e6:.0f} MB)")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.harness import Broker, Controller, Process, wait_for
+from tests.harness import Broker, Controller, Process, missing_service, wait_for
 from tests.integration.conftest import start_broker
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the build smoke test runs on Linux"),
-    pytest.mark.skipif(importlib.util.find_spec("PyInstaller") is None,
-                       reason="PyInstaller is not installed: pip install -e '.[build]'"),
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +46,8 @@ def sources_hash() -> str:
 @pytest.fixture(scope="module")
 def program(request: pytest.FixtureRequest) -> Path:
     """The built `fleet-device`, from the cache when its sources have not changed."""
+    if importlib.util.find_spec("PyInstaller") is None:
+        missing_service("PyInstaller is not installed: pip install -e '.[build]'")
     spec = importlib.util.spec_from_file_location("device_build", ROOT / "deploy" / "device-build" / "build.py")
     assert spec is not None and spec.loader is not None
     device_build = importlib.util.module_from_spec(spec)
