@@ -44,13 +44,17 @@ def size_bytes(path: Path) -> int:
 
 def build(dist: Path, work: Path, onefile: bool = False, quiet: bool = False) -> Path:
     """Run PyInstaller on the spec; return the built program. Raises CalledProcessError."""
+    dist, work = dist.resolve(), work.resolve()
     argv = [sys.executable, "-m", "PyInstaller", str(SPEC), "--noconfirm", "--clean",
             "--distpath", str(dist), "--workpath", str(work)]
     if quiet:
         argv += ["--log-level", "WARN"]
     if onefile:
         argv += ["--", "--onefile"]
-    subprocess.run(argv, check=True, cwd=ROOT)
+    work.mkdir(parents=True, exist_ok=True)
+    # Run from the work folder: from the checkout, its mqtt_fleet.egg-info (on sys.path as the
+    # working directory) would be the metadata bundled instead of the installed dist-info.
+    subprocess.run(argv, check=True, cwd=work)
     return executable(dist, onefile)
 
 

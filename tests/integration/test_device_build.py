@@ -1,6 +1,6 @@
 """The self-contained `fleet-device` build (deploy/device-build, PyInstaller) on Linux: built
-once per content of its sources (kept in .pytest_cache, so a re-run reuses it and a fresh CI
-checkout builds once, about 15-20 s here), then run with no Python in its environment against
+once per content of its sources (kept in tests/artifacts/device-build, so a re-run reuses it
+and a fresh CI checkout builds once: 14-40 s here, by the load), then run with no Python in its environment against
 a real Mosquitto and a real controller: it comes online with the task handlers its entry points
 name, and runs tasks to `succeeded`. The Windows and macOS builds are not run here."""
 
@@ -27,6 +27,8 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ["cli", "device", "schemas", "config", "broker", "deploy/device-build", "pyproject.toml"]
+# Not pytest's cache: it is off under `-p no:cacheprovider` and cleared by `--cache-clear`.
+CACHE = ROOT / "tests" / "artifacts" / "device-build"
 HANDLER_TYPES = {"ping", "echo", "sleep", "append", "login", "upload", "chat"}  # pyproject's fleet.task_handlers
 
 
@@ -44,7 +46,7 @@ def sources_hash() -> str:
 
 
 @pytest.fixture(scope="module")
-def program(request: pytest.FixtureRequest) -> Path:
+def program() -> Path:
     """The built `fleet-device`, from the cache when its sources have not changed."""
     if importlib.util.find_spec("PyInstaller") is None:
         missing_service("PyInstaller is not installed: pip install -e '.[build]'")
@@ -52,7 +54,8 @@ def program(request: pytest.FixtureRequest) -> Path:
     assert spec is not None and spec.loader is not None
     device_build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(device_build)
-    cache = request.config.cache.mkdir("device-build")
+    cache = CACHE
+    cache.mkdir(parents=True, exist_ok=True)
     key = sources_hash()
     done = cache / key
     if not (done / "ok").is_file():
