@@ -45,7 +45,7 @@ def size_bytes(path: Path) -> int:
 def build(dist: Path, work: Path, onefile: bool = False, quiet: bool = False) -> Path:
     """Run PyInstaller on the spec; return the built program. Raises CalledProcessError."""
     dist, work = dist.resolve(), work.resolve()
-    argv = [sys.executable, "-m", "PyInstaller", str(SPEC), "--noconfirm", "--clean",
+    argv = [sys.executable, "-m", "PyInstaller", str(SPEC), "--noconfirm",
             "--distpath", str(dist), "--workpath", str(work)]
     if quiet:
         argv += ["--log-level", "WARN"]
