@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cli.entry import run_daemon
 from cli.fleet_config import device_groups
+from cli.housekeeping import device_delete, device_restore
 from cli.identities import provision
 from cli.output import console, load_cell
 from cli.rest import api
@@ -44,6 +45,8 @@ app.command("groups")(device_groups)
 app.command("tag")(tag_device)
 app.command("install-service")(install_service)
 app.command("uninstall-service")(uninstall_service)
+app.command("delete")(device_delete)
+app.command("restore")(device_restore)
 
 
 @app.command("revoke")

@@ -14,10 +14,14 @@ app = typer.Typer(help="Broker logins of the controller and operators.", no_args
 
 def provision(name: str, role: str, groups: list[str]) -> None:
     """Create a broker identity in the controller's database and apply the broker files."""
-    from controller.db import DatabaseSetupError
-    from controller.local_setup import broker_files
-    from controller.offline import provision_identity
-    from controller.services.errors import ServiceError
+    try:
+        from controller.db import DatabaseSetupError
+        from controller.local_setup import broker_files
+        from controller.offline import provision_identity
+        from controller.services.errors import ServiceError
+    except ImportError:  # the device-only build (deploy/device-build) has no controller
+        fail("this program has no controller: provision on the controller's host (`fleet device add`) "
+             "or through its REST API (POST /api/v1/identities)")
     from schemas.api import IdentityCreate
 
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -26,6 +26,7 @@ from cli import (
     up,
     watch,
 )
+from cli.output import plain_metavars
 
 app = typer.Typer(help="Command a fleet of PCs over MQTT.", no_args_is_help=True, add_completion=False)
 app.command("up")(up.up)
@@ -49,8 +50,6 @@ app.add_typer(fleet_config.app, name="config")
 app.command("stats")(stats.stats)
 app.command("watch")(watch.watch)
 app.command("prune")(housekeeping.prune)
-devices.app.command("delete")(housekeeping.device_delete)
-devices.app.command("restore")(housekeeping.device_restore)
 
 
 def package_version() -> str:
@@ -74,19 +73,8 @@ def root(
     """Command a fleet of PCs over MQTT."""
 
 
-def _plain_metavars(command: Any) -> None:
-    """Help shows a flag without a type and a value option by its name (PORT, TEXT…), not
-    typer's `<bool>`, `<list[str]>` labels."""
-    for param in [*command.params, command.get_help_option(typer.Context(command))]:
-        if param is None or param.metavar is not None:
-            continue
-        param.metavar = "" if getattr(param, "is_flag", False) else param.name.upper()
-    for sub in getattr(command, "commands", {}).values():
-        _plain_metavars(sub)
-
-
 def main() -> None:
     """The `fleet` entry point."""
     command = typer.main.get_command(app)
-    _plain_metavars(command)
+    plain_metavars(command)
     command()

@@ -60,3 +60,14 @@ def load_cell(metrics: dict[str, Any] | None) -> str:
         return ""
     return (f"cpu {metrics['cpu_percent']:.0f}% mem {metrics['memory_percent']:.0f}% "
             f"disk {metrics['disk_free_bytes'] / 1e9:.1f} GB free")
+
+
+def plain_metavars(command: Any) -> None:
+    """Help shows a flag without a type and a value option by its name (PORT, TEXT…), not
+    typer's `<bool>`, `<list[str]>` labels."""
+    for param in [*command.params, command.get_help_option(typer.Context(command))]:
+        if param is None or param.metavar is not None:
+            continue
+        param.metavar = "" if getattr(param, "is_flag", False) else param.name.upper()
+    for sub in getattr(command, "commands", {}).values():
+        plain_metavars(sub)

@@ -9,11 +9,12 @@ import pytest
 import typer
 
 from cli import main as cli_main
+from cli.output import plain_metavars
 
 
 def fleet_command() -> Any:
     command = typer.main.get_command(cli_main.app)
-    cli_main._plain_metavars(command)
+    plain_metavars(command)
     return command
 
 
