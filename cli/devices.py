@@ -23,10 +23,12 @@ def device(
     ctx: typer.Context,
     device_id: Optional[str] = typer.Option(None, "--id", help="device id (default: generated once and kept)"),
     name: Optional[str] = typer.Option(None, help="display name (default: host name)"),
+    managed: bool = typer.Option(False, "--managed", help="run it under the launcher, which restarts it into a new "
+                                 "version after a remote update (what an OS service should run)"),
 ) -> None:
     """Run the device daemon: connect to the broker, announce presence, execute tasks."""
     if ctx.invoked_subcommand is None:
-        run_daemon(device_id, name)  # `fleet device` alone does not get here: see cli/entry.py
+        run_daemon(device_id, name, managed)  # `fleet device` alone does not get here: see cli/entry.py
 
 
 @app.command("add")
