@@ -22,6 +22,8 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ValidationError
 
+from schemas.errors import DeviceError
+
 log = logging.getLogger(__name__)
 
 UPDATE_EXIT = 75  # the daemon's exit status when it stopped to run a new version (the launcher restarts it)
@@ -54,7 +56,7 @@ class UpdateState(BaseModel):
     failure: Failure | None = None
 
 
-class PackageError(ValueError):
+class PackageError(DeviceError, ValueError):
     """A release package that cannot be installed; the message says why."""
 
 
