@@ -126,8 +126,6 @@ class Executor:
         task = asyncio.get_running_loop().create_task(self._run(request), name=f"task {run.key}")
         self._tasks[task_id] = (run.attempt, task)
         task.add_done_callback(lambda done: self._on_done(request, done))
-        if self._draining:  # handed back at once: reported interrupted before it started (retryable)
-            task.cancel()
 
     def _report_progress(self, request: TaskRequest, state: TaskState) -> None:
         """Answer a repeated delivery of a task still in progress with its latest event again
@@ -180,20 +178,16 @@ class Executor:
             raise TaskFailure(WireErrorCode.INPUT_TIMEOUT, f"no {name!r} was sent within {timeout:g} s") from None
 
     async def drain(self, keep: str, timeout: float) -> None:
-        """Before an update: nothing new starts; tasks not started yet are handed back at once
-        (reported interrupted and retryable, so the controller sends them again), running ones
-        get `timeout` seconds to finish, then they are stopped like at shutdown. `keep` (the
-        update task itself) is left alone."""
+        """Before an update: nothing new starts (a task that would is held until `shutdown` hands
+        it back, reported interrupted and retryable, so the controller sends it again, to the new
+        version), and running tasks get `timeout` seconds to finish; those still running then
+        are stopped like at shutdown. `keep` (the update task itself) is left alone."""
         self._draining = True
         running: list[asyncio.Task[None]] = []
         for task_id, (attempt, task) in list(self._tasks.items()):
-            if task_id == keep:
-                continue
             entry = self._journal.get(RunRef(task_id, attempt).key)
-            if entry is not None and entry.state == TaskState.STARTED:
+            if task_id != keep and entry is not None and entry.state == TaskState.STARTED:
                 running.append(task)
-            else:
-                task.cancel()
         if running:
             log.info("waiting up to %g s for %d running task(s) before the update", timeout, len(running))
             _done, pending = await asyncio.wait(running, timeout=timeout)
@@ -230,6 +224,8 @@ class Executor:
             await stack.enter_async_context(self._slots)
             if self._expired(request):
                 return
+            if self._draining:  # an update is coming: held until shutdown hands it back
+                await asyncio.Event().wait()
             self._journal.mark_started(request.run.key)
             self._reporter.emit(request.run, EventKind.STARTED)
             await self._execute(request)

@@ -84,12 +84,15 @@ class Fleet:
         release: dict[str, Any] = response.json()
         return release
 
-    def rollout(self, version: str) -> dict[str, Any]:
+    def start_rollout(self, version: str) -> str:
+        """Roll `version` out to the device; the id of its `update` run."""
         response = self.controller.api.post(f"/api/v1/releases/{version}/rollout",
                                             json={"target": {"device_ids": [DEVICE]}})
         assert response.status_code == 201, response.text
-        job: dict[str, Any] = response.json()
-        return self.controller.wait_task(f"{job['id']}:{DEVICE}", timeout=60)
+        return f"{response.json()['id']}:{DEVICE}"
+
+    def rollout(self, version: str) -> dict[str, Any]:
+        return self.controller.wait_task(self.start_rollout(version), timeout=60)
 
     def version(self) -> str:
         device = self.controller.device(DEVICE)
@@ -138,12 +141,23 @@ def test_a_release_signed_with_another_key_is_refused_by_the_controller(fleet: F
 
 
 def test_the_device_updates_and_reports_its_new_version(fleet: Fleet) -> None:
+    """Also the drain: a running task finishes first, one waiting for a slot is handed back and
+    runs again on the new version."""
+    controller = fleet.controller
     assert fleet.version() == "0.1.0"
     fleet.publish("0.2.0")
-    task = fleet.rollout("0.2.0")
-    assert task["status"] == "succeeded", task
-    assert task["result"] == {"from": "0.1.0", "to": "0.2.0", "changed": True}
+    running = controller.create_task(DEVICE, "sleep", params={"seconds": 2, "steps": 2})
+    controller.wait_task(running["id"], {"running"})
+    update_id = fleet.start_rollout("0.2.0")
+    controller.wait_task(update_id, {"running"})  # both slots (FLEET_MAX_CONCURRENCY 2) taken now
+    waiting = controller.create_task(DEVICE, "echo", params={"message": "handed back"}, retry_backoff=0)
+    update = controller.wait_task(update_id, timeout=60)
+    assert update["status"] == "succeeded", update
+    assert update["result"] == {"from": "0.1.0", "to": "0.2.0", "changed": True}
     wait_for(lambda: fleet.version() == "0.2.0", 20, what="the device's birth reporting 0.2.0")
+    assert controller.wait_task(running["id"])["status"] == "succeeded"
+    handed_back = controller.wait_task(waiting["id"], {"succeeded"}, timeout=30)
+    assert handed_back["attempt"] == 2, handed_back
     assert fleet.device.running
 
 
