@@ -164,6 +164,9 @@ class Updates:
                               "it into a new version; run it that way to update it remotely")
         if self._busy:
             raise unavailable("another update is already in progress on this device")
+        if self._state.trial is not None:
+            raise unavailable(f"this version ({self._state.trial.version}) is still on trial: update it once it has "
+                              f"been connected for FLEET_UPDATE_HEALTHY_AFTER ({self.settings.update_healthy_after:g} s)")
         try:
             if self.settings.release_public_key() is None:
                 raise unavailable("this device has no release public key (FLEET_UPDATE_PUBLIC_KEY or "

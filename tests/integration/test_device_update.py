@@ -12,6 +12,7 @@ to 0.2.0 and the reason (its last stderr line) is reported.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from schemas.releases import release_message
 from schemas.signing import public_key_text
@@ -67,6 +69,15 @@ class Fleet:
     device: Process
     key: Ed25519PrivateKey
     wheels: dict[str, Path]
+    work: Path
+
+    def cli(self, *args: str) -> str:
+        """`fleet ARGS` as the operator runs it, against this controller."""
+        env = base_env(api_url=f"http://127.0.0.1:{self.controller.port}", api_token=self.controller.admin_token)
+        env["COLUMNS"] = "250"
+        done = subprocess.run(fleet_argv(*args), env=env, capture_output=True, text=True, timeout=60, cwd=self.work)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
 
     def sign(self, version: str, sha256: str, file_name: str) -> str:
         return self.key.sign(release_message(version, sha256, file_name)).hex()
@@ -91,9 +102,6 @@ class Fleet:
         assert response.status_code == 201, response.text
         return f"{response.json()['id']}:{DEVICE}"
 
-    def rollout(self, version: str) -> dict[str, Any]:
-        return self.controller.wait_task(self.start_rollout(version), timeout=60)
-
     def version(self) -> str:
         device = self.controller.device(DEVICE)
         assert device is not None
@@ -106,8 +114,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with ThreadPoolExecutor(2) as pool:  # the two wheels build while the fleet starts
         builds = {"0.2.0": pool.submit(build_wheel, "0.2.0", work / "wheels"),
                   "0.3.0": pool.submit(build_wheel, "0.3.0", work / "wheels", True)}
-        key = Ed25519PrivateKey.generate()
-        public = public_key_text(key.public_key())
+        keygen = subprocess.run(fleet_argv("release", "keygen", "--out", str(work / "release.key")), env=base_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert keygen.returncode == 0, keygen.stderr
+        key = load_pem_private_key((work / "release.key").read_bytes(), password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        public = (work / "release.pub").read_text().strip()
+        assert f"FLEET_UPDATE_PUBLIC_KEY={public}" in keygen.stdout and public == public_key_text(key.public_key())
         processes: list[Process] = []
         with contextlib.ExitStack() as stack:
             stack.callback(lambda: [process.kill() for process in processes])
@@ -125,7 +138,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             device.start()
             controller.wait_device(DEVICE, "online", timeout=30)
             wheels = {version: build.result(timeout=120) for version, build in builds.items()}
-            yield Fleet(controller, device, key, wheels)
+            yield Fleet(controller, device, key, wheels, work)
 
 
 def test_a_release_signed_with_another_key_is_refused_by_the_controller(fleet: Fleet) -> None:
@@ -145,7 +158,9 @@ def test_the_device_updates_and_reports_its_new_version(fleet: Fleet) -> None:
     runs again on the new version."""
     controller = fleet.controller
     assert fleet.version() == "0.1.0"
-    fleet.publish("0.2.0")
+    published = fleet.cli("release", "publish", str(fleet.wheels["0.2.0"]), "--key", str(fleet.work / "release.key"))
+    assert "release 0.2.0 published" in published
+    assert "0.2.0" in fleet.cli("release", "list")
     running = controller.create_task(DEVICE, "sleep", params={"seconds": 2, "steps": 2})
     controller.wait_task(running["id"], {"running"})
     update_id = fleet.start_rollout("0.2.0")
@@ -185,7 +200,9 @@ def test_a_wrongly_signed_or_corrupted_package_is_refused(fleet: Fleet) -> None:
 
 
 def test_a_version_that_crashes_on_start_is_rolled_back(fleet: Fleet) -> None:
-    task = fleet.rollout("0.3.0")
+    job = json.loads(fleet.cli("release", "rollout", "0.3.0", "--device", DEVICE, "--json"))
+    assert job["type"] == "update" and job["params"]["version"] == "0.3.0"
+    task = fleet.controller.wait_task(f"{job['id']}:{DEVICE}", timeout=60)
     assert task["status"] == "failed", task
     assert task["error"]["code"] == "update_failed"
     assert CRASH in task["error"]["message"]

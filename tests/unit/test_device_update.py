@@ -239,3 +239,10 @@ def test_a_forged_release_is_refused_before_download(tmp_path: Path, monkeypatch
     failure = _refusal(tmp_path, monkeypatch, _params(Ed25519PrivateKey.generate()),
                        update_public_key=public_key_text(key.public_key()))
     assert failure.code == WireErrorCode.PACKAGE_INVALID and "signature" in failure.message
+
+
+def test_a_version_on_trial_refuses_another_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   key: Ed25519PrivateKey) -> None:
+    save_state(tmp_path / "versions", UpdateState(trial=TRIAL))
+    failure = _refusal(tmp_path, monkeypatch, _params(key), update_public_key=public_key_text(key.public_key()))
+    assert failure.code == WireErrorCode.UPDATE_UNAVAILABLE and "on trial" in failure.message
