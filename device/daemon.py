@@ -126,6 +126,7 @@ class DeviceDaemon:
                 log.info("%d task(s) interrupted by the previous run reported as failed", interrupted)
             link.start()
             self._spawn(self._updates.confirm())
+            self._spawn(self._updates.watch_launcher())
             heartbeats = asyncio.create_task(self._send_heartbeats(), name="heartbeats")
             await stop.wait()
         finally:

@@ -84,7 +84,7 @@ class Child:
     """One run of the daemon; its stderr is passed through and its last line kept."""
 
     def __init__(self, argv: list[str]) -> None:
-        env = {**os.environ, MANAGED_ENV: "1"}
+        env = {**os.environ, MANAGED_ENV: str(os.getpid())}  # the daemon stops if this process is gone
         self.process = subprocess.Popen(argv, stderr=subprocess.PIPE, env=env)
         self.lines: collections.deque[str] = collections.deque(maxlen=20)
         assert self.process.stderr is not None

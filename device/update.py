@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BORN_POLL = 0.2  # seconds between two looks at whether a new version is connected
+LAUNCHER_POLL = 1.0  # seconds between two looks at whether the launcher still runs
 
 
 def unavailable(message: str) -> TaskFailure:
@@ -68,7 +69,9 @@ class Updates:
     def __init__(self, settings: FleetSettings) -> None:
         self.settings = settings
         self.root = versions_dir(settings.data_dir)
-        self.managed = os.environ.get(MANAGED_ENV) == "1"
+        launcher = os.environ.get(MANAGED_ENV, "")
+        self.managed = launcher.isdigit()
+        self.launcher_pid = int(launcher) if self.managed else None
         self.exit_code = 0  # UPDATE_EXIT once the daemon stops to run a new version
         self._state = load_state(self.root) if self.managed else UpdateState()
         self._busy = False
@@ -86,6 +89,22 @@ class Updates:
         if self._state.failure:
             keys.add(self._state.failure.task_key)
         return frozenset(keys)
+
+    async def watch_launcher(self) -> None:
+        """Under the launcher: stop when it is gone (killed without a chance to stop this daemon,
+        e.g. by a service manager that kills one process), so no daemon runs on unsupervised."""
+        if self.launcher_pid is None:
+            return
+        import psutil
+
+        try:
+            launcher = psutil.Process(self.launcher_pid)
+        except psutil.Error:
+            launcher = None
+        while launcher is not None and launcher.is_running():  # is_running also sees a re-used pid
+            await asyncio.sleep(LAUNCHER_POLL)
+        log.error("the launcher (pid %d) is gone: stopping", self.launcher_pid)
+        self._stop()
 
     # --- after a restart ----------------------------------------------------------------
 

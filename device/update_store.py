@@ -27,7 +27,7 @@ from schemas.errors import DeviceError
 log = logging.getLogger(__name__)
 
 UPDATE_EXIT = 75  # the daemon's exit status when it stopped to run a new version (the launcher restarts it)
-MANAGED_ENV = "MQTT_FLEET_MANAGED"  # set by the launcher for its daemon: updates are possible
+MANAGED_ENV = "MQTT_FLEET_MANAGED"  # the launcher's pid, set for its daemon: updates are possible
 STATE_FILE = "state.json"
 DISTRIBUTION = "mqtt_fleet"  # the wheel's distribution name, as its .dist-info spells it
 

@@ -135,6 +135,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                            public_api_url=f"http://127.0.0.1:{controller.port}")
             device = Process("device-launcher", fleet_argv("device", "--managed"), work, env)
             processes.append(device)
+            stack.callback(device.stop)  # first (SIGTERM): the launcher stops its daemon, then exits
             device.start()
             controller.wait_device(DEVICE, "online", timeout=30)
             wheels = {version: build.result(timeout=120) for version, build in builds.items()}
@@ -211,3 +212,16 @@ def test_a_version_that_crashes_on_start_is_rolled_back(fleet: Fleet) -> None:
     assert fleet.version() == "0.2.0"
     echo = fleet.controller.create_task(DEVICE, "echo", params={"message": "after the rollback"})
     assert fleet.controller.wait_task(echo["id"])["status"] == "succeeded"
+
+
+def test_the_daemon_stops_when_its_launcher_is_killed(fleet: Fleet) -> None:
+    """A service manager that kills only the launcher (-9) leaves no daemon running on alone."""
+    import psutil
+
+    assert fleet.device.popen is not None
+    daemons = psutil.Process(fleet.device.popen.pid).children()
+    assert len(daemons) == 1
+    fleet.device.kill()
+    _gone, alive = psutil.wait_procs(daemons, timeout=20)
+    assert not alive, "the daemon outlived its launcher"
+    fleet.controller.wait_device(DEVICE, "offline", timeout=15)
