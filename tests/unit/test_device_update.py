@@ -246,3 +246,17 @@ def test_a_version_on_trial_refuses_another_update(tmp_path: Path, monkeypatch: 
     save_state(tmp_path / "versions", UpdateState(trial=TRIAL))
     failure = _refusal(tmp_path, monkeypatch, _params(key), update_public_key=public_key_text(key.public_key()))
     assert failure.code == WireErrorCode.UPDATE_UNAVAILABLE and "on trial" in failure.message
+
+
+def test_keygen_writes_a_pair_that_signs_releases_devices_accept(tmp_path: Path, fleet: Any) -> None:
+    from cli.releases import sign_release
+    from schemas.signing import parse_public_key
+
+    code, out = fleet("release", "keygen", "--out", str(tmp_path / "release.key"))
+    public = (tmp_path / "release.pub").read_text().strip()
+    assert code == 0 and f"FLEET_UPDATE_PUBLIC_KEY={public}" in out
+    assert (tmp_path / "release.key").stat().st_mode & 0o077 == 0
+    signature = sign_release(tmp_path / "release.key", "0.2.0", "0" * 64, NAME)
+    assert signature_problem(parse_public_key(public), "0.2.0", "0" * 64, NAME, signature) is None
+    code, _out = fleet("release", "keygen", "--out", str(tmp_path / "release.key"))
+    assert code == 2  # an existing key is never overwritten without --force
