@@ -260,3 +260,50 @@ def test_keygen_writes_a_pair_that_signs_releases_devices_accept(tmp_path: Path,
     assert signature_problem(parse_public_key(public), "0.2.0", "0" * 64, NAME, signature) is None
     code, _out = fleet("release", "keygen", "--out", str(tmp_path / "release.key"))
     assert code == 2  # an existing key is never overwritten without --force
+
+
+# ---- the drain before an update ------------------------------------------------------------------
+
+
+def test_the_drain_lets_running_tasks_finish_and_hands_waiting_ones_back(tmp_path: Path) -> None:
+    from device.executor import Executor
+    from device.handlers.registry import load_registry
+    from device.intake import TaskRequest, read_task
+    from device.journal import Journal, journal_path
+    from device.reporter import Reporter
+    from schemas.events import EventKind, TaskEvent
+
+    registry = load_registry()
+    journal = Journal(journal_path(tmp_path, "pc-01"))
+    published: list[TaskEvent] = []
+    reporter = Reporter(journal, "pc-01", lambda: "s-1", lambda raw: published.append(TaskEvent.model_validate_json(raw)))
+    facts = DeviceFacts(name="pc-01", version="0", hostname="pc-01", os="Linux", python="3.11", keepalive=30)
+    executor = Executor(journal=journal, reporter=reporter, device_id="pc-01", data_dir=tmp_path, facts=facts,
+                        max_concurrency=1, registry=registry)
+
+    def request(task_id: str, task_type: str, params: str) -> TaskRequest:
+        payload = f'{{"id": "{task_id}", "type": "{task_type}", "params": {params}}}'.encode()
+        read = read_task("devices/pc-01/tasks", payload, device_id="pc-01", registry=registry, max_payload_bytes=65536)
+        assert isinstance(read, TaskRequest)
+        return read
+
+    def final(task_id: str) -> TaskEvent:
+        return next(e for e in published if e.task_id == task_id and e.event in (EventKind.SUCCEEDED, EventKind.FAILED))
+
+    async def scenario() -> None:
+        executor.submit(request("running", "sleep", '{"seconds": 0.2, "steps": 1}'))
+        executor.submit(request("waiting", "echo", "{}"))  # the one slot is taken
+        while not any(e.task_id == "running" and e.event == EventKind.STARTED for e in published):
+            await asyncio.sleep(0.01)
+        await executor.drain(keep="update", timeout=5)
+        assert final("running").event == EventKind.SUCCEEDED
+        assert not any(e.task_id == "waiting" and e.event == EventKind.STARTED for e in published), "held"
+        await executor.shutdown()
+
+    try:
+        asyncio.run(scenario())
+        handed_back = final("waiting")
+        assert handed_back.error is not None and handed_back.error.code == WireErrorCode.INTERRUPTED
+        assert handed_back.error.retryable and "stopped for an update before this task started" in handed_back.error.message
+    finally:
+        journal.close()
