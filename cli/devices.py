@@ -26,10 +26,12 @@ def device(
     device_id: Optional[str] = typer.Option(None, "--id", help="device id (default: generated once and kept)"),
     name: Optional[str] = typer.Option(None, help="display name (default: host name)"),
     config: Optional[str] = typer.Option(None, "--config", help="TOML settings file (as FLEET_CONFIG)"),
+    managed: bool = typer.Option(False, "--managed", help="run it under the launcher, which restarts it into a new "
+                                 "version after a remote update (what an OS service should run)"),
 ) -> None:
     """Run the device daemon: connect to the broker, announce presence, execute tasks."""
     if ctx.invoked_subcommand is None:
-        run_daemon(device_id, name, config)  # `fleet device` alone does not get here: see cli/entry.py
+        run_daemon(device_id, name, config, managed)  # `fleet device` alone does not get here: see cli/entry.py
 
 
 @app.command("add")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def main() -> None:
-    """`fleet`: the daemon for `fleet device [--id ID] [--name NAME] [--config FILE]`, else the whole CLI."""
+    """`fleet`: the daemon for `fleet device [--managed] [--id ID] [--name NAME] [--config FILE]`, else the whole CLI."""
     options = daemon_options(sys.argv[1:])
     if options is None:
         from cli.main import main as cli_main
@@ -26,7 +27,7 @@ def main() -> None:
     run_daemon(**options)
 
 
-def daemon_options(argv: Sequence[str]) -> dict[str, str | None] | None:
+def daemon_options(argv: Sequence[str]) -> dict[str, Any] | None:
     """The daemon's options when `argv` runs the daemon and nothing else; None for anything
     the typer app should handle (and explain, when it is wrong)."""
     if list(argv[:1]) != ["device"]:
@@ -35,28 +36,47 @@ def daemon_options(argv: Sequence[str]) -> dict[str, str | None] | None:
     parser.add_argument("--id", dest="device_id")
     parser.add_argument("--name")
     parser.add_argument("--config")
+    parser.add_argument("--managed", action="store_true")
     try:
         parsed, rest = parser.parse_known_args(argv[1:])
     except argparse.ArgumentError:
         return None
-    return None if rest else {"device_id": parsed.device_id, "name": parsed.name, "config": parsed.config}
+    if rest:
+        return None
+    options: dict[str, Any] = {"device_id": parsed.device_id, "name": parsed.name, "config": parsed.config}
+    if parsed.managed:
+        options["managed"] = True
+    return options
 
 
-def run_daemon(device_id: str | None, name: str | None, config: str | None = None) -> None:
-    """Run the device daemon until stopped; a bad setting or an unreadable device id file is
-    one error line on stderr and exit status 2, like the CLI's other start-up errors.
+def run_daemon(device_id: str | None, name: str | None, config: str | None = None, managed: bool = False) -> None:
+    """Run the device daemon until stopped (`managed`: under the launcher, which restarts it into
+    a new version after a remote update); a bad setting or an unreadable device id file is one
+    error line on stderr and exit status 2, like the CLI's other start-up errors.
     `config` is the TOML settings file (as FLEET_CONFIG; the Windows task passes it so, having
     no environment of its own)."""
     import os
 
     from config import SettingsError, load_settings
-    from device.daemon import run_device
 
     if config is not None:
         os.environ["FLEET_CONFIG"] = config
 
     try:
-        run_device(load_settings(device_id=device_id, device_name=name))
+        settings = load_settings(device_id=device_id, device_name=name)
+        if managed and getattr(sys, "frozen", False):
+            raise SettingsError("--managed: a fleet-device build is updated by replacing its folder; run it without --managed")
+        if managed:
+            from device.launcher import run_launcher
+
+            args = [*(["--id", device_id] if device_id else []), *(["--name", name] if name else [])]
+            code = run_launcher(settings, args)
+        else:
+            from device.daemon import run_device
+
+            code = run_device(settings)
     except (SettingsError, ValueError) as exc:  # ValueError: an unreadable device id file
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if code:
+        raise SystemExit(code)

@@ -17,6 +17,7 @@ from cli import (
     identities,
     jobs,
     processes,
+    releases,
     schedules,
     simulate,
     stats,
@@ -47,9 +48,11 @@ app.add_typer(identities.app, name="identity")
 app.add_typer(schedules.app, name="schedule")
 app.add_typer(schedules.pacing_app, name="pacing")
 app.add_typer(fleet_config.app, name="config")
+app.add_typer(releases.app, name="release")
 app.command("stats")(stats.stats)
 app.command("watch")(watch.watch)
 app.command("prune")(housekeeping.prune)
+devices.app.command("update")(releases.device_update)
 
 
 def package_version() -> str:

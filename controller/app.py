@@ -36,6 +36,7 @@ from controller.api.routes import (
     identities,
     jobs,
     pacing,
+    releases,
     schedules,
     signatures,
     stats,
@@ -177,6 +178,7 @@ def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)
     app.include_router(signatures.router, prefix=API_PREFIX)
+    app.include_router(releases.router, prefix=API_PREFIX, dependencies=[Read])  # publish/rollout: Admin
     app.include_router(files.download_router, prefix=API_PREFIX)  # signed links, no token
     app.include_router(events.router, prefix=API_PREFIX)  # read scope: a bearer token or the dashboard's cookie
     dashboard.mount(app)  # the web dashboard at /

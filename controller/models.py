@@ -445,3 +445,19 @@ class JobTarget(Base):
     run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
     run_created_at: Mapped[datetime | None]
+
+
+class Release(Base):
+    """A signed release of the device daemon (docs/architecture.md#remote-update): a wheel kept in
+    the file store (`file_id`) and the operator's Ed25519 signature over its version, sha256 and
+    file name, which devices check again before they install it."""
+
+    __tablename__ = "releases"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"))
+    file_name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

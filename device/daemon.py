@@ -30,6 +30,7 @@ from device.platforms.registry import load_platforms
 from device.presence import Presence
 from device.remote_config import RemoteConfig
 from device.reporter import Reporter, task_error
+from device.update import UpdateHandler, Updates
 from device.url_policy import UrlPolicy
 from schemas.common import new_id, utcnow
 from schemas.errors import WireErrorCode
@@ -67,6 +68,13 @@ class DeviceDaemon:
         self._twins_reported: set[str] = set()
         # Public keys only (settings validated them): a device can check a signature, never make one.
         self._trusted_keys = trusted_keys(settings.task_signing_public_keys)
+        self._updates = Updates(settings)  # the `update` task (docs/architecture.md#remote-update)
+        self.registry.register(UpdateHandler(self._updates), replace=True)
+
+    @property
+    def exit_code(self) -> int:
+        """0, or `device.update_store.UPDATE_EXIT` when it stopped to run a new version."""
+        return self._updates.exit_code
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until `stop` is set or this coroutine is cancelled; then stop running tasks
@@ -101,6 +109,7 @@ class DeviceDaemon:
             browser=functools.cache(lambda: browser_environment(settings)),
         )
         self._journal = journal
+        self._updates.attach(self._executor, self._reporter, lambda: link.born, stop.set)
         self._config = RemoteConfig(settings, self.device_id, link, presence, {
             "heartbeat_interval": self._set_heartbeat_interval,
             "max_concurrency": lambda limit: self._spawn(self._executor.set_concurrency(limit)),
@@ -111,10 +120,13 @@ class DeviceDaemon:
             log.info("running signed tasks only, from key(s) %s", ", ".join(sorted(self._trusted_keys)))
         heartbeats: asyncio.Task[None] | None = None
         try:
-            interrupted = self._executor.fail_interrupted()
+            self._updates.report_previous()
+            interrupted = self._executor.fail_interrupted(skip=self._updates.handed_over())
             if interrupted:
                 log.info("%d task(s) interrupted by the previous run reported as failed", interrupted)
             link.start()
+            self._spawn(self._updates.confirm())
+            self._spawn(self._updates.watch_launcher())
             heartbeats = asyncio.create_task(self._send_heartbeats(), name="heartbeats")
             await stop.wait()
         finally:
@@ -272,8 +284,9 @@ def browser_environment(settings: FleetSettings) -> BrowserEnvironment:
     )
 
 
-def run_device(settings: FleetSettings) -> None:
-    """Run the daemon in the foreground until Ctrl-C / SIGTERM (Ctrl-Break on Windows)."""
+def run_device(settings: FleetSettings) -> int:
+    """Run the daemon in the foreground until Ctrl-C / SIGTERM (Ctrl-Break on Windows); the exit
+    status: 0, or `UPDATE_EXIT` when it stopped for its launcher to start a new version."""
     configure_logging(settings.log_level)
     log_file = settings.resolved_log_file(settings.data_dir)
     if log_file is not None and add_log_file(log_file, settings.log_max_bytes, settings.log_backups):
@@ -283,6 +296,7 @@ def run_device(settings: FleetSettings) -> None:
         asyncio.run(_serve(daemon))
     except KeyboardInterrupt:  # Ctrl-C where the loop has no signal handlers (Windows)
         pass
+    return daemon.exit_code
 
 
 async def _serve(daemon: DeviceDaemon) -> None:

@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from device.handlers.base import BrowserEnvironment, TaskContext, TaskFailure
+from device.handlers.base import BrowserEnvironment, TaskContext, TaskFailure, TaskHandedOver
 from device.handlers.registry import HandlerRegistry
 from device.intake import TaskRequest
 from device.journal import ClaimStatus, Journal, JournalEntry, RunRef, TaskState
@@ -64,6 +64,8 @@ class Executor:
         self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}  # task id → (attempt, its asyncio task)
         self._user_canceled: set[str] = set()
         self._inputs: dict[str, asyncio.Queue[tuple[str, str]]] = {}  # task id → (name, value) sent to it
+        self._handed_over: set[str] = set()  # task ids a later process finishes (TaskHandedOver)
+        self._draining = False  # an update is coming: nothing new starts
 
     async def set_concurrency(self, limit: int) -> None:
         """Change how many tasks run at once, from the next one that starts."""
@@ -74,10 +76,16 @@ class Executor:
         """Tasks accepted by this process and not finished yet."""
         return len(self._tasks)
 
-    def fail_interrupted(self) -> int:
-        """Finish as `failed`/`interrupted` every task a previous process left unfinished; the
-        events are published (or queued until connected). Returns how many there were."""
-        entries = self._journal.unfinished()
+    def attempt_of(self, task_id: str) -> int:
+        """The attempt of a task this process runs (1 when it runs none by that id)."""
+        running = self._tasks.get(task_id)
+        return running[0] if running else 1
+
+    def fail_interrupted(self, skip: frozenset[str] = frozenset()) -> int:
+        """Finish as `failed`/`interrupted` every task a previous process left unfinished, but the
+        runs keyed in `skip` (an update's, reported by `device.update`); the events are published
+        (or queued until connected). Returns how many there were."""
+        entries = [entry for entry in self._journal.unfinished() if entry.run.key not in skip]
         for entry in entries:
             started = entry.state == TaskState.STARTED
             when = "while this task ran" if started else "before this task started"
@@ -169,6 +177,26 @@ class Executor:
         except TimeoutError:
             raise TaskFailure(WireErrorCode.INPUT_TIMEOUT, f"no {name!r} was sent within {timeout:g} s") from None
 
+    async def drain(self, keep: str, timeout: float) -> None:
+        """Before an update: nothing new starts (a task that would is held until `shutdown` hands
+        it back, reported interrupted and retryable, so the controller sends it again, to the new
+        version), and running tasks get `timeout` seconds to finish; those still running then
+        are stopped like at shutdown. `keep` (the update task itself) is left alone."""
+        self._draining = True
+        running: list[asyncio.Task[None]] = []
+        for task_id, (attempt, task) in list(self._tasks.items()):
+            entry = self._journal.get(RunRef(task_id, attempt).key)
+            if task_id != keep and entry is not None and entry.state == TaskState.STARTED:
+                running.append(task)
+        if running:
+            log.info("waiting up to %g s for %d running task(s) before the update", timeout, len(running))
+            _done, pending = await asyncio.wait(running, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+        await asyncio.sleep(0)  # let the done callbacks report
+
     async def shutdown(self) -> None:
         """Stop every task; each is reported failed/interrupted. Handlers that ignore
         cancellation get SHUTDOWN_GRACE seconds."""
@@ -196,6 +224,8 @@ class Executor:
             await stack.enter_async_context(self._slots)
             if self._expired(request):
                 return
+            if self._draining:  # an update is coming: held until shutdown hands it back
+                await asyncio.Event().wait()
             self._journal.mark_started(request.run.key)
             self._reporter.emit(request.run, EventKind.STARTED)
             await self._execute(request)
@@ -227,6 +257,9 @@ class Executor:
                 result = await request.handler.run(ctx, request.params)
         except TaskFailure as failure:
             self._finish(request, EventKind.FAILED, error=task_error(failure.code, failure.message), result=failure.details)
+        except TaskHandedOver:
+            self._handed_over.add(task_id)
+            log.info("task %s (%s): handed over to the next daemon process", task_id, request.envelope.type)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 self._finish(
@@ -266,6 +299,8 @@ class Executor:
             self._inputs.pop(task_id, None)
         user_canceled = task_id in self._user_canceled
         self._user_canceled.discard(task_id)
+        if task_id in self._handed_over:
+            return
         entry = self._journal.get(request.run.key)
         if entry is None or entry.state == TaskState.FINAL:
             return
@@ -278,5 +313,6 @@ class Executor:
             self._finish(request, EventKind.CANCELED, message="canceled by request")
         else:
             started = entry.state == TaskState.STARTED
-            cause = "the device shut down " + ("while this task ran" if started else "before this task started")
+            stopped = "stopped for an update" if self._draining else "shut down"
+            cause = f"the device {stopped} " + ("while this task ran" if started else "before this task started")
             self._finish(request, EventKind.FAILED, error=self._interrupted(entry, started, cause))

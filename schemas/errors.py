@@ -49,6 +49,10 @@ class WireErrorCode(StrEnum):
     DOWNLOAD_FAILED = "download_failed"
     DOWNLOAD_CORRUPT = "download_corrupt"
     URL_NOT_ALLOWED = "url_not_allowed"
+    # failed: remote update (`update` tasks, docs/architecture.md#remote-update)
+    UPDATE_UNAVAILABLE = "update_unavailable"
+    PACKAGE_INVALID = "package_invalid"
+    UPDATE_FAILED = "update_failed"
     # failed: written by the controller
     INVALID_EVENT = "invalid_event"
     # failed: browser tasks (login, upload, chat)

@@ -41,8 +41,15 @@ class DaemonCommand:
 def daemon_command(config_file: Path) -> DaemonCommand:
     """THE command line every service runs (systemd, launchd and the Windows task render it
     each in their own way): this interpreter running `fleet device`, with its settings file in
-    FLEET_CONFIG. Switch it here (e.g. to a self-updating launcher) and every service follows."""
-    return DaemonCommand(argv=[sys.executable, "-m", "cli", "device"], env={CONFIG_ENV: str(config_file)})
+    FLEET_CONFIG. Switch it here and every service follows.
+
+    From a Python install it is the launcher (`--managed`), which restarts the daemon into a
+    version a remote update installed and rolls back one that fails; a frozen `fleet-device`
+    build runs the daemon itself (it is updated by replacing its folder)."""
+    env = {CONFIG_ENV: str(config_file)}
+    if getattr(sys, "frozen", False):
+        return DaemonCommand(argv=[sys.executable], env=env)
+    return DaemonCommand(argv=[sys.executable, "-m", "cli", "device", "--managed"], env=env)
 
 
 def current_platform() -> str:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controller.models import FileChunk, SharedSecret, StoredFile
-from controller.services.errors import ForbiddenError, NotFoundError, PayloadTooLargeError
+from controller.services.errors import ConflictError, ForbiddenError, NotFoundError, PayloadTooLargeError
 from schemas.common import new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,11 @@ def delete_file(session: Session, directory: Path, file_id: str) -> None:
     """Delete the file's row and its content, wherever it is kept (a database-kept file's
     pieces go in the same transaction)."""
     stored = get_file(session, file_id)
+    from controller.services.releases import file_release  # releases build on files
+
+    release = file_release(session, stored)
+    if release is not None:
+        raise ConflictError(f"file {file_id!r} is the wheel of release {release}; it is kept while the release exists")
     if stored.store == "database":
         session.execute(delete(FileChunk).where(FileChunk.file_id == stored.id))
     else:

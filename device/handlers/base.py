@@ -42,6 +42,11 @@ class TaskFailure(FleetCodeError, DeviceError):
         self.details = details
 
 
+class TaskHandedOver(DeviceError):
+    """Raised by a handler whose task a later daemon process finishes (an `update`: the new
+    version, or the old one after a rollback, reports it); the executor then reports nothing."""
+
+
 @dataclass(frozen=True)
 class BrowserEnvironment:
     """How this device runs browsers: the executable and flags, per-platform base URLs and

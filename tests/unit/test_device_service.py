@@ -65,7 +65,7 @@ def test_the_systemd_unit_runs_the_daemon_command_with_its_config_and_restarts_i
     [unit] = plan.files
     assert unit.path == home / ".config" / "systemd" / "user" / "mqtt-fleet-device.service"
     lines = unit.text.splitlines()
-    assert f"ExecStart={sys.executable} -m cli device" in lines
+    assert f"ExecStart={sys.executable} -m cli device --managed" in lines
     assert f'Environment="FLEET_CONFIG={config}"' in lines  # quoted: the path has a space
     assert f'WorkingDirectory="{config.parent}"' in lines
     assert {"Restart=always", "RestartSec=5", "RestartPreventExitStatus=2", "StartLimitIntervalSec=300",
@@ -94,7 +94,7 @@ def test_the_launchd_agent_keeps_the_daemon_alive(home: Path, config: Path) -> N
     assert agent_file.path == home / "Library" / "LaunchAgents" / "mqtt-fleet-device.plist"
     agent = plistlib.loads(agent_file.data)
     assert agent["Label"] == "mqtt-fleet-device"
-    assert agent["ProgramArguments"] == [sys.executable, "-m", "cli", "device"]
+    assert agent["ProgramArguments"] == [sys.executable, "-m", "cli", "device", "--managed"]
     assert agent["EnvironmentVariables"] == {"FLEET_CONFIG": str(config)}
     assert agent["KeepAlive"] is True and agent["RunAtLoad"] is True and agent["ThrottleInterval"] == 10
     assert agent["StandardErrorPath"] == str(home / "Library" / "Logs" / "mqtt-fleet-device.log")
@@ -115,7 +115,7 @@ def test_the_windows_task_starts_at_log_on_restarts_and_never_times_out(config: 
     assert settings.findtext(f"{TASK}RestartOnFailure/{TASK}Interval") == "PT1M"
     action = task.find(f"{TASK}Actions/{TASK}Exec")
     assert action is not None and action.findtext(f"{TASK}Command") == sys.executable
-    assert action.findtext(f"{TASK}Arguments") == f'-m cli device --config "{config}"'
+    assert action.findtext(f"{TASK}Arguments") == f'-m cli device --managed --config "{config}"'
     assert action.findtext(f"{TASK}WorkingDirectory") == str(config.parent)
     assert plan.register[0] == ["schtasks", "/Create", "/TN", "mqtt-fleet-device", "/XML", str(task_file.path), "/F"]
 
@@ -126,7 +126,7 @@ def test_the_windows_task_runs_the_windowless_interpreter() -> None:
 
 
 def test_every_service_runs_the_one_daemon_command(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert daemon_command(config) == DaemonCommand([sys.executable, "-m", "cli", "device"], {"FLEET_CONFIG": str(config)})
+    assert daemon_command(config) == DaemonCommand([sys.executable, "-m", "cli", "device", "--managed"], {"FLEET_CONFIG": str(config)})
     monkeypatch.setattr(common, "daemon_command",
                         lambda path: DaemonCommand(["/opt/launcher", "run"], {"FLEET_CONFIG": str(path)}))
     for planner, platform in [(systemd.plan, "linux"), (launchd.plan, "macos"), (windows_task.plan, "windows")]:
