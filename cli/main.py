@@ -24,6 +24,7 @@ from cli import (
     tasks,
     tokens,
     up,
+    vault,
     watch,
 )
 
@@ -46,6 +47,7 @@ app.add_typer(identities.app, name="identity")
 app.add_typer(schedules.app, name="schedule")
 app.add_typer(schedules.pacing_app, name="pacing")
 app.add_typer(fleet_config.app, name="config")
+app.add_typer(vault.app, name="vault")
 app.command("stats")(stats.stats)
 app.command("watch")(watch.watch)
 app.command("prune")(housekeeping.prune)

@@ -25,6 +25,7 @@ from controller.alerts.runner import AlertRunner
 from controller.api.docs import add_docs
 from controller.api.guard import API_PREFIX, RequestGuard
 from controller.api.routes import (
+    account_vault,
     accounts,
     broadcasts,
     devices,
@@ -171,13 +172,14 @@ def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
     app.include_router(health.router)
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
-    for module in (fleet_config, devices, accounts, tasks, broadcasts, jobs, files, stats, targets, schedules, pacing):
+    for module in (fleet_config, devices, account_vault, accounts, tasks, broadcasts, jobs, files, stats, targets, schedules, pacing):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(housekeeping.router, prefix=API_PREFIX, dependencies=[Read])  # its own Operate/Admin guards
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)
     app.include_router(signatures.router, prefix=API_PREFIX)
     app.include_router(files.download_router, prefix=API_PREFIX)  # signed links, no token
+    app.include_router(account_vault.upload_router, prefix=API_PREFIX)  # signed links, no token
     app.include_router(events.router, prefix=API_PREFIX)  # read scope: a bearer token or the dashboard's cookie
     dashboard.mount(app)  # the web dashboard at /
 
