@@ -1,0 +1,99 @@
+"""A login survives the loss of its PC: `alice` logs in on device A with the real QR flow, A backs
+her session up (sealed with the operator's vault key), A dies (SIGKILL), she is moved to device
+B through REST and B restores the backup: a cookie-check login succeeds there with no new QR
+login at the site. The controller's copy holds no cookie in the clear and opens with no other
+key or account. One broker kind (amqtt) is enough: every browser start costs seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from device.vault import VaultError, VaultKeyMismatch, decrypt, generate_key, write_key_file
+from schemas.vault import fingerprint
+from tests.browser_kit import Site, qr_login, start_browser_device, start_site
+from tests.harness import Broker, Controller, Process, base_env, fleet_argv
+
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", ["amqtt"], indirect=True)]
+
+SESSION_COOKIE = "session"  # the reference site's (device/platforms/reference/site/app.py)
+
+
+@pytest.fixture
+def site(tmp_path: Path, _processes: list[Process]) -> Iterator[Site]:
+    site = start_site(tmp_path, _processes)
+    with site.api:
+        yield site
+
+
+def test_a_login_survives_the_loss_of_its_pc(
+    broker: Broker, controller: Controller, site: Site, tmp_path: Path, _processes: list[Process]
+) -> None:
+    key = generate_key()
+    key_file = tmp_path / "operator" / "vault.key"
+    write_key_file(key_file, key)
+    own = {"public_api_url": f"http://127.0.0.1:{controller.port}", "vault_key_file": str(key_file)}
+    pc_a = start_browser_device(broker, tmp_path, _processes, site, "pc-a", **own)
+    start_browser_device(broker, tmp_path, _processes, site, "pc-b", **own)
+    for device_id in ("pc-a", "pc-b"):
+        controller.wait_device(device_id, "online")
+    for account in ("alice", "carol"):
+        made = controller.api.post("/api/v1/accounts", json={"name": account, "platform": "reference", "device_id": "pc-a"})
+        assert made.status_code == 201, made.text
+    none_yet = controller.api.get("/api/v1/accounts/alice/backup")
+    assert none_yet.status_code == 404 and "no session backup" in none_yet.json()["detail"]
+
+    qr_login(controller, site, "alice")
+    taken = controller.api.post("/api/v1/accounts/alice/backup")
+    assert taken.status_code == 201, taken.text
+    backup_task = controller.wait_task(taken.json()["id"], timeout=60)
+    assert backup_task["status"] == "succeeded", backup_task
+    assert backup_task["result"]["key_fingerprint"] == fingerprint(key) and backup_task["result"]["cookies"] >= 1
+    meta = controller.api.get("/api/v1/accounts/alice/backup").json()
+    assert (meta["device_id"], meta["key_fingerprint"], meta["task_id"]) == ("pc-a", fingerprint(key), backup_task["id"])
+
+    pc_a.kill()  # the PC died
+    controller.wait_device("pc-a", "offline")
+    moved = controller.api.post("/api/v1/accounts/alice/move", json={"device_id": "pc-b"})
+    assert moved.status_code == 200, moved.text
+    answer = moved.json()
+    assert (answer["fresh_backup"], answer["backup"]["file_id"]) == ("offline", meta["file_id"]), answer
+    restore = controller.wait_task(answer["restore_task_id"], timeout=60)
+    assert restore["status"] == "succeeded" and restore["device_id"] == "pc-b", restore
+    assert restore["result"]["logged_in"] is True
+    account = controller.api.get("/api/v1/accounts/alice").json()
+    assert (account["device_id"], account["login_status"]) == ("pc-b", "logged_in")
+
+    check = controller.create_task(None, "login", account="alice", params={"platform": "reference", "method": "cookie_check"})
+    checked = controller.wait_task(check["id"], timeout=60)
+    assert checked["device_id"] == "pc-b" and checked["result"] == {"logged_in": True, "method": "cookie_check"}, checked
+    assert [(r["account"], r["method"]) for r in site.records()["logins"]] == [("alice", "qr")]  # no new QR login
+
+    # What the controller keeps: ciphertext only. The operator's key opens it; no other key, and
+    # not as another account.
+    blob = (controller.data_dir / "files" / meta["file_id"]).read_bytes()
+    assert len(blob) == meta["size"]
+    state = json.loads(decrypt(key, blob, platform="reference", account="alice"))
+    [cookie] = [c["value"] for c in state["cookies"] if c["name"] == SESSION_COOKIE]
+    assert len(cookie) >= 16 and cookie.encode() not in blob
+    with pytest.raises(VaultKeyMismatch, match=fingerprint(key)):
+        decrypt(generate_key(), blob, platform="reference", account="alice")
+    with pytest.raises(VaultError, match="another account"):
+        decrypt(key, blob, platform="reference", account="bob")
+    unsigned = controller.api.put(f"/api/v1/backups/{backup_task['id']}", params={"expires": 2**31, "signature": "0" * 64},
+                                  content=b"x" * 64)
+    assert unsigned.status_code == 403, unsigned.text
+
+    # The CLI path, for an account without a backup: it moves, and says it needs a login.
+    env = base_env(api_url=f"http://127.0.0.1:{controller.port}", api_token=controller.admin_token)
+    cli = subprocess.run(fleet_argv("account", "move", "carol", "--to", "pc-b"), env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert "no session backup" in cli.stdout and "needs a login" in cli.stdout
+    carol = controller.api.get("/api/v1/accounts/carol").json()
+    assert (carol["device_id"], carol["login_status"]) == ("pc-b", "unknown")
