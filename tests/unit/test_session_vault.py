@@ -13,7 +13,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.services import tasks
-from device.vault import VaultError, VaultKeyMismatch, decrypt, encrypt, generate_key, key_text, load_key, write_key_file
+from device.vault import (
+    VaultError,
+    VaultKeyMismatch,
+    decrypt,
+    encrypt,
+    generate_key,
+    key_text,
+    load_key,
+    write_key_file,
+)
 from schemas.events import EventKind
 from schemas.vault import HEADER_BYTES, fingerprint, read_header
 from tests.services_kit import event, go_online
