@@ -16,13 +16,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
-from controller.models import Account, AccountBackup, Task
+from controller.models import Account, AccountBackup, FileChunk, StoredFile, Task
 from controller.services import files, uploads
 from controller.services.accounts import get_account
 from controller.services.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
@@ -157,3 +158,25 @@ def _drop_files(sessions: sessionmaker[Session], settings: FleetSettings, file_i
                 files.delete_file(session, settings.data_dir / "files", file_id)
             except NotFoundError:
                 pass
+
+
+def forget(session: Session, names: list[str], files_dir: Path) -> list[Path]:
+    """Delete the backups of accounts `names` with their stored files, in the caller's
+    transaction (an account or device being deleted); the local files to unlink once it commits."""
+    backups = list(session.scalars(select(AccountBackup).where(AccountBackup.account.in_(names)))) if names else []
+    local: list[Path] = []
+    for backup in backups:
+        stored = session.get(StoredFile, backup.file_id)
+        if stored is not None:
+            if stored.store == "database":
+                session.execute(delete(FileChunk).where(FileChunk.file_id == stored.id))
+            else:
+                local.append(files_dir / stored.id)
+            session.delete(stored)
+        session.delete(backup)
+    return local
+
+
+def unlink(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

@@ -142,6 +142,9 @@ def test_backup_upload_metadata_and_a_move_that_restores_it(client: TestClient) 
     assert back.status_code == 200 and back.json()["login_status"] == "unknown"
     restores = client.get("/api/v1/tasks", params={"device_id": "pc-01", "type": "session_restore"}).json()
     assert [t["account"] for t in restores["items"]] == ["alice"]
+    assert client.get(f"/api/v1/files/{meta['file_id']}").status_code == 200
+    assert client.delete("/api/v1/accounts/alice").status_code == 204  # its backup goes with it
+    assert client.get(f"/api/v1/files/{meta['file_id']}").status_code == 404
 
 
 def test_a_move_without_a_backup_says_it_needs_a_login(client: TestClient) -> None:

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from controller.api.deps import ReadSessionDep, SessionDep
+from controller.api.deps import ReadSessionDep, SessionDep, SettingsDep
 from controller.api.routes.account_vault import vault_context
 from controller.api.security import Operate
+from controller.services import account_backups
 from controller.services import accounts as service
 from controller.services.account_move import move_account
 from schemas.api import AccountCreate, AccountOut, AccountUpdate, ErrorBody, LoginStatus
@@ -57,6 +58,9 @@ async def update_account(request: Request, name: str, body: AccountUpdate) -> Ac
 
 
 @router.delete("/{name:path}", dependencies=[Operate], status_code=204, summary="Forget an account", responses=NOT_FOUND)
-def delete_account(session: SessionDep, name: str) -> Response:
+def delete_account(session: SessionDep, settings: SettingsDep, name: str) -> Response:
+    """Its session backups go too."""
+    backup_files = account_backups.forget(session, [name], settings.data_dir / "files")
     service.delete_account(session, name)
+    account_backups.unlink(backup_files)
     return Response(status_code=204)
