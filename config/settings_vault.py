@@ -14,3 +14,7 @@ class VaultSettings(BaseSettings):
         None, description="devices only: the file `fleet vault keygen` wrote; with it the device encrypts and "
         "decrypts account session backups (never set it on a controller: it must not be able to read them)",
     )
+    session_backup_after_login: bool = Field(
+        False, description="controller: after each interactive login of an account, ask its device for a session "
+        "backup (once per login; the device needs FLEET_VAULT_KEY_FILE)",
+    )

@@ -55,7 +55,7 @@ from controller.live_feed import IngestFeed, watch_sessions
 from controller.metrics import FleetMetrics
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
-from controller.services import file_store, idempotency, retention, task_defaults
+from controller.services import account_backups, file_store, idempotency, retention, task_defaults
 from controller.services import files as file_service
 from controller.services.errors import ServiceError
 from controller.services.idempotency import Pruner
@@ -157,6 +157,8 @@ def _build(app: FastAPI, settings: FleetSettings, signer: Signer | None, engine:
     mqtt.on_task_finished(state.metrics.observe)
     scheduler.finished_hooks.append(state.metrics.observe)
     scheduler.lease_jobs.append(retention.ScheduledPrune(settings, time.monotonic))
+    if settings.session_backup_after_login:  # docs/architecture.md#the-session-vault
+        scheduler.lease_jobs.append(account_backups.BackupAfterLogin(mqtt, settings.public_base_url, state.file_url_key))
     state.alerts = AlertRunner(settings, sessions, holder, state.read_sessions) if settings.alert_rules else None
     if state.alerts is not None:
         state.alerts.listeners.append(lambda event: live.publish([alert_hooks.to_live(event)]))

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from fastapi.concurrency import run_in_threadpool
@@ -23,10 +24,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import FleetSettings
-from controller.models import Account, AccountBackup, FileChunk, StoredFile, Task
-from controller.services import files, uploads
+from controller.models import Account, AccountBackup, Device, FileChunk, StoredFile, Task
+from controller.services import files, task_create, uploads
 from controller.services.accounts import get_account
-from controller.services.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
+from controller.services.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError, ServiceError
+from controller.services.publisher import Publisher
+from schemas.api import TaskCreate
 from schemas.common import new_id, utcnow
 from schemas.events import TaskStatus
 from schemas.vault import HEADER_BYTES, TAG_BYTES, VaultFormatError, read_header
@@ -52,6 +55,46 @@ def check_link(key: bytes, task_id: str, expires: int, signature: str) -> None:
         raise ForbiddenError("this backup link has expired; take a new backup")
     if not hmac.compare_digest(_signature(key, task_id, expires), signature):
         raise ForbiddenError("this backup link's signature is not valid")
+
+
+def create_backup_task(session: Session, name: str, publisher: Publisher, base_url: str, key: bytes) -> Task:
+    """Create (and publish) a `session_backup` task on the account's device, with its signed link."""
+    account = get_account(session, name)
+    task_id = new_id()
+    body = TaskCreate(id=task_id, device_id=account.device_id, account=name, type=BACKUP_TYPE, ttl=LINK_TTL,
+                      params={"platform": account.platform, "upload_url": upload_link(base_url, key, task_id)})
+    return task_create.create_task(session, body, publisher)
+
+
+@dataclass(frozen=True)
+class BackupAfterLogin:
+    """A lease job (FLEET_SESSION_BACKUP_AFTER_LOGIN): back up each online account whose last
+    login is newer than its latest backup, once per login (a failed attempt is not repeated
+    until the next login, so a device without a vault key is not asked every sweep)."""
+
+    publisher: Publisher
+    base_url: str
+    key: bytes
+    limit: int = 50  # accounts per sweep
+
+    def __call__(self, session: Session, _now: datetime) -> None:
+        tried = select(Task.id).where(Task.account == Account.name, Task.type == BACKUP_TYPE,
+                                      Task.created_at >= Account.last_login_at).exists()
+        newer = select(AccountBackup.id).where(AccountBackup.account == Account.name,
+                                               AccountBackup.taken_at >= Account.last_login_at).exists()
+        due = list(session.scalars(
+            select(Account.name).join(Device, Device.id == Account.device_id)
+            .where(Account.login_status == "logged_in", Account.last_login_at.is_not(None), Device.status == "online",
+                   ~tried, ~newer).order_by(Account.last_login_at).limit(self.limit)
+        ))
+        session.rollback()
+        for name in due:
+            try:
+                task = create_backup_task(session, name, self.publisher, self.base_url, self.key)
+                log.info("session backup of account %s after its login: task %s", name, task.id)
+            except ServiceError as exc:
+                session.rollback()
+                log.warning("no session backup of account %s after its login: %s", name, exc)
 
 
 def latest_backup(session: Session, name: str) -> AccountBackup | None:

@@ -29,7 +29,7 @@ from controller.services.devices import device_not_found
 from controller.services.errors import ConflictError, ServiceError
 from controller.services.publisher import Publisher
 from schemas.api import TaskCreate
-from schemas.common import new_id, utcnow
+from schemas.common import utcnow
 from schemas.events import TaskStatus
 from schemas.vault import AccountBackupOut, AccountMove, AccountMoveOut
 
@@ -62,12 +62,8 @@ class VaultContext:
 
 def request_backup(vault: VaultContext, session: Session, name: str) -> Task:
     """Create (and publish) a `session_backup` task on the account's device."""
-    account = get_account(session, name)
-    task_id = new_id()
-    link = account_backups.upload_link(vault.settings.public_base_url, vault.url_key, task_id)
-    body = TaskCreate(id=task_id, device_id=account.device_id, account=name, type=account_backups.BACKUP_TYPE,
-                      params={"platform": account.platform, "upload_url": link}, ttl=account_backups.LINK_TTL)
-    return task_create.create_task(session, body, vault.publisher)
+    return account_backups.create_backup_task(session, name, vault.publisher, vault.settings.public_base_url,
+                                              vault.url_key)
 
 
 async def _final_status(vault: VaultContext, task_id: str, wait: float) -> str | None:

@@ -1,6 +1,6 @@
 """A login survives the loss of its PC: `alice` logs in on device A with the real QR flow, A backs
 her session up (sealed with the operator's vault key), A dies (SIGKILL), she is moved to device
-B through REST and B restores the backup: a cookie-check login succeeds there with no new QR
+B through REST and B restores the backup (taken by itself after the login, and again on request): a cookie-check login succeeds there with no new QR
 login at the site. The controller's copy holds no cookie in the clear and opens with no other
 key or account. One broker kind (amqtt) is enough: every browser start costs seconds.
 """
@@ -17,7 +17,7 @@ import pytest
 from device.vault import VaultError, VaultKeyMismatch, decrypt, generate_key, write_key_file
 from schemas.vault import fingerprint
 from tests.browser_kit import Site, qr_login, start_browser_device, start_site
-from tests.harness import Broker, Controller, Process, base_env, fleet_argv
+from tests.harness import Broker, Controller, Process, base_env, fleet_argv, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", ["amqtt"], indirect=True)]
 
@@ -31,9 +31,10 @@ def site(tmp_path: Path, _processes: list[Process]) -> Iterator[Site]:
         yield site
 
 
-def test_a_login_survives_the_loss_of_its_pc(
-    broker: Broker, controller: Controller, site: Site, tmp_path: Path, _processes: list[Process]
-) -> None:
+def test_a_login_survives_the_loss_of_its_pc(broker: Broker, site: Site, tmp_path: Path, _processes: list[Process]) -> None:
+    controller = Controller(broker, tmp_path, keepalive="5", session_backup_after_login="true")
+    _processes.append(controller.process)
+    controller.start()
     key = generate_key()
     key_file = tmp_path / "operator" / "vault.key"
     write_key_file(key_file, key)
@@ -49,13 +50,18 @@ def test_a_login_survives_the_loss_of_its_pc(
     assert none_yet.status_code == 404 and "no session backup" in none_yet.json()["detail"]
 
     qr_login(controller, site, "alice")
-    taken = controller.api.post("/api/v1/accounts/alice/backup")
+    # The controller asks for a backup after the login by itself (FLEET_SESSION_BACKUP_AFTER_LOGIN).
+    first = wait_for(lambda: (r := controller.api.get("/api/v1/accounts/alice/backup")).status_code == 200 and r.json(),
+                     60, 0.2, "the backup after alice's login")
+    assert (first["device_id"], first["key_fingerprint"]) == ("pc-a", fingerprint(key))
+    taken = controller.api.post("/api/v1/accounts/alice/backup")  # and on request; it replaces the first
     assert taken.status_code == 201, taken.text
     backup_task = controller.wait_task(taken.json()["id"], timeout=60)
     assert backup_task["status"] == "succeeded", backup_task
     assert backup_task["result"]["key_fingerprint"] == fingerprint(key) and backup_task["result"]["cookies"] >= 1
     meta = controller.api.get("/api/v1/accounts/alice/backup").json()
     assert (meta["device_id"], meta["key_fingerprint"], meta["task_id"]) == ("pc-a", fingerprint(key), backup_task["id"])
+    assert not (controller.data_dir / "files" / first["file_id"]).exists()  # only the latest is kept
 
     pc_a.kill()  # the PC died
     controller.wait_device("pc-a", "offline")

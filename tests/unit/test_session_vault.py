@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.services import tasks
+from controller.services import account_backups, tasks
 from device.vault import (
     VaultError,
     VaultKeyMismatch,
@@ -23,9 +23,10 @@ from device.vault import (
     load_key,
     write_key_file,
 )
+from schemas.common import utcnow
 from schemas.events import EventKind
 from schemas.vault import HEADER_BYTES, fingerprint, read_header
-from tests.services_kit import event, go_online
+from tests.services_kit import FakePublisher, event, go_online
 
 SESSION = b'{"cookies": [{"name": "session", "value": "c00kie-value-0123456789"}], "origins": []}'
 
@@ -145,6 +146,30 @@ def test_backup_upload_metadata_and_a_move_that_restores_it(client: TestClient) 
     assert client.get(f"/api/v1/files/{meta['file_id']}").status_code == 200
     assert client.delete("/api/v1/accounts/alice").status_code == 204  # its backup goes with it
     assert client.get(f"/api/v1/files/{meta['file_id']}").status_code == 404
+
+
+def test_backup_after_login_asks_once_per_login(client: TestClient) -> None:
+    sessions: sessionmaker[Session] = client.app.state.sessions  # type: ignore[attr-defined]
+    go_online(sessions, "pc-01")
+    client.post("/api/v1/accounts", json={"name": "alice", "platform": "reference", "device_id": "pc-01"})
+    client.post("/api/v1/accounts", json={"name": "bob", "platform": "reference", "device_id": "pc-01"})
+    login = client.post("/api/v1/tasks", json={"account": "alice", "type": "login", "params": {"platform": "reference"}}).json()
+    with sessions() as session:
+        tasks.record_event(session, "pc-01", event(login["id"], "pc-01", EventKind.SUCCEEDED, 1, result={"logged_in": True}))
+    publisher = FakePublisher()
+    job = account_backups.BackupAfterLogin(publisher, "http://controller:8080", b"k" * 32)
+
+    def backups() -> list[dict[str, str]]:
+        listed = client.get("/api/v1/tasks", params={"type": "session_backup"}).json()["items"]
+        return [{"account": t["account"], "device_id": t["device_id"]} for t in listed]
+
+    for _sweep in range(3):  # once per login, however many sweeps
+        with sessions() as session:
+            job(session, utcnow())
+    assert backups() == [{"account": "alice", "device_id": "pc-01"}]  # bob never logged in
+    [(topic, envelope)] = publisher.sent
+    assert topic == "devices/pc-01/tasks" and envelope.type == "session_backup"
+    assert envelope.params["upload_url"].startswith("http://controller:8080/api/v1/backups/")
 
 
 def test_a_move_without_a_backup_says_it_needs_a_login(client: TestClient) -> None:
