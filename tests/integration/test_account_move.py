@@ -2,7 +2,8 @@
 her session up (sealed with the operator's vault key), A dies (SIGKILL), she is moved to device
 B through REST and B restores the backup (taken by itself after the login, and again on request): a cookie-check login succeeds there with no new QR
 login at the site. The controller's copy holds no cookie in the clear and opens with no other
-key or account. One broker kind (amqtt) is enough: every browser start costs seconds.
+key or account. When A is repaired, moving her back takes a fresh backup on B first. One broker
+kind (amqtt) is enough: every browser start costs seconds.
 """
 
 from __future__ import annotations
@@ -95,9 +96,19 @@ def test_a_login_survives_the_loss_of_its_pc(broker: Broker, site: Site, tmp_pat
                                   content=b"x" * 64)
     assert unsigned.status_code == 403, unsigned.text
 
+    # PC A is repaired and comes back: moving alice there takes a fresh backup on B (online) first.
+    pc_a.start()
+    controller.wait_device("pc-a", "online")
+    back = controller.api.post("/api/v1/accounts/alice/move", json={"device_id": "pc-a", "backup_wait": 60}).json()
+    assert back["fresh_backup"] == "taken" and back["backup"]["device_id"] == "pc-b", back
+    assert back["backup"]["task_id"] == back["fresh_backup_task_id"]
+    home = controller.wait_task(back["restore_task_id"], timeout=60)
+    assert (home["status"], home["device_id"], home["result"]["logged_in"]) == ("succeeded", "pc-a", True), home
+    assert site.records()["logins"] == [site.records()["logins"][0]]  # still the one QR login
+
     # The CLI path, for an account without a backup: it moves, and says it needs a login.
     env = base_env(api_url=f"http://127.0.0.1:{controller.port}", api_token=controller.admin_token)
-    cli = subprocess.run(fleet_argv("account", "move", "carol", "--to", "pc-b"), env=env, cwd=tmp_path,
+    cli = subprocess.run(fleet_argv("account", "move", "carol", "--to", "pc-b", "--wait", "0"), env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0, cli.stderr
     assert "no session backup" in cli.stdout and "needs a login" in cli.stdout
