@@ -8,6 +8,7 @@ kind (amqtt) is enough: every browser start costs seconds.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -17,10 +18,10 @@ import pytest
 
 from device.vault import VaultError, VaultKeyMismatch, decrypt, generate_key, write_key_file
 from schemas.vault import fingerprint
-from tests.browser_kit import Site, qr_login, start_browser_device, start_site
-from tests.harness import Broker, Controller, Process, base_env, fleet_argv, wait_for
+from tests.browser_kit import CHROMIUM, Site, qr_login, start_browser_device, start_site
+from tests.harness import Broker, Controller, Process, base_env, fleet_argv, missing_service, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker", ["amqtt"], indirect=True)]
+pytestmark = pytest.mark.integration
 
 SESSION_COOKIE = "session"  # the reference site's (device/platforms/reference/site/app.py)
 
@@ -32,6 +33,7 @@ def site(tmp_path: Path, _processes: list[Process]) -> Iterator[Site]:
         yield site
 
 
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 def test_a_login_survives_the_loss_of_its_pc(broker: Broker, site: Site, tmp_path: Path, _processes: list[Process]) -> None:
     controller = Controller(broker, tmp_path, keepalive="5", session_backup_after_login="true")
     _processes.append(controller.process)
@@ -114,3 +116,29 @@ def test_a_login_survives_the_loss_of_its_pc(broker: Broker, site: Site, tmp_pat
     assert "no session backup" in cli.stdout and "needs a login" in cli.stdout
     carol = controller.api.get("/api/v1/accounts/carol").json()
     assert (carol["device_id"], carol["login_status"]) == ("pc-b", "unknown")
+
+
+def test_local_storage_is_restored_into_the_origin(site: Site) -> None:
+    """`session_restore` writes each origin's localStorage while the origin is answered locally;
+    the items are then there when the real site is opened."""
+    from playwright.async_api import async_playwright
+
+    from device.browser.session import CHROMIUM_ARGS
+    from device.handlers.session_vault import write_local_storage
+
+    if not CHROMIUM.exists():
+        missing_service("chromium is not installed (Debian: apt-get install chromium)")
+
+    async def restore_then_read() -> str | None:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                await write_local_storage(page, {"origin": site.url, "localStorage": [{"name": "token", "value": "t-123"}]})
+                await page.goto(site.url + "/login")  # the real site now
+                value: str | None = await page.evaluate("localStorage.getItem('token')")
+                return value
+            finally:
+                await browser.close()
+
+    assert asyncio.run(restore_then_read()) == "t-123"
