@@ -118,7 +118,9 @@ class AccountMoveOut(BaseModel):
     account: str
     from_device: str
     to_device: str
-    fresh_backup: str = Field(description="taken, failed, timed_out, offline (old device), skipped or none")
+    fresh_backup: str = Field(description="taken; the backup task's final status when it did not succeed (failed, "
+                              "rejected, …); timed_out (canceled after backup_wait); offline (the old device); "
+                              "skipped (backup_wait 0)")
     fresh_backup_task_id: str | None
     backup: AccountBackupOut | None = Field(description="the backup restored on the new device, if any")
     restore_task_id: str | None = Field(description="the session_restore task on the new device")
