@@ -26,7 +26,7 @@ from device.vault import (
 from schemas.common import utcnow
 from schemas.events import EventKind
 from schemas.vault import HEADER_BYTES, fingerprint, read_header
-from tests.services_kit import FakePublisher, event, go_online
+from tests.services_kit import ADMIN_TOKEN, FakePublisher, event, go_online
 
 SESSION = b'{"cookies": [{"name": "session", "value": "c00kie-value-0123456789"}], "origins": []}'
 
@@ -143,6 +143,13 @@ def test_backup_upload_metadata_and_a_move_that_restores_it(client: TestClient) 
     assert back.status_code == 200 and back.json()["login_status"] == "unknown"
     restores = client.get("/api/v1/tasks", params={"device_id": "pc-01", "type": "session_restore"}).json()
     assert [t["account"] for t in restores["items"]] == ["alice"]
+    browser = TestClient(client.app, follow_redirects=False)  # the dashboard's move form, signed in
+    browser.get("/login")
+    browser.post("/login", data={"token": ADMIN_TOKEN, "csrf_token": browser.cookies["fleet_csrf"]})
+    form = browser.post("/accounts/move", data={"name": "alice", "device_id": "pc-02", "csrf_token": browser.cookies["fleet_csrf"]})
+    assert form.status_code == 303, form.text
+    restores = client.get("/api/v1/tasks", params={"device_id": "pc-02", "type": "session_restore"}).json()
+    assert len(restores["items"]) == 2
     assert client.get(f"/api/v1/files/{meta['file_id']}").status_code == 200
     assert client.delete("/api/v1/accounts/alice").status_code == 204  # its backup goes with it
     assert client.get(f"/api/v1/files/{meta['file_id']}").status_code == 404
