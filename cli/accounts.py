@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import typer
 from rich.table import Table
 
@@ -30,3 +32,34 @@ def account_list() -> None:
         table.add_row(item["name"], item["platform"], item["device_id"], item["login_status"],
                       str(item["last_login_at"] or ""))
     console.print(table)
+
+
+@app.command("move")
+def account_move(
+    name: str = typer.Argument(..., help="the account to move"),
+    to: str = typer.Option(..., "--to", help="the device the account moves to"),
+    wait: float = typer.Option(20.0, help="seconds to wait for a fresh backup on the old device (0: use the last one)"),
+) -> None:
+    """Move an account to another device with its login: a fresh session backup on the old
+    device when it is online, then the new device restores the latest backup."""
+    moved = api("POST", f"/api/v1/accounts/{quote(name, safe='')}/move", json={"device_id": to, "backup_wait": wait},
+                timeout=wait + 30)
+    console.print(moved["message"])
+    if moved["restore_task_id"]:
+        console.print(f"follow it with: fleet task show {moved['restore_task_id']}")
+
+
+@app.command("backup")
+def account_backup(
+    name: str = typer.Argument(..., help="the account"),
+    show: bool = typer.Option(False, "--show", help="only show the latest backup's metadata"),
+) -> None:
+    """Back up the account's browser session on its device (sealed with the device's vault key),
+    or with --show see the latest backup (metadata only: the controller cannot read it)."""
+    path = f"/api/v1/accounts/{quote(name, safe='')}/backup"
+    if show:
+        console.print_json(data=api("GET", path))
+        return
+    task = api("POST", path)
+    console.print(f"task {task['id']} backs up account {name} on {task['device_id']}; follow it with: "
+                  f"fleet task show {task['id']}")

@@ -25,6 +25,7 @@ from cli import (
     tasks,
     tokens,
     up,
+    vault,
     watch,
 )
 from cli.output import plain_metavars
@@ -49,6 +50,7 @@ app.add_typer(schedules.app, name="schedule")
 app.add_typer(schedules.pacing_app, name="pacing")
 app.add_typer(fleet_config.app, name="config")
 app.add_typer(releases.app, name="release")
+app.add_typer(vault.app, name="vault")
 app.command("stats")(stats.stats)
 app.command("watch")(watch.watch)
 app.command("prune")(housekeeping.prune)

@@ -33,6 +33,7 @@ from config.settings_live import LiveSettings
 from config.settings_metrics import MetricsSettings
 from config.settings_schedules import ScheduleSettings
 from config.settings_updates import UpdateSettings
+from config.settings_vault import VaultSettings
 from schemas.common import DEVICE_ID_PATTERN, GroupName
 from schemas.errors import ConfigError
 
@@ -81,7 +82,8 @@ class SettingsError(ConfigError):
     """A setting is invalid; the message names it and says what is accepted."""
 
 
-class FleetSettings(UpdateSettings, AlertSettings, MetricsSettings, DeviceLogSettings, LiveSettings, ScheduleSettings, ApiTlsSettings, JobSettings, HousekeepingSettings, GroupSettings, BaseSettings):
+class FleetSettings(UpdateSettings, VaultSettings, AlertSettings, MetricsSettings, DeviceLogSettings, LiveSettings, ScheduleSettings,
+                    ApiTlsSettings, JobSettings, HousekeepingSettings, GroupSettings, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",

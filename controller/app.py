@@ -25,6 +25,7 @@ from controller.alerts.runner import AlertRunner
 from controller.api.docs import add_docs
 from controller.api.guard import API_PREFIX, RequestGuard
 from controller.api.routes import (
+    account_vault,
     accounts,
     broadcasts,
     devices,
@@ -55,7 +56,7 @@ from controller.live_feed import IngestFeed, watch_sessions
 from controller.metrics import FleetMetrics
 from controller.mqtt import ControllerMqtt
 from controller.scheduler import Scheduler
-from controller.services import file_store, idempotency, retention, task_defaults
+from controller.services import account_backups, file_store, idempotency, retention, task_defaults
 from controller.services import files as file_service
 from controller.services.errors import ServiceError
 from controller.services.idempotency import Pruner
@@ -157,6 +158,8 @@ def _build(app: FastAPI, settings: FleetSettings, signer: Signer | None, engine:
     mqtt.on_task_finished(state.metrics.observe)
     scheduler.finished_hooks.append(state.metrics.observe)
     scheduler.lease_jobs.append(retention.ScheduledPrune(settings, time.monotonic))
+    if settings.session_backup_after_login:  # docs/architecture.md#the-session-vault
+        scheduler.lease_jobs.append(account_backups.BackupAfterLogin(mqtt, settings.public_base_url, state.file_url_key))
     state.alerts = AlertRunner(settings, sessions, holder, state.read_sessions) if settings.alert_rules else None
     if state.alerts is not None:
         state.alerts.listeners.append(lambda event: live.publish([alert_hooks.to_live(event)]))
@@ -172,7 +175,7 @@ def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
     app.include_router(health.router)
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(alert_routes.router, prefix=API_PREFIX)  # its own scopes: read, admin for a test
-    for module in (fleet_config, devices, accounts, tasks, broadcasts, jobs, files, stats, targets, schedules, pacing):
+    for module in (fleet_config, devices, account_vault, accounts, tasks, broadcasts, jobs, files, stats, targets, schedules, pacing):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Read])  # writes need Operate too
     app.include_router(housekeeping.router, prefix=API_PREFIX, dependencies=[Read])  # its own Operate/Admin guards
     app.include_router(tokens.router, prefix=API_PREFIX)
@@ -180,6 +183,7 @@ def _include_routes(app: FastAPI, settings: FleetSettings) -> None:
     app.include_router(signatures.router, prefix=API_PREFIX)
     app.include_router(releases.router, prefix=API_PREFIX, dependencies=[Read])  # publish/rollout: Admin
     app.include_router(files.download_router, prefix=API_PREFIX)  # signed links, no token
+    app.include_router(account_vault.upload_router, prefix=API_PREFIX)  # signed links, no token
     app.include_router(events.router, prefix=API_PREFIX)  # read scope: a bearer token or the dashboard's cookie
     dashboard.mount(app)  # the web dashboard at /
 

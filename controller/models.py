@@ -215,6 +215,24 @@ class Account(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class AccountBackup(Base):
+    """An account's browser session, sealed on its device with the operator's vault key and kept
+    as a stored file; the controller holds only this metadata and the ciphertext."""
+
+    __tablename__ = "account_backups"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    account: Mapped[str] = mapped_column(ForeignKey("accounts.name", ondelete="CASCADE"), index=True)
+    platform: Mapped[str] = mapped_column(String(64))
+    file_id: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    key_fingerprint: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[str] = mapped_column(String(64))  # the device that took it (no FK: it may be deleted)
+    task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    taken_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class StoredFile(Base):
     """A file operators uploaded for devices to fetch (videos, covers), kept on the controller's
     disk (`store` local) or in this database as `FileChunk` rows (`store` database)."""

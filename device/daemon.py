@@ -281,6 +281,7 @@ def browser_environment(settings: FleetSettings) -> BrowserEnvironment:
         artifacts_dir=settings.data_dir / "artifacts",
         platforms=load_platforms(),
         media_policy=UrlPolicy(settings.public_base_url, tuple(settings.upload_allowed_hosts), settings.api_ca_file),
+        vault_key_file=settings.vault_key_file,
     )
 
 

@@ -47,6 +47,24 @@ class UrlPolicy:
                 f"({self.controller_url}/api/v1/files/<id>/download?…) nor on FLEET_UPLOAD_ALLOWED_HOSTS; "
                 "upload the file with `fleet file upload` and use the link it prints, or allow the host")
 
+    def backup_link_problem(self, url: str) -> str | None:
+        """Why `url` is not this device's controller's signed backup link (where a
+        `session_backup` task PUTs its blob), or None when it is."""
+        import httpx
+
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL:
+            return "the backup upload URL is not a valid URL"
+        controller = httpx.URL(self.controller_url)
+        prefix = re.escape(controller.path.rstrip("/"))
+        if (_origin(target) == _origin(controller)
+                and re.fullmatch(prefix + r"/api/v1/backups/[A-Za-z0-9._:-]+", target.path) is not None
+                and {"expires", "signature"} <= set(target.params.keys())):
+            return None
+        return (f"a session backup is sent only to this device's controller's signed backup link "
+                f"({self.controller_url}/api/v1/backups/<task>?…); check FLEET_PUBLIC_API_URL")
+
     def _is_file_link(self, target: httpx.URL) -> bool:
         controller = type(target)(self.controller_url)
         if _origin(target) != _origin(controller):

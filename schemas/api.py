@@ -268,7 +268,8 @@ class AccountCreate(StrictModel):
 
 
 class AccountUpdate(StrictModel):
-    device_id: DeviceId | None = Field(None, description="move the account to another device (it must log in there)")
+    device_id: DeviceId | None = Field(None, description="move the account to another device; its latest session backup is restored there "
+                                       "(POST /api/v1/accounts/{name}/move also takes a fresh one first)")
     platform: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")
 
 

@@ -69,6 +69,11 @@ class WireErrorCode(StrEnum):
     LOGIN_FAILED = "login_failed"
     UPLOAD_TIMEOUT = "upload_timeout"
     RECIPIENT_NOT_FOUND = "recipient_not_found"
+    # failed: the session vault (session_backup, session_restore)
+    VAULT_KEY_MISSING = "vault_key_missing"
+    VAULT_KEY_MISMATCH = "vault_key_mismatch"
+    VAULT_BLOB_INVALID = "vault_blob_invalid"
+    BACKUP_UPLOAD_FAILED = "backup_upload_failed"
 
 
 class FleetError(Exception):

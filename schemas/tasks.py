@@ -9,6 +9,7 @@ from pydantic import Field, HttpUrl
 from schemas.common import StrictModel, TaskId, TaskType, UtcDatetime
 from schemas.events import MAX_ATTEMPTS
 from schemas.releases import UPDATE_TYPE, UpdateParams
+from schemas.vault import SessionBackupParams, SessionRestoreParams
 
 # Published on a device's task topic to stop a task, or to hand a running task what it waits
 # for (a verification code); handled by the daemon itself, never journaled as tasks.
@@ -125,4 +126,6 @@ BUILTIN_PARAMS: dict[str, type[StrictModel]] = {
     "upload": UploadParams,
     "chat": ChatParams,
     UPDATE_TYPE: UpdateParams,
+    "session_backup": SessionBackupParams,
+    "session_restore": SessionRestoreParams,
 }

@@ -2,7 +2,8 @@
 PATCH, DELETE) must show a live API token first (401), and its body is counted as it arrives,
 chunked or not, so that one past FLEET_MAX_REQUEST_BYTES gets a 413 without ever being held in
 memory. File uploads (`/api/v1/files`, the dashboard's `/send/upload`) are streamed to disk and
-bounded by FLEET_MAX_UPLOAD_BYTES in the files service instead. The dashboard's other forms
+bounded by FLEET_MAX_UPLOAD_BYTES in the files service instead; so are the session backups
+devices PUT to `/api/v1/backups/<task>`, authorised by the link's signature, not a token. The dashboard's other forms
 (cookie sign-in, checked by their routes) have their bodies counted the same way."""
 
 from __future__ import annotations
@@ -61,12 +62,13 @@ class RequestGuard:
             else:
                 await self.app(scope, receive, send)
             return
-        if scope["method"] in BODY_METHODS:
+        signed_upload = scope["method"] == "PUT" and path.startswith(f"{API_PREFIX}/backups/")
+        if scope["method"] in BODY_METHODS and not signed_upload:  # a backup PUT shows a signed link instead
             refusal = await self._refusal(scope)
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
-        if path.startswith(f"{API_PREFIX}/files"):
+        if path.startswith(f"{API_PREFIX}/files") or signed_upload:
             await self.app(scope, receive, send)  # streamed to disk, bounded by FLEET_MAX_UPLOAD_BYTES
             return
         await self._bounded(scope, receive, send)

@@ -6,6 +6,8 @@ to its field."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
 from typing import Any, get_args
 
 from fastapi import APIRouter, Request
@@ -14,12 +16,14 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from controller.api.deps import ReadSessionDep, SessionDep, write_turn
+from controller.api.routes.account_vault import vault_context
 from controller.dashboard import forms
 from controller.dashboard.i18n import language_of
 from controller.dashboard.pages_send import form_of, go
 from controller.dashboard.render import render
 from controller.dashboard.session import Operator, Viewer
-from controller.services import accounts, devices
+from controller.services import account_backups, account_move, accounts, devices
+from controller.services.account_move import VaultContext
 from controller.services.errors import ConflictError, NotFoundError, ServiceError
 from schemas.api import AccountOut, LoginStatus
 
@@ -86,15 +90,22 @@ def _bind(session: Session, values: Mapping[str, str], _: forms.Translate) -> No
     accounts.create_account(session, body)
 
 
-def _move(session: Session, values: Mapping[str, str], _: forms.Translate) -> None:
+def _move(vault: VaultContext, session: Session, values: Mapping[str, str], _: forms.Translate) -> None:
+    """As the REST PATCH: the new device restores the latest session backup, if there is one."""
     body = forms.account_move(values, _)
-    _known(session, _, account=values.get("name", ""), device_id=body.device_id)
-    accounts.update_account(session, values.get("name", ""), body)
+    name = values.get("name", "")
+    _known(session, _, account=name, device_id=body.device_id)
+    if body.device_id is not None and body.device_id != accounts.get_account(session, name).device_id:
+        account_move.rebind(vault, session, name, body.device_id)
+    else:
+        accounts.update_account(session, name, body)
 
 
-def _forget(session: Session, values: Mapping[str, str], _: forms.Translate) -> None:
+def _forget(files_dir: Path, session: Session, values: Mapping[str, str], _: forms.Translate) -> None:
     _known(session, _, account=values.get("name", ""))
+    backup_files = account_backups.forget(session, [values.get("name", "")], files_dir)
     accounts.delete_account(session, values.get("name", ""))
+    account_backups.unlink(backup_files)
 
 
 async def _post(request: Request, session: Session, form: str,
@@ -114,9 +125,9 @@ async def bind(request: Request, _token: Operator, session: SessionDep) -> Respo
 
 @router.post("/accounts/move")
 async def move(request: Request, _token: Operator, session: SessionDep) -> Response:
-    return await _post(request, session, "move", _move)
+    return await _post(request, session, "move", partial(_move, vault_context(request)))
 
 
 @router.post("/accounts/forget")
 async def forget(request: Request, _token: Operator, session: SessionDep) -> Response:
-    return await _post(request, session, "forget", _forget)
+    return await _post(request, session, "forget", partial(_forget, request.app.state.settings.data_dir / "files"))

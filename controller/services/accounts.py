@@ -60,6 +60,8 @@ def list_accounts(
 
 
 def update_account(session: Session, name: str, body: AccountUpdate) -> Account:
+    """Change an account's platform, or its device without its login (the REST PATCH moves it
+    with its login instead: controller/services/account_move.py)."""
     account = get_account(session, name)
     if body.device_id is not None and body.device_id != account.device_id:
         if session.get(Device, body.device_id) is None:
@@ -92,7 +94,7 @@ def route(session: Session, device_id: str | None, account: str | None) -> str:
     return bound.device_id
 
 
-OUTCOME_TYPES = frozenset({"login", "upload", "chat"})  # task types whose outcome says whether an account is logged in
+OUTCOME_TYPES = frozenset({"login", "upload", "chat", "session_restore"})  # task types whose outcome says whether an account is logged in
 
 
 def tracks_outcome(account: str | None, task_type: str) -> bool:
@@ -108,7 +110,7 @@ def apply_outcome(session: Session, task: Task) -> None:
     status, result, error = TaskStatus(task.status), task.result or {}, task.error or {}
     account = session.get(Account, task.account, with_for_update=True)
     new: str | None = None
-    if task.type == "login" and status == TaskStatus.SUCCEEDED:
+    if task.type in ("login", "session_restore") and status == TaskStatus.SUCCEEDED:
         new = "logged_in" if result.get("logged_in") else _lost(account)
     elif status == TaskStatus.FAILED and error.get("code") == NOT_LOGGED_IN:
         new = _lost(account)

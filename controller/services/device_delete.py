@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import FleetSettings
 from controller.models import Account, Device, DeviceConnection, MqttIdentity, Task, TaskEventRecord
-from controller.services import identities, lifecycle
+from controller.services import account_backups, identities, lifecycle
 from controller.services.bulk_cancel import cancel_matching
 from controller.services.devices import device_not_found
 from controller.services.errors import ConflictError
@@ -62,10 +62,12 @@ def delete_device(session: Session, device_id: str, history: HistoryChoice, publ
     device = session.get(Device, device_id, with_for_update=True)
     assert device is not None
     accounts = list(session.scalars(select(Account.name).where(Account.device_id == device_id).order_by(Account.name)))
+    backup_files = account_backups.forget(session, accounts, settings.data_dir / "files")
     session.execute(delete(Account).where(Account.device_id == device_id))
     device.deleted_at = device.deleted_at or utcnow()
     device.status, device.online_since, device.silent_after = "offline", None, None
     session.commit()
+    account_backups.unlink(backup_files)
     purged = _purge(session, device_id) if history == "purge" else (0, 0)
     log.info("device %s deleted (history %s): %d task(s) canceled, login %s, %d account(s) removed", device_id,
              history, canceled, "revoked" if revoked else "absent", len(accounts))

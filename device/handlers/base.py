@@ -58,6 +58,7 @@ class BrowserEnvironment:
     artifacts_dir: Path
     platforms: Mapping[str, type[PlatformAdapter]]
     media_policy: UrlPolicy  # which upload media URLs may be fetched
+    vault_key_file: Path | None = None  # FLEET_VAULT_KEY_FILE: the operator's session vault key
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 (docs/architecture.md#remote-update).
 
 Revision ID: 0019
-Revises: 0017 (the merger chains it after 0018)
+Revises: 0018 (the merger chains it after 0018)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 from controller.models import UtcDateTime
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
