@@ -36,7 +36,7 @@ from schemas.common import new_id, utcnow
 from schemas.errors import WireErrorCode
 from schemas.events import TaskSummary
 from schemas.signing import trusted_keys
-from schemas.status import DeviceStatus, Heartbeat, boot_id
+from schemas.status import DeviceFacts, DeviceStatus, Heartbeat, boot_id
 from schemas.topics import (
     BROADCAST_TASKS,
     device_config,
@@ -92,29 +92,7 @@ class DeviceDaemon:
             on_message=self._route,
             loop=asyncio.get_running_loop(),
         )
-        results_topic = device_results(self.device_id)
-        self._presence = presence
-        self._link = link
-        self._reporter = Reporter(
-            journal, self.device_id, lambda: presence.session_id, lambda payload: link.publish(results_topic, payload)
-        )
-        self._executor = Executor(
-            journal=journal,
-            reporter=self._reporter,
-            device_id=self.device_id,
-            data_dir=settings.data_dir,
-            facts=facts,
-            max_concurrency=settings.max_concurrency,
-            registry=self.registry,
-            browser=functools.cache(lambda: browser_environment(settings)),
-        )
-        self._journal = journal
-        self._updates.attach(self._executor, self._reporter, lambda: link.born, stop.set)
-        self._config = RemoteConfig(settings, self.device_id, link, presence, {
-            "heartbeat_interval": self._set_heartbeat_interval,
-            "max_concurrency": lambda limit: self._spawn(self._executor.set_concurrency(limit)),
-            "log_level": lambda level: logging.getLogger().setLevel(level),
-        }, asyncio.get_running_loop())
+        self._wire(facts, presence, journal, link, stop)
         log.info("device %s starting (journal %s)", self.device_id, journal.path)
         if self._trusted_keys:
             log.info("running signed tasks only, from key(s) %s", ", ".join(sorted(self._trusted_keys)))
@@ -139,6 +117,33 @@ class DeviceDaemon:
                 await link.close()
             finally:
                 journal.close()
+
+    def _wire(self, facts: DeviceFacts, presence: Presence, journal: Journal, link: MqttLink, stop: asyncio.Event) -> None:
+        """The parts that act on messages: reporter, executor, updates and remote config."""
+        settings = self.settings
+        results_topic = device_results(self.device_id)
+        self._presence = presence
+        self._link = link
+        self._reporter = Reporter(
+            journal, self.device_id, lambda: presence.session_id, lambda payload: link.publish(results_topic, payload)
+        )
+        self._executor = Executor(
+            journal=journal,
+            reporter=self._reporter,
+            device_id=self.device_id,
+            data_dir=settings.data_dir,
+            facts=facts,
+            max_concurrency=settings.max_concurrency,
+            registry=self.registry,
+            browser=functools.cache(lambda: browser_environment(settings)),
+        )
+        self._journal = journal
+        self._updates.attach(self._executor, self._reporter, lambda: link.born, stop.set)
+        self._config = RemoteConfig(settings, self.device_id, link, presence, {
+            "heartbeat_interval": self._set_heartbeat_interval,
+            "max_concurrency": lambda limit: self._spawn(self._executor.set_concurrency(limit)),
+            "log_level": lambda level: logging.getLogger().setLevel(level),
+        }, asyncio.get_running_loop())
 
     def _set_heartbeat_interval(self, seconds: int) -> None:
         self._heartbeat_interval = seconds

@@ -13,13 +13,14 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from device.vault import VaultError, VaultKeyMismatch, decrypt, generate_key, write_key_file
 from schemas.vault import fingerprint
 from tests.browser_kit import CHROMIUM, Site, qr_login, start_browser_device, start_site
-from tests.harness import Broker, Controller, Process, base_env, fleet_argv, missing_service, wait_for
+from tests.harness import Broker, Controller, Device, Process, base_env, fleet_argv, missing_service, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,18 +54,7 @@ def test_a_login_survives_the_loss_of_its_pc(broker: Broker, site: Site, tmp_pat
     assert none_yet.status_code == 404 and "no session backup" in none_yet.json()["detail"]
 
     qr_login(controller, site, "alice")
-    # The controller asks for a backup after the login by itself (FLEET_SESSION_BACKUP_AFTER_LOGIN).
-    first = wait_for(lambda: (r := controller.api.get("/api/v1/accounts/alice/backup")).status_code == 200 and r.json(),
-                     60, 0.2, "the backup after alice's login")
-    assert (first["device_id"], first["key_fingerprint"]) == ("pc-a", fingerprint(key))
-    taken = controller.api.post("/api/v1/accounts/alice/backup")  # and on request; it replaces the first
-    assert taken.status_code == 201, taken.text
-    backup_task = controller.wait_task(taken.json()["id"], timeout=60)
-    assert backup_task["status"] == "succeeded", backup_task
-    assert backup_task["result"]["key_fingerprint"] == fingerprint(key) and backup_task["result"]["cookies"] >= 1
-    meta = controller.api.get("/api/v1/accounts/alice/backup").json()
-    assert (meta["device_id"], meta["key_fingerprint"], meta["task_id"]) == ("pc-a", fingerprint(key), backup_task["id"])
-    assert not (controller.data_dir / "files" / first["file_id"]).exists()  # only the latest is kept
+    meta, backup_task = backups_after_login(controller, key)
 
     pc_a.kill()  # the PC died
     controller.wait_device("pc-a", "offline")
@@ -83,6 +73,31 @@ def test_a_login_survives_the_loss_of_its_pc(broker: Broker, site: Site, tmp_pat
     assert checked["device_id"] == "pc-b" and checked["result"] == {"logged_in": True, "method": "cookie_check"}, checked
     assert [(r["account"], r["method"]) for r in site.records()["logins"]] == [("alice", "qr")]  # no new QR login
 
+    assert_sealed(controller, key, meta, backup_task["id"])
+
+    move_back_to_repaired_pc(controller, site, pc_a)
+    cli_move_without_backup(controller, tmp_path)
+
+
+def backups_after_login(controller: Controller, key: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The backup the controller asks for after alice's login, then one on request replacing it:
+    the latest backup's metadata and its task."""
+    # The controller asks for a backup after the login by itself (FLEET_SESSION_BACKUP_AFTER_LOGIN).
+    first = wait_for(lambda: (r := controller.api.get("/api/v1/accounts/alice/backup")).status_code == 200 and r.json(),
+                     60, 0.2, "the backup after alice's login")
+    assert (first["device_id"], first["key_fingerprint"]) == ("pc-a", fingerprint(key))
+    taken = controller.api.post("/api/v1/accounts/alice/backup")  # and on request; it replaces the first
+    assert taken.status_code == 201, taken.text
+    backup_task = controller.wait_task(taken.json()["id"], timeout=60)
+    assert backup_task["status"] == "succeeded", backup_task
+    assert backup_task["result"]["key_fingerprint"] == fingerprint(key) and backup_task["result"]["cookies"] >= 1
+    meta = controller.api.get("/api/v1/accounts/alice/backup").json()
+    assert (meta["device_id"], meta["key_fingerprint"], meta["task_id"]) == ("pc-a", fingerprint(key), backup_task["id"])
+    assert not (controller.data_dir / "files" / first["file_id"]).exists()  # only the latest is kept
+    return meta, backup_task
+
+
+def assert_sealed(controller: Controller, key: bytes, meta: dict[str, Any], backup_task_id: str) -> None:
     # What the controller keeps: ciphertext only. The operator's key opens it; no other key, and
     # not as another account.
     blob = (controller.data_dir / "files" / meta["file_id"]).read_bytes()
@@ -94,10 +109,12 @@ def test_a_login_survives_the_loss_of_its_pc(broker: Broker, site: Site, tmp_pat
         decrypt(generate_key(), blob, platform="reference", account="alice")
     with pytest.raises(VaultError, match="another account"):
         decrypt(key, blob, platform="reference", account="bob")
-    unsigned = controller.api.put(f"/api/v1/backups/{backup_task['id']}", params={"expires": 2**31, "signature": "0" * 64},
+    unsigned = controller.api.put(f"/api/v1/backups/{backup_task_id}", params={"expires": 2**31, "signature": "0" * 64},
                                   content=b"x" * 64)
     assert unsigned.status_code == 403, unsigned.text
 
+
+def move_back_to_repaired_pc(controller: Controller, site: Site, pc_a: Device) -> None:
     # PC A is repaired and comes back: moving alice there takes a fresh backup on B (online) first.
     pc_a.start()
     controller.wait_device("pc-a", "online")
@@ -108,6 +125,8 @@ def test_a_login_survives_the_loss_of_its_pc(broker: Broker, site: Site, tmp_pat
     assert (home["status"], home["device_id"], home["result"]["logged_in"]) == ("succeeded", "pc-a", True), home
     assert site.records()["logins"] == [site.records()["logins"][0]]  # still the one QR login
 
+
+def cli_move_without_backup(controller: Controller, tmp_path: Path) -> None:
     # The CLI path, for an account without a backup: it moves, and says it needs a login.
     env = base_env(api_url=f"http://127.0.0.1:{controller.port}", api_token=controller.admin_token)
     cli = subprocess.run(fleet_argv("account", "move", "carol", "--to", "pc-b", "--wait", "0"), env=env, cwd=tmp_path,
@@ -116,7 +135,6 @@ def test_a_login_survives_the_loss_of_its_pc(broker: Broker, site: Site, tmp_pat
     assert "no session backup" in cli.stdout and "needs a login" in cli.stdout
     carol = controller.api.get("/api/v1/accounts/carol").json()
     assert (carol["device_id"], carol["login_status"]) == ("pc-b", "unknown")
-
 
 def test_local_storage_is_restored_into_the_origin(site: Site) -> None:
     """`session_restore` writes each origin's localStorage while the origin is answered locally;
