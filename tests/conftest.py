@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
-# The modules that take longest (seconds on a quiet 2-core machine), handed out first under xdist
-# so that the two workers finish together; the rest follow in collection order, the unit tier last.
+# The modules that take longest (rough seconds, a busy 2-core machine), handed out first under
+# xdist so that the two workers finish together; the rest follow in collection order, unit tier last.
 SLOWEST_FIRST: dict[str, int] = {
+    "integration/test_e2e.py": 200, "integration/test_lifecycle.py": 190, "integration/test_chaos.py": 140,
+    "integration/test_multi_controller.py": 120, "integration/test_browser.py": 100,
+    "integration/test_idempotent_controllers.py": 90, "integration/test_nats_cluster.py": 80,
+    "integration/test_openapi_fuzz.py": 70, "integration/test_delivery.py": 70, "integration/test_cli_first_hour.py": 60,
 }
 
 
