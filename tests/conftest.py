@@ -50,8 +50,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
     _select_pass(config, items)
     if hasattr(config, "workerinput"):  # an xdist worker: the order it reports is the order modules are handed out
-        tests_dir = Path(__file__).parent
-        items.sort(key=lambda item: -SLOWEST_FIRST.get(item.path.relative_to(tests_dir).as_posix(), 0))  # stable
+        items.sort(key=_slowness)  # stable: the others keep their order
+
+
+def _slowness(item: pytest.Item) -> int:
+    tests_dir = Path(__file__).parent
+    name = item.path.relative_to(tests_dir).as_posix() if item.path.is_relative_to(tests_dir) else ""
+    return -SLOWEST_FIRST.get(name, 0)
 
 
 def _select_pass(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -59,7 +64,8 @@ def _select_pass(config: pytest.Config, items: list[pytest.Item]) -> None:
     serial = config.getoption("serial")
     if serial == "include":
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         (keep if (item.get_closest_marker("serial") is not None) == (serial == "only") else drop).append(item)
     if drop:
