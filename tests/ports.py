@@ -1,8 +1,11 @@
 """Ports for the processes tests and benchmarks start: free ones outside the kernel's
-ephemeral range, and whether a given process (not some other program) listens on one."""
+ephemeral range, and whether a given process (not some other program) listens on one.
+Under pytest-xdist (`tests/run.sh` runs two workers) each worker draws from ports of its own
+(port % workers == its index), so two workers never hand out the same port at once."""
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import sys
@@ -25,15 +28,34 @@ def ephemeral_ports() -> tuple[int, int]:
         return DEFAULT_EPHEMERAL_PORTS if sys.platform.startswith("linux") else (49152, 65535)
 
 
+def worker_share() -> tuple[int, int]:
+    """(index, count) of this pytest-xdist worker, from the variables xdist sets in it (and its
+    child processes inherit): gw1 of 2 workers is (1, 2); (0, 1) outside xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    except ValueError:
+        count = 1
+    if count > 1 and name.startswith("gw") and name[2:].isdigit():
+        return int(name[2:]) % count, count
+    return 0, 1
+
+
 def free_port() -> int:
     """A port nothing is bound to now, outside the ephemeral range: a port the kernel handed
     out by `bind(0)` comes from that range, so any outgoing connection started before the
     process that should listen there binds it (an HTTP request, an MQTT client) may take it.
-    Another program can still take it meanwhile: `start_listening` moves to a new one then."""
+    Another program can still take it meanwhile: `start_listening` moves to a new one then.
+    An xdist worker picks only ports of its share (`worker_share`)."""
     low, high = ephemeral_ports()
-    candidates = [r for r in (range(LOWEST_TEST_PORT, low), range(high + 1, 65536)) if len(r) > 0]
+    index, count = worker_share()
+    candidates = [r for r in (range(LOWEST_TEST_PORT, low), range(high + 1, 65536)) if len(r) > count]
     for _ in range(50 if candidates else 0):
-        port = random.choice(random.choice(candidates))
+        chosen = random.choice(candidates)
+        port = random.choice(chosen)
+        port += (index - port) % count  # the next port of this worker's share
+        if port not in chosen:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

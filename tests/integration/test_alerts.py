@@ -210,6 +210,7 @@ def _median_latency(controller: Controller, path: str = "/healthz", count: int =
     return statistics.median(times)
 
 
+@pytest.mark.serial  # compares request latencies: run alone (tests/run.sh)
 def test_hanging_receiver_slows_nothing(fleet: Fleet) -> None:
     fleet.receiver.behaviour.release.clear()
     before = {c.port: _median_latency(c) for c in (fleet.a, fleet.b)}

@@ -174,6 +174,7 @@ def test_broadcast_reaches_every_connected_device(
     assert all(d.executions(f"bc-7:{d.id}") == 1 for d in devices)
 
 
+@pytest.mark.serial  # 3 s from the kill to offline: run alone (tests/run.sh)
 @on_the_cluster
 def test_device_killed_is_offline_within_one_and_a_half_keepalives(
     controller: Controller, start_device: Callable[..., Device]

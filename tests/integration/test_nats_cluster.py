@@ -141,6 +141,7 @@ def settle(controller: Controller, ids: list[str], timeout: float) -> dict[str, 
         time.sleep(0.5)
 
 
+@pytest.mark.serial  # presence right within 2 heartbeats + a sweep + 2 s: run alone (tests/run.sh)
 @pytest.mark.parametrize("killed", [0, 1], ids=["devices-node", "controller-node"])
 def test_node_killed_mid_run(fleet: ClusterFleet, killed: int) -> None:
     controller = fleet.controller

@@ -107,6 +107,7 @@ def _post(controller: Controller, path: str, body: dict[str, Any]) -> dict[str, 
     return response.json()
 
 
+@pytest.mark.serial  # on the wire less than 3 s after run_at: run alone (tests/run.sh)
 def test_a_run_at_task_is_not_sent_before_its_time(fleet: Fleet) -> None:
     run_at = datetime.now(timezone.utc) + timedelta(seconds=2)
     task = _post(fleet.a, "/api/v1/tasks", {"device_id": DEVICE, "type": "ping", "run_at": run_at.isoformat(), "ttl": 30})

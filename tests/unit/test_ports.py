@@ -23,3 +23,13 @@ def test_without_room_outside_the_range_the_kernel_chooses(monkeypatch: pytest.M
     port = ports.free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_each_xdist_worker_draws_from_ports_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    for worker, remainder in (("gw0", 0), ("gw1", 1), ("gw3", 1)):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        assert ports.worker_share() == (remainder, 2)
+        assert {ports.free_port() % 2 for _ in range(100)} == {remainder}
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    assert ports.worker_share() == (0, 1)

@@ -117,6 +117,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         yield started
 
 
+@pytest.mark.serial  # refused within 5 s, dropped after 9–12 s: run alone (tests/run.sh)
 def test_embedded_broker_refuses_mqtt5_at_once_and_drops_a_half_sent_connect(embedded: Broker) -> None:
     """The embedded broker speaks MQTT 3.1.1 only. An MQTT 5 client gets CONNACK 1 (unacceptable
     protocol version) at once, so `mosquitto_pub -V mqttv5` says what is wrong instead of hanging

@@ -16,6 +16,7 @@ from tests.integration.broker_conformance.mqtt_kit import Message, RawClient, Wi
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.serial  # the will within 2.9–4 s (amqtt): run alone (tests/run.sh)
 def test_keepalive_silent_client_is_dropped_and_its_will_published(broker: Broker, prefix: str) -> None:
     """[MQTT-3.1.2-24]: no packet for 1.5 × keepalive → disconnect and publish the will. The
     silent client never closes its socket (a sleeping PC, a lost NAT mapping); a client that
