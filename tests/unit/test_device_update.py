@@ -277,7 +277,15 @@ def test_the_drain_lets_running_tasks_finish_and_hands_waiting_ones_back(tmp_pat
     registry = load_registry()
     journal = Journal(journal_path(tmp_path, "pc-01"))
     published: list[TaskEvent] = []
-    reporter = Reporter(journal, "pc-01", lambda: "s-1", lambda raw: published.append(TaskEvent.model_validate_json(raw)))
+    started = asyncio.Event()
+
+    def publish(raw: bytes) -> None:
+        event = TaskEvent.model_validate_json(raw)
+        published.append(event)
+        if event.task_id == "running" and event.event == EventKind.STARTED:
+            started.set()
+
+    reporter = Reporter(journal, "pc-01", lambda: "s-1", publish)
     facts = DeviceFacts(name="pc-01", version="0", hostname="pc-01", os="Linux", python="3.11", keepalive=30)
     executor = Executor(journal=journal, reporter=reporter, device_id="pc-01", data_dir=tmp_path, facts=facts,
                         max_concurrency=1, registry=registry)
@@ -294,8 +302,7 @@ def test_the_drain_lets_running_tasks_finish_and_hands_waiting_ones_back(tmp_pat
     async def scenario() -> None:
         executor.submit(request("running", "sleep", '{"seconds": 0.2, "steps": 1}'))
         executor.submit(request("waiting", "echo", "{}"))  # the one slot is taken
-        while not any(e.task_id == "running" and e.event == EventKind.STARTED for e in published):
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(started.wait(), 5)
         await executor.drain(keep="update", timeout=5)
         assert final("running").event == EventKind.SUCCEEDED
         assert not any(e.task_id == "waiting" and e.event == EventKind.STARTED for e in published), "held"
