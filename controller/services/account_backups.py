@@ -10,8 +10,6 @@ account (a late task on a PC the account moved away from) is refused.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,7 +25,7 @@ from config.settings import FleetSettings
 from controller.models import Account, AccountBackup, Device, FileChunk, StoredFile, Task
 from controller.services import files, task_create, uploads
 from controller.services.accounts import get_account
-from controller.services.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError, ServiceError
+from controller.services.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceError
 from controller.services.publisher import Publisher
 from schemas.api import TaskCreate
 from schemas.common import new_id, utcnow
@@ -41,20 +39,14 @@ RESTORE_TYPE = "session_restore"
 LINK_TTL = 3600  # seconds a backup upload link stays valid
 
 
-def _signature(key: bytes, task_id: str, expires: int) -> str:
-    return hmac.new(key, f"backup:{task_id}:{expires}".encode(), hashlib.sha256).hexdigest()
-
-
 def upload_link(base_url: str, key: bytes, task_id: str, ttl: int = LINK_TTL) -> str:
     expires = int(time.time()) + ttl
-    return f"{base_url}/api/v1/backups/{task_id}?expires={expires}&signature={_signature(key, task_id, expires)}"
+    signature = files.link_signature(key, f"backup:{task_id}", expires)
+    return f"{base_url}/api/v1/backups/{task_id}?expires={expires}&signature={signature}"
 
 
 def check_link(key: bytes, task_id: str, expires: int, signature: str) -> None:
-    if expires < time.time():
-        raise ForbiddenError("this backup link has expired; take a new backup")
-    if not hmac.compare_digest(_signature(key, task_id, expires), signature):
-        raise ForbiddenError("this backup link's signature is not valid")
+    files.check_link(key, f"backup:{task_id}", expires, signature, link="backup", renew="take a new backup")
 
 
 def create_backup_task(session: Session, name: str, publisher: Publisher, base_url: str, key: bytes) -> Task:

@@ -97,20 +97,26 @@ def shared_url_key(session: Session) -> bytes:
     return value.encode()
 
 
-def _signature(key: bytes, file_id: str, expires: int) -> str:
-    return hmac.new(key, f"{file_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+def link_signature(key: bytes, subject: str, expires: int) -> str:
+    """The HMAC a signed link carries: what it opens (`subject`) until when (`expires`, epoch s)."""
+    return hmac.new(key, f"{subject}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def check_link(key: bytes, subject: str, expires: int, signature: str, *, link: str, renew: str) -> None:
+    """Refuse an expired or forged signed link; `link` names it and `renew` says how to get a new one."""
+    if expires < time.time():
+        raise ForbiddenError(f"this {link} link has expired; {renew}")
+    if not hmac.compare_digest(link_signature(key, subject, expires), signature):
+        raise ForbiddenError(f"this {link} link's signature is not valid")
 
 
 def signed_url(base_url: str, key: bytes, file_id: str, ttl: int = URL_TTL) -> str:
     expires = int(time.time()) + ttl
-    return f"{base_url}/api/v1/files/{file_id}/download?expires={expires}&signature={_signature(key, file_id, expires)}"
+    return f"{base_url}/api/v1/files/{file_id}/download?expires={expires}&signature={link_signature(key, file_id, expires)}"
 
 
 def check_signature(key: bytes, file_id: str, expires: int, signature: str) -> None:
-    if expires < time.time():
-        raise ForbiddenError("this download link has expired; ask the controller for the file's URL again")
-    if not hmac.compare_digest(_signature(key, file_id, expires), signature):
-        raise ForbiddenError("this download link's signature is not valid")
+    check_link(key, file_id, expires, signature, link="download", renew="ask the controller for the file's URL again")
 
 
 def record(session: Session, saved: SavedFile, name: str, content_type: str, store: str = "local") -> StoredFile:
